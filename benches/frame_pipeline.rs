@@ -1,0 +1,65 @@
+//! Walk output → aggregation model → frame JSON, for a realistic busy frame: 300 syscall keys
+//! × 33 lhist buckets, as bpftrace prints it for the syscall-latency preset. Prints the time
+//! per frame (criterion) and the bytes per frame on the wire.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use heat_actix::aggregation::Snapshot;
+use heat_actix::consumer::bpftrace::output::{decode_map, Event};
+use heat_actix::consumer::bpftrace::program::aggregation_maps;
+use heat_actix::presets::{self, KeyNames};
+use heat_actix::session::protocol::encode_frame;
+
+/// Keys in the frame: about every syscall a busy machine makes.
+const KEYS: i64 = 300;
+/// Buckets per key: the preset's 32 linear buckets plus the open top one.
+const BUCKETS: i64 = 33;
+
+/// One map line as bpftrace prints it, every bucket non-empty.
+fn bpftrace_line() -> String {
+    let mut map = serde_json::Map::new();
+    for key in 0..KEYS {
+        let mut buckets: Vec<serde_json::Value> = (0..BUCKETS - 1)
+            .map(|i| serde_json::json!({"min": i * 2, "max": i * 2 + 1, "count": 1 + (key * 7 + i * 13) % 5000}))
+            .collect();
+        buckets.push(serde_json::json!({"min": 64, "count": 3 + key % 11}));
+        map.insert(key.to_string(), serde_json::Value::Array(buckets));
+    }
+    serde_json::json!({"type": "hist", "data": {"@latency_us": map}}).to_string()
+}
+
+/// The whole path one walk takes on the consumer thread.
+fn pipeline(line: &str, spec: &heat_actix::consumer::bpftrace::program::MapSpec) -> String {
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    let Event::Map { value, .. } = Event::from_json(json) else {
+        panic!("a map line")
+    };
+    let mut snapshot = Snapshot {
+        aggregations: vec![decode_map(spec, &value).unwrap()],
+        output: vec![],
+    };
+    KeyNames::Syscall.apply(&mut snapshot);
+    encode_frame(1, 1_763_788_800_000, 1000, &snapshot)
+}
+
+fn bench(c: &mut Criterion) {
+    let preset = presets::find("syscall-latency").unwrap();
+    let spec = aggregation_maps(preset.script).remove(0);
+    let line = bpftrace_line();
+    let frame = pipeline(&line, &spec);
+    println!(
+        "frame: {KEYS} keys x {BUCKETS} buckets; bpftrace output {} bytes -> frame {} bytes on the wire",
+        line.len(),
+        frame.len()
+    );
+    let mut group = c.benchmark_group("frame_pipeline");
+    group.throughput(Throughput::Bytes(frame.len() as u64));
+    group.bench_function("bpftrace_json_to_frame_300x33", |b| {
+        b.iter(|| pipeline(black_box(&line), &spec))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,413 @@
+//! The one aggregation data model every backend decodes into, and how it is written on the wire.
+//!
+//! A [`Snapshot`] is what one walk found: for every aggregation of the program, the series
+//! (one per key) aggregated since the previous walk. Backends build it; sessions serialise it
+//! into frames without knowing which backend made it.
+
+use serde::ser::{SerializeMap, SerializeTuple};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The aggregating function behind a map, which decides how its values read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggKind {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Stats,
+    Stddev,
+    /// Power-of-two buckets (bpftrace `hist`).
+    Hist,
+    /// Linear buckets (bpftrace `lhist`).
+    Lhist,
+    /// DTrace power-of-two buckets.
+    Quantize,
+    /// DTrace linear buckets.
+    Lquantize,
+    /// DTrace log-linear buckets.
+    Llquantize,
+}
+
+impl AggKind {
+    /// True for the kinds whose values are bucket lists.
+    pub fn is_histogram(self) -> bool {
+        matches!(
+            self,
+            AggKind::Hist
+                | AggKind::Lhist
+                | AggKind::Quantize
+                | AggKind::Lquantize
+                | AggKind::Llquantize
+        )
+    }
+
+    /// The bpftrace function name for this kind, if bpftrace has one.
+    pub fn from_bpftrace(function: &str) -> Option<AggKind> {
+        Some(match function {
+            "count" => AggKind::Count,
+            "sum" => AggKind::Sum,
+            "avg" => AggKind::Avg,
+            "min" => AggKind::Min,
+            "max" => AggKind::Max,
+            "stats" => AggKind::Stats,
+            "hist" => AggKind::Hist,
+            "lhist" => AggKind::Lhist,
+            _ => return None,
+        })
+    }
+}
+
+/// One part of a map key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum KeyPart {
+    Int(i64),
+    Str(String),
+}
+
+impl KeyPart {
+    /// Reads a key part printed as text: integers become numbers, anything else a string.
+    pub fn parse(text: &str) -> KeyPart {
+        match text.parse::<i64>() {
+            Ok(n) => KeyPart::Int(n),
+            Err(_) => KeyPart::Str(text.to_owned()),
+        }
+    }
+}
+
+/// A histogram bucket with inclusive bounds; `None` is an open end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
+    pub count: u64,
+}
+
+impl Serialize for Bucket {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(3)?;
+        tuple.serialize_element(&self.lo)?;
+        tuple.serialize_element(&self.hi)?;
+        tuple.serialize_element(&self.count)?;
+        tuple.end()
+    }
+}
+
+/// The value of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// count, sum, avg, min, max: one number.
+    Scalar(i64),
+    /// stats: count, total and their integer average.
+    Stats {
+        count: u64,
+        total: i64,
+        average: i64,
+    },
+    /// Histogram kinds: non-empty buckets in ascending order.
+    Buckets(Vec<Bucket>),
+}
+
+/// The aggregated value of one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub key: Vec<KeyPart>,
+    pub value: Value,
+}
+
+impl Series {
+    /// A histogram series; zero buckets are dropped and the rest put in ascending order,
+    /// which is what the wire promises whatever order the tracer printed.
+    pub fn histogram(key: Vec<KeyPart>, mut buckets: Vec<Bucket>) -> Series {
+        buckets.retain(|b| b.count > 0);
+        // An open lower end sorts first: `None < Some(_)`.
+        buckets.sort_by_key(|b| (b.lo, b.hi));
+        Series {
+            key,
+            value: Value::Buckets(buckets),
+        }
+    }
+
+    /// Total events in the series (bucket counts, or the stats count), if it counts events.
+    pub fn events(&self) -> Option<u64> {
+        match &self.value {
+            Value::Buckets(b) => Some(b.iter().map(|b| b.count).sum()),
+            Value::Stats { count, .. } => Some(*count),
+            Value::Scalar(_) => None,
+        }
+    }
+}
+
+impl Serialize for Series {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = match self.value {
+            Value::Stats { .. } => 4,
+            _ => 2,
+        };
+        let mut map = serializer.serialize_map(Some(fields))?;
+        map.serialize_entry("key", &self.key)?;
+        match &self.value {
+            Value::Scalar(v) => map.serialize_entry("value", v)?,
+            Value::Stats {
+                count,
+                total,
+                average,
+            } => {
+                map.serialize_entry("value", average)?;
+                map.serialize_entry("count", count)?;
+                map.serialize_entry("total", total)?;
+            }
+            Value::Buckets(b) => map.serialize_entry("buckets", b)?,
+        }
+        map.end()
+    }
+}
+
+/// A linear bucket layout known before any data arrives (lhist/lquantize parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    pub min: i64,
+    pub max: i64,
+    pub step: i64,
+}
+
+/// What a program will aggregate, announced in `started`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AggregationInfo {
+    pub name: String,
+    pub kind: AggKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+/// One aggregation's data for one interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Aggregation {
+    pub name: String,
+    pub kind: AggKind,
+    pub series: Vec<Series>,
+}
+
+impl Aggregation {
+    /// An aggregation with no data yet.
+    pub fn empty(info: &AggregationInfo) -> Aggregation {
+        Aggregation {
+            name: info.name.clone(),
+            kind: info.kind,
+            series: Vec::new(),
+        }
+    }
+
+    /// Folds series whose keys became equal (e.g. after renaming keys) into one.
+    pub fn merge_equal_keys(&mut self) {
+        if self.series.len() < 2 {
+            return;
+        }
+        self.series.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut merged: Vec<Series> = Vec::with_capacity(self.series.len());
+        for series in self.series.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.key == series.key => {
+                    merge_value(self.kind, &mut last.value, series.value)
+                }
+                _ => merged.push(series),
+            }
+        }
+        self.series = merged;
+    }
+}
+
+fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Scalar(a), Value::Scalar(b)) => {
+            *a = match kind {
+                AggKind::Min => (*a).min(b),
+                AggKind::Max => (*a).max(b),
+                // Without counts an average of averages is the best available.
+                AggKind::Avg => (*a + b) / 2,
+                _ => *a + b,
+            }
+        }
+        (
+            Value::Stats {
+                count,
+                total,
+                average,
+            },
+            Value::Stats {
+                count: c, total: t, ..
+            },
+        ) => {
+            *count += c;
+            *total += t;
+            *average = if *count == 0 {
+                0
+            } else {
+                *total / *count as i64
+            };
+        }
+        (Value::Buckets(a), Value::Buckets(b)) => {
+            for bucket in b {
+                match a
+                    .iter_mut()
+                    .find(|x| x.lo == bucket.lo && x.hi == bucket.hi)
+                {
+                    Some(x) => x.count += bucket.count,
+                    None => a.push(bucket),
+                }
+            }
+            a.sort_by_key(|b| (b.lo, b.hi));
+        }
+        // Mixed value shapes cannot come from one map; keep what is there.
+        _ => {}
+    }
+}
+
+/// Everything one walk found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub aggregations: Vec<Aggregation>,
+    /// Text the program printed during the interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_serialise_as_triples_with_null_open_ends() {
+        let s = Series::histogram(
+            vec![KeyPart::Str("read".into())],
+            vec![
+                Bucket {
+                    lo: Some(64),
+                    hi: None,
+                    count: 1,
+                },
+                Bucket {
+                    lo: Some(2),
+                    hi: Some(3),
+                    count: 0,
+                },
+                Bucket {
+                    lo: None,
+                    hi: Some(-1),
+                    count: 4,
+                },
+                Bucket {
+                    lo: Some(0),
+                    hi: Some(1),
+                    count: 12,
+                },
+            ],
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            r#"{"key":["read"],"buckets":[[null,-1,4],[0,1,12],[64,null,1]]}"#
+        );
+    }
+
+    #[test]
+    fn scalars_and_stats_carry_value() {
+        let s = Series {
+            key: vec![],
+            value: Value::Scalar(136),
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"key":[],"value":136}"#
+        );
+        let s = Series {
+            key: vec![KeyPart::Int(7)],
+            value: Value::Stats {
+                count: 5,
+                total: 100,
+                average: 20,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"key":[7],"value":20,"count":5,"total":100}"#
+        );
+    }
+
+    #[test]
+    fn merging_equal_keys_adds_counts_and_keeps_extremes() {
+        let key = || vec![KeyPart::Str("x".into())];
+        let mut agg = Aggregation {
+            name: "@h".into(),
+            kind: AggKind::Hist,
+            series: vec![
+                Series::histogram(
+                    key(),
+                    vec![Bucket {
+                        lo: Some(1),
+                        hi: Some(1),
+                        count: 2,
+                    }],
+                ),
+                Series::histogram(
+                    key(),
+                    vec![
+                        Bucket {
+                            lo: Some(1),
+                            hi: Some(1),
+                            count: 3,
+                        },
+                        Bucket {
+                            lo: Some(0),
+                            hi: Some(0),
+                            count: 1,
+                        },
+                    ],
+                ),
+            ],
+        };
+        agg.merge_equal_keys();
+        assert_eq!(agg.series.len(), 1);
+        assert_eq!(
+            agg.series[0].value,
+            Value::Buckets(vec![
+                Bucket {
+                    lo: Some(0),
+                    hi: Some(0),
+                    count: 1
+                },
+                Bucket {
+                    lo: Some(1),
+                    hi: Some(1),
+                    count: 5
+                }
+            ])
+        );
+        let mut max = Aggregation {
+            name: "@m".into(),
+            kind: AggKind::Max,
+            series: vec![
+                Series {
+                    key: key(),
+                    value: Value::Scalar(3),
+                },
+                Series {
+                    key: key(),
+                    value: Value::Scalar(9),
+                },
+            ],
+        };
+        max.merge_equal_keys();
+        assert_eq!(max.series[0].value, Value::Scalar(9));
+    }
+
+    #[test]
+    fn key_parts_keep_numbers_numeric() {
+        assert_eq!(KeyPart::parse("1234"), KeyPart::Int(1234));
+        assert_eq!(KeyPart::parse("-3"), KeyPart::Int(-3));
+        assert_eq!(KeyPart::parse("bash"), KeyPart::Str("bash".into()));
+        assert_eq!(KeyPart::parse("12ab"), KeyPart::Str("12ab".into()));
+    }
+}

@@ -1,0 +1,79 @@
+//! The command line: where the config file is, and the flags that override it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{Config, ConfigError};
+
+/// Live kernel tracing as realtime latency heatmaps in the browser.
+///
+/// Serves the heatmap page at http://BIND/, the websocket at /ws and Prometheus metrics at
+/// /metrics. Needs root (it runs tracers, and mounts tracefs when it is missing).
+#[derive(Debug, Parser)]
+#[command(name = "heat-actix", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML config file (see config/heat.toml); defaults apply without one.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Listen address, overriding `bind` (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+    /// Most concurrent sessions, overriding `max_sessions`.
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Default walk interval in ms (100..=10000), overriding `tick_ms`.
+    #[arg(long, value_name = "N")]
+    pub tick_ms: Option<u64>,
+    /// Log filter (error, warn, info, debug, trace, or directives), overriding `log`.
+    #[arg(long, value_name = "LEVEL")]
+    pub log: Option<String>,
+}
+
+impl Cli {
+    /// The config file (or defaults) with this command line's overrides, validated.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        if let Some(n) = self.max_sessions {
+            config.max_sessions = n;
+        }
+        if let Some(n) = self.tick_ms {
+            config.tick_ms = n;
+        }
+        if let Some(log) = &self.log {
+            config.log = log.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_are_validated() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/heat.toml");
+        let cli = Cli::parse_from([
+            "heat-actix",
+            "--config",
+            path,
+            "--max-sessions",
+            "2",
+            "--tick-ms",
+            "250",
+        ]);
+        let config = cli.config().unwrap();
+        assert_eq!((config.max_sessions, config.tick_ms), (2, 250));
+        let cli = Cli::parse_from(["heat-actix", "--tick-ms", "50"]);
+        assert!(cli.config().unwrap_err().to_string().contains("tick_ms"));
+    }
+}

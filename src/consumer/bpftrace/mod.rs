@@ -1,0 +1,327 @@
+//! The bpftrace backend: one bpftrace child process per running program, fed the script on
+//! stdin (never on the command line, so `ps` does not show it), read as JSON.
+//!
+//! Two reader threads drain the child's stdout (decoded into [`output::Event`]s) and stderr
+//! (kept as the error text); both end when the child's pipes close, and `stop` joins them.
+//! Walks are driven from outside through the walk probe (see [`program`]).
+
+pub mod output;
+pub mod program;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::Value as Json;
+
+use self::output::{decode_map, Event};
+use self::program::{heat_actix_walk_trigger, Program};
+use super::{Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
+use crate::aggregation::{Aggregation, AggregationInfo, Snapshot};
+use crate::config::BpftraceConfig;
+use crate::telemetry;
+
+/// How long a walk waits for bpftrace to print the walk's end marker.
+const WALK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long each attach check waits for the walk probe to answer before firing it again.
+const ATTACH_POLL: Duration = Duration::from_millis(20);
+/// Most error text kept from bpftrace's stderr.
+const STDERR_LIMIT: usize = 64 * 1024;
+/// Most `printf` lines forwarded per frame; the rest are counted, not kept.
+const OUTPUT_LINES_PER_WALK: usize = 256;
+
+/// Lines bpftrace prints on stderr that are not errors on hosts like ours.
+const HARMLESS_STDERR: &[&str] = &["couldn't set RLIMIT_MEMLOCK"];
+
+/// Cookies distinguish the walk probes of every program of every heat-actix process: a uprobe
+/// fires in every process that maps the binary, so the pid is part of it.
+static NEXT_COOKIE: AtomicU64 = AtomicU64::new(1);
+
+enum Message {
+    Event(Event),
+    /// stdout closed: bpftrace exited.
+    Closed,
+}
+
+/// A running (or ready-to-run) bpftrace program.
+pub struct BpftraceConsumer {
+    config: BpftraceConfig,
+    cookie: u64,
+    program: Option<Program>,
+    child: Option<Child>,
+    kill_switch: Option<KillSwitch>,
+    events: Option<Receiver<Message>>,
+    readers: Vec<JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+    walks: u64,
+}
+
+impl BpftraceConsumer {
+    pub fn new(config: BpftraceConfig) -> BpftraceConsumer {
+        let cookie =
+            (u64::from(std::process::id()) << 32) | NEXT_COOKIE.fetch_add(1, Ordering::Relaxed);
+        BpftraceConsumer {
+            config,
+            cookie,
+            program: None,
+            child: None,
+            kill_switch: None,
+            events: None,
+            readers: Vec::new(),
+            stderr: Arc::default(),
+            walks: 0,
+        }
+    }
+
+    /// The tracer's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// bpftrace's error text, without the lines that are not errors.
+    fn error_text(&self) -> String {
+        let text = self.stderr.lock();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !HARMLESS_STDERR.iter().any(|h| l.contains(h)))
+            .collect();
+        kept.join("\n").trim().to_owned()
+    }
+
+    /// Waits for the child to exit, joins the readers, and says how it ended.
+    fn reap(&mut self) -> String {
+        let status = self.child.take().and_then(|mut c| c.wait().ok());
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.events = None;
+        let text = self.error_text();
+        match (text.is_empty(), status) {
+            (false, _) => text,
+            (true, Some(s)) => format!("bpftrace ended ({s}) without a message"),
+            (true, None) => "bpftrace ended without a message".to_owned(),
+        }
+    }
+
+    /// Fires the walk probe and collects what it prints until its end marker.
+    fn walk_once(&mut self, timeout: Duration) -> Result<Snapshot, ConsumerError> {
+        if self.program.is_none() || self.events.is_none() {
+            return Err(ConsumerError::State("not running"));
+        }
+        self.walks += 1;
+        let walk = self.walks;
+        heat_actix_walk_trigger(self.cookie, walk);
+
+        let mut printed: HashMap<String, Json> = HashMap::new();
+        let mut output = Vec::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(events) = self.events.as_ref() else {
+                return Err(ConsumerError::State("not running"));
+            };
+            match events.recv_timeout(left) {
+                Ok(Message::Event(Event::Map { name, value })) => {
+                    printed.insert(name, value);
+                }
+                Ok(Message::Event(Event::WalkDone(n))) if n == walk => break,
+                // The end of an older walk that timed out: what came before it was that walk's.
+                Ok(Message::Event(Event::WalkDone(_))) => printed.clear(),
+                Ok(Message::Event(Event::Text(text))) => {
+                    if output.len() < OUTPUT_LINES_PER_WALK {
+                        output.push(text);
+                    }
+                }
+                Ok(Message::Event(_)) => {}
+                Ok(Message::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                    return Err(ConsumerError::Exited(self.reap()));
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(ConsumerError::WalkTimeout(timeout)),
+            }
+        }
+
+        let program = self
+            .program
+            .as_ref()
+            .ok_or(ConsumerError::State("not compiled"))?;
+        let aggregations = program
+            .maps
+            .iter()
+            .map(|spec| match printed.get(&spec.info.name) {
+                None => Aggregation::empty(&spec.info),
+                Some(value) => decode_map(spec, value).unwrap_or_else(|e| {
+                    telemetry::Event::ConsumerFailed {
+                        kind: "decode",
+                        message: &e.to_string(),
+                    }
+                    .emit();
+                    Aggregation::empty(&spec.info)
+                }),
+            })
+            .collect();
+        Ok(Snapshot {
+            aggregations,
+            output,
+        })
+    }
+
+    fn spawn(&mut self, program: &Program) -> Result<(), ConsumerError> {
+        let mut command = Command::new(&self.config.path);
+        command
+            .args(["-f", "json", "-"])
+            .env("BPFTRACE_MAX_PROBES", "1024")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls (prctl, setpgid) run between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // If the thread that owns this tracer dies (even by panic), the tracer dies too.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // A terminal's Ctrl-C goes to the server, which stops tracers in order.
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| ConsumerError::Spawn {
+            program: self.config.path.display().to_string(),
+            source,
+        })?;
+        self.kill_switch = KillSwitch::for_child(child.id()).ok();
+
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let sink = self.stderr.clone();
+        self.readers.push(
+            std::thread::Builder::new()
+                .name("bpftrace-stdout".into())
+                .spawn(move || read_events(stdout, tx))
+                .expect("spawn reader thread"),
+        );
+        self.readers.push(
+            std::thread::Builder::new()
+                .name("bpftrace-stderr".into())
+                .spawn(move || read_stderr(stderr, &sink))
+                .expect("spawn reader thread"),
+        );
+        self.child = Some(child);
+        self.events = Some(rx);
+        // The script goes in on stdin; closing it tells bpftrace the program is complete. A
+        // write error means bpftrace already exited, which the attach wait reports.
+        let _ = stdin.write_all(program.instrumented.as_bytes());
+        drop(stdin);
+        Ok(())
+    }
+}
+
+fn read_events(stdout: impl Read, tx: mpsc::Sender<Message>) {
+    for event in output::events(BufReader::new(stdout)) {
+        if tx.send(Message::Event(event)).is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(Message::Closed);
+}
+
+fn read_stderr(stderr: impl Read, sink: &Mutex<String>) {
+    let reader = BufReader::new(stderr);
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let mut text = sink.lock();
+        if text.len() + line.len() < STDERR_LIMIT {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+}
+
+impl Consumer for BpftraceConsumer {
+    fn backend(&self) -> Backend {
+        Backend::Bpftrace
+    }
+
+    fn compile(&mut self, spec: &ProgramSpec) -> Result<Vec<AggregationInfo>, ConsumerError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| ConsumerError::Compile(format!("cannot find own binary: {e}")))?;
+        let program = Program::prepare(&spec.script, &exe, self.cookie);
+        let infos = program.infos();
+        self.program = Some(program);
+        Ok(infos)
+    }
+
+    fn go(&mut self) -> Result<(), ConsumerError> {
+        let program = self
+            .program
+            .take()
+            .ok_or(ConsumerError::State("not compiled"))?;
+        self.spawn(&program)?;
+        self.program = Some(program);
+        let deadline = Instant::now() + self.config.start_timeout();
+        loop {
+            let events = self
+                .events
+                .as_ref()
+                .ok_or(ConsumerError::State("not running"))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Message::Event(Event::Attached { .. })) => break,
+                Ok(Message::Event(_)) => {}
+                Ok(Message::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                    return Err(ConsumerError::Compile(self.reap()));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.stop();
+                    return Err(ConsumerError::StartTimeout(self.config.start_timeout()));
+                }
+            }
+        }
+        // bpftrace announces the probes before it attaches them. The walk probe comes last in
+        // the program and is attached last, so the first walk that answers proves everything
+        // is attached; what it found predates `started` and is dropped.
+        while Instant::now() < deadline {
+            match self.walk_once(ATTACH_POLL) {
+                Ok(_) => return Ok(()),
+                Err(ConsumerError::WalkTimeout(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.stop();
+        Err(ConsumerError::StartTimeout(self.config.start_timeout()))
+    }
+
+    fn walk(&mut self) -> Result<Snapshot, ConsumerError> {
+        self.walk_once(WALK_TIMEOUT)
+    }
+
+    fn stop(&mut self) {
+        if let Some(kill) = &self.kill_switch {
+            kill.kill();
+        }
+        if self.child.is_some() {
+            self.reap();
+        }
+        self.kill_switch = None;
+        self.program = None;
+    }
+
+    fn kill_switch(&self) -> Option<KillSwitch> {
+        self.kill_switch.clone()
+    }
+}
+
+impl Drop for BpftraceConsumer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,268 @@
+//! Tracing consumers: the [`Consumer`] abstraction every backend implements (compile → go →
+//! walk → stop, as libdtrace's consumer API has it), and the actor that owns one consumer on
+//! its own thread so that no tracer call ever runs on an HTTP worker.
+
+pub mod bpftrace;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+
+use crate::aggregation::{AggregationInfo, Snapshot};
+use crate::presets::KeyNames;
+use crate::session::protocol;
+use crate::telemetry::Event;
+
+/// The tracing backends heat-actix knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// bpftrace in a child process, JSON output.
+    Bpftrace,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// What a consumer is asked to run.
+#[derive(Debug, Clone)]
+pub struct ProgramSpec {
+    /// Program text in the backend's language.
+    pub script: String,
+    /// How keys are named for people (syscall numbers → names, …).
+    pub key_names: KeyNames,
+}
+
+/// Why a consumer could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The tracer refused the program; the text is the tracer's own message.
+    #[error("{0}")]
+    Compile(String),
+    /// The tracer could not be started at all (not installed, not executable, …).
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// The tracer neither attached nor failed within the start timeout.
+    #[error("the tracer did not attach within {0:?}")]
+    StartTimeout(Duration),
+    /// The tracer ended while the program was running.
+    #[error("the tracer exited: {0}")]
+    Exited(String),
+    /// A walk found no end marker in time.
+    #[error("the tracer did not answer a walk within {0:?}")]
+    WalkTimeout(Duration),
+    /// The consumer was asked for something in the wrong state (walk before go, …).
+    #[error("consumer is {0}")]
+    State(&'static str),
+}
+
+impl ConsumerError {
+    /// The `kind` label of `heat_consumer_errors_total` and the wire error code.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConsumerError::Compile(_) => "compile",
+            ConsumerError::Spawn { .. } => "spawn",
+            ConsumerError::StartTimeout(_) => "start_timeout",
+            ConsumerError::Exited(_) => "exited",
+            ConsumerError::WalkTimeout(_) => "walk_timeout",
+            ConsumerError::State(_) => "state",
+        }
+    }
+}
+
+/// A tracing consumer, in libdtrace's shape. Implementations are not `Send`: each is built on,
+/// and only touched from, its session's consumer thread.
+pub trait Consumer {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Prepares the program and reports the aggregations it will produce.
+    fn compile(&mut self, program: &ProgramSpec) -> Result<Vec<AggregationInfo>, ConsumerError>;
+    /// Enables the instrumentation; returns once the program is attached.
+    fn go(&mut self) -> Result<(), ConsumerError>;
+    /// Everything aggregated since the previous walk (or since `go`), removed as it is read.
+    fn walk(&mut self) -> Result<Snapshot, ConsumerError>;
+    /// Disables the instrumentation and frees everything it holds. Idempotent.
+    fn stop(&mut self);
+    /// A handle that can end the tracer from another thread, if the tracer is a process.
+    fn kill_switch(&self) -> Option<KillSwitch> {
+        None
+    }
+}
+
+/// Ends a tracer process from any thread, without racing pid reuse: it holds a pidfd, which
+/// names that one process even after it is reaped.
+#[derive(Debug, Clone)]
+pub struct KillSwitch(Arc<OwnedFd>);
+
+impl KillSwitch {
+    /// A kill switch for the child `pid`, which must not have been reaped yet.
+    pub fn for_child(pid: u32) -> std::io::Result<KillSwitch> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the syscall returned a fresh fd that nothing else owns.
+        Ok(KillSwitch(Arc::new(unsafe {
+            OwnedFd::from_raw_fd(fd as i32)
+        })))
+    }
+
+    /// Sends SIGKILL; harmless when the process is already gone.
+    pub fn kill(&self) {
+        // SAFETY: pidfd_send_signal reads only its integer arguments; a null siginfo is allowed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+/// What a successful start reports back to the session.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub backend: Backend,
+    pub aggregations: Vec<AggregationInfo>,
+    pub kill_switch: Option<KillSwitch>,
+    pub startup: Duration,
+}
+
+/// One frame, encoded on the consumer thread so the session only forwards text.
+#[derive(Debug)]
+pub struct WalkOutput {
+    pub frame: String,
+    pub series: usize,
+}
+
+/// Owns one [`Consumer`] on a dedicated thread (`SyncArbiter::start(1, …)`).
+///
+/// It never stops itself: a `SyncArbiter` would build a fresh actor from the factory. It ends
+/// when the session drops its address; `stopped` then stops the consumer.
+pub struct ConsumerActor {
+    session: String,
+    consumer: Box<dyn Consumer>,
+    program: ProgramSpec,
+    last_walk: Option<Instant>,
+}
+
+impl ConsumerActor {
+    pub fn new(
+        session: String,
+        consumer: Box<dyn Consumer>,
+        program: ProgramSpec,
+    ) -> ConsumerActor {
+        ConsumerActor {
+            session,
+            consumer,
+            program,
+            last_walk: None,
+        }
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Context = SyncContext<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.consumer.stop();
+        tracing::debug!(session = %self.session, "Consumer thread released its tracer.");
+    }
+}
+
+/// Compile the program and enable it.
+#[derive(Message)]
+#[rtype(result = "Result<Started, ConsumerError>")]
+pub struct Begin;
+
+/// Walk the aggregations and encode frame number `seq`.
+#[derive(Message)]
+#[rtype(result = "Result<WalkOutput, ConsumerError>")]
+pub struct Walk {
+    pub seq: u64,
+}
+
+/// Stop tracing now; the thread ends when the session drops its address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+impl Handler<Begin> for ConsumerActor {
+    type Result = Result<Started, ConsumerError>;
+
+    fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
+        let began = Instant::now();
+        let aggregations = self.consumer.compile(&self.program)?;
+        self.consumer.go()?;
+        self.last_walk = Some(Instant::now());
+        Ok(Started {
+            backend: self.consumer.backend(),
+            aggregations,
+            kill_switch: self.consumer.kill_switch(),
+            startup: began.elapsed(),
+        })
+    }
+}
+
+impl Handler<Walk> for ConsumerActor {
+    type Result = Result<WalkOutput, ConsumerError>;
+
+    fn handle(&mut self, walk: Walk, _: &mut Self::Context) -> Self::Result {
+        let began = Instant::now();
+        let mut snapshot = self.consumer.walk()?;
+        self.program.key_names.apply(&mut snapshot);
+        let now = Instant::now();
+        let interval = self.last_walk.map_or(Duration::ZERO, |t| now - t);
+        self.last_walk = Some(now);
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let frame = protocol::encode_frame(walk.seq, ts_ms, interval.as_millis() as u64, &snapshot);
+        Event::Walked {
+            elapsed: began.elapsed(),
+        }
+        .emit();
+        Ok(WalkOutput {
+            frame,
+            series: snapshot.aggregations.iter().map(|a| a.series.len()).sum(),
+        })
+    }
+}
+
+impl Handler<Halt> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, _: &mut Self::Context) {
+        self.consumer.stop();
+    }
+}
+
+/// Starts a consumer thread for `backend` running `program`, for session `session`.
+pub fn spawn(
+    backend: Backend,
+    session: String,
+    program: ProgramSpec,
+    config: &crate::config::Config,
+) -> Addr<ConsumerActor> {
+    let bpftrace = config.bpftrace.clone();
+    SyncArbiter::start(1, move || {
+        let consumer: Box<dyn Consumer> = match backend {
+            Backend::Bpftrace => Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone())),
+        };
+        ConsumerActor::new(session.clone(), consumer, program.clone())
+    })
+}

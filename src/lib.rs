@@ -1,0 +1,15 @@
+//! heat-actix: live kernel tracing turned into realtime latency heatmaps in the browser, for
+//! many people at once. Each websocket session owns a tracing consumer on its own thread; an
+//! interval tick walks its aggregations into frames; a supervisor caps the sessions.
+
+pub mod aggregation;
+pub mod cli;
+pub mod config;
+pub mod consumer;
+pub mod presets;
+pub mod server;
+pub mod session;
+pub mod supervisor;
+pub mod syscalls;
+pub mod telemetry;
+pub mod tracefs;

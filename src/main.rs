@@ -1,0 +1,81 @@
+//! The `heat-actix` binary: read the command line and config, make sure tracing can work,
+//! serve until SIGINT or SIGTERM, then stop every tracer before exiting.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use heat_actix::{cli::Cli, server, supervisor::EvictAll, tracefs};
+use tracing::{info, warn};
+
+/// How long shutdown waits for sessions to stop their tracers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often shutdown looks whether every session has gone.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match tracefs::ensure_mounted()? {
+        tracefs::Tracefs::MountedNow => info!(path = "/sys/kernel/tracing", "Mounted tracefs."),
+        tracefs::Tracefs::AlreadyMounted => {}
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        warn!("Not running as root: tracers will fail to attach.");
+    }
+
+    actix_web::rt::System::new().block_on(async move {
+        let running = server::start(config.clone()).with_context(|| format!("cannot listen on {}", config.bind))?;
+        for addr in &running.bound {
+            info!(%addr, max_sessions = config.max_sessions, tick_ms = config.tick_ms, "Listening.");
+        }
+        let handle = running.server.handle();
+        let server = actix_web::rt::spawn(running.server);
+
+        let signal = wait_for_signal().await;
+        info!(signal, "Shutting down: stopping every session.");
+        let asked = running.supervisor.send(EvictAll).await.unwrap_or(0);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !running.sessions.is_empty() && Instant::now() < deadline {
+            actix_web::rt::time::sleep(SHUTDOWN_POLL).await;
+        }
+        info!(sessions = asked, left = running.sessions.len(), "Sessions stopped.");
+        handle.stop(true).await;
+        let _ = server.await;
+        anyhow::Ok(())
+    })?;
+    // Consumer threads reap their tracers as their sessions end; give the last ones a moment.
+    std::thread::sleep(SHUTDOWN_POLL);
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio_select(&mut term, &mut int).await
+}
+
+async fn tokio_select(
+    term: &mut actix_web::rt::signal::unix::Signal,
+    int: &mut actix_web::rt::signal::unix::Signal,
+) -> &'static str {
+    use std::future::poll_fn;
+    use std::task::Poll;
+    poll_fn(|cx| {
+        if term.poll_recv(cx).is_ready() {
+            return Poll::Ready("SIGTERM");
+        }
+        if int.poll_recv(cx).is_ready() {
+            return Poll::Ready("SIGINT");
+        }
+        Poll::Pending
+    })
+    .await
+}

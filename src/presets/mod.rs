@@ -1,0 +1,184 @@
+//! Named, documented tracing recipes: what a browser can run without writing a script.
+//!
+//! Every preset uses tracepoints or raw tracepoints only (kprobes may be compiled out), and
+//! says what it measures and in which unit. The `.bt` files beside this module are the
+//! programs, each opening with a comment that documents it.
+
+use serde::Serialize;
+
+/// How a preset's first key part is shown: the kernel gives numbers, people read names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyNames {
+    /// Keys are shown as the tracer printed them.
+    AsIs,
+    /// The first key part is a syscall number, shown as the syscall's name.
+    Syscall,
+    /// The first key part is a softirq vector, shown as its name (`net_rx`, `timer`, ...).
+    Softirq,
+}
+
+/// A named recipe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preset {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Unit of the values bucketed by the preset's histogram.
+    pub unit: &'static str,
+    /// The language of `script`.
+    pub lang: &'static str,
+    #[serde(skip)]
+    pub script: &'static str,
+    #[serde(skip)]
+    pub key_names: KeyNames,
+}
+
+/// Every preset, in the order the browser lists them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "syscall-latency",
+        description:
+            "Latency of every syscall, by syscall name, in 2 us linear buckets from 0 to 64 us \
+                      (the 2011 Heat Tracer view); slower calls land in the top bucket.",
+        unit: "us",
+        lang: "bpftrace",
+        script: include_str!("syscall-latency.bt"),
+        key_names: KeyNames::Syscall,
+    },
+    Preset {
+        name: "syscall-latency-log2",
+        description:
+            "Latency of every syscall, by syscall name, in power-of-two nanosecond buckets: \
+                      sub-microsecond calls and multi-second sleeps in one view.",
+        unit: "ns",
+        lang: "bpftrace",
+        script: include_str!("syscall-latency-log2.bt"),
+        key_names: KeyNames::Syscall,
+    },
+    Preset {
+        name: "block-io-latency",
+        description:
+            "Block I/O latency from issue to completion, by operation (R, W, with S sync, \
+                      M metadata, F flush flags), in power-of-two microsecond buckets.",
+        unit: "us",
+        lang: "bpftrace",
+        script: include_str!("block-io-latency.bt"),
+        key_names: KeyNames::AsIs,
+    },
+    Preset {
+        name: "runqueue-latency",
+        description: "Scheduler run-queue latency: how long a runnable thread waited for a CPU, \
+                      by command, in power-of-two microsecond buckets.",
+        unit: "us",
+        lang: "bpftrace",
+        script: include_str!("runqueue-latency.bt"),
+        key_names: KeyNames::AsIs,
+    },
+    Preset {
+        name: "softirq-latency",
+        description:
+            "Time spent in each softirq handler (net_rx, timer, rcu, ...), by softirq, in \
+                      power-of-two microsecond buckets: time taken from whatever ran on that CPU.",
+        unit: "us",
+        lang: "bpftrace",
+        script: include_str!("softirq-latency.bt"),
+        key_names: KeyNames::Softirq,
+    },
+];
+
+/// The preset called `name`.
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// Softirq vector names, by vector number (`include/linux/interrupt.h`).
+const SOFTIRQ_NAMES: [&str; 10] = [
+    "hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu",
+];
+
+impl KeyNames {
+    /// Applies the naming to every series of a snapshot.
+    pub fn apply(self, snapshot: &mut crate::aggregation::Snapshot) {
+        use crate::aggregation::KeyPart;
+        if self == KeyNames::AsIs {
+            return;
+        }
+        for agg in &mut snapshot.aggregations {
+            for series in &mut agg.series {
+                if let Some(KeyPart::Int(n)) = series.key.first().cloned() {
+                    let name = match self {
+                        KeyNames::Syscall => crate::syscalls::name(n).into_owned(),
+                        KeyNames::Softirq => usize::try_from(n)
+                            .ok()
+                            .and_then(|i| SOFTIRQ_NAMES.get(i))
+                            .map_or_else(|| format!("softirq_{n}"), |s| (*s).to_owned()),
+                        KeyNames::AsIs => unreachable!("returned above"),
+                    };
+                    series.key[0] = KeyPart::Str(name);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregation::{AggKind, KeyPart, Series, Snapshot, Value};
+    use crate::consumer::bpftrace::program::aggregation_maps;
+
+    #[test]
+    fn every_preset_documents_itself_and_aggregates_something() {
+        for p in PRESETS {
+            assert!(
+                p.script
+                    .trim_start()
+                    .starts_with(&format!("// {}:", p.name)),
+                "{} opens with its doc",
+                p.name
+            );
+            assert!(!p.description.is_empty() && !p.unit.is_empty());
+            let maps = aggregation_maps(p.script);
+            assert_eq!(maps.len(), 1, "{} has one heatmap aggregation", p.name);
+            assert!(maps[0].info.kind.is_histogram());
+            assert!(
+                !p.script.contains("kprobe"),
+                "{} must use tracepoints only",
+                p.name
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, p) in PRESETS.iter().enumerate() {
+            assert!(PRESETS[i + 1..].iter().all(|q| q.name != p.name));
+        }
+        assert!(find("syscall-latency").is_some());
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn syscall_and_softirq_keys_are_named() {
+        let series = |n| Series {
+            key: vec![KeyPart::Int(n)],
+            value: Value::Scalar(1),
+        };
+        let mut snap = Snapshot {
+            aggregations: vec![crate::aggregation::Aggregation {
+                name: "@x".into(),
+                kind: AggKind::Count,
+                series: vec![series(3), series(99)],
+            }],
+            output: vec![],
+        };
+        KeyNames::Softirq.apply(&mut snap);
+        assert_eq!(
+            snap.aggregations[0].series[0].key,
+            vec![KeyPart::Str("net_rx".into())]
+        );
+        assert_eq!(
+            snap.aggregations[0].series[1].key,
+            vec![KeyPart::Str("softirq_99".into())]
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! Wire protocol v1 (see `docs/protocol.md`): the messages a browser sends, parsed strictly,
+//! and the messages the server sends.
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::aggregation::{AggregationInfo, Snapshot};
+use crate::presets::Preset;
+
+/// The protocol version in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request from the browser.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage {
+    Start(StartRequest),
+    Stop,
+}
+
+/// `{"type":"start", …}`.
+#[derive(Debug, Default, PartialEq)]
+pub struct StartRequest {
+    pub preset: Option<String>,
+    pub lang: Option<String>,
+    pub script: Option<String>,
+    pub tick_ms: Option<u64>,
+    pub backend: Option<String>,
+}
+
+/// Why a client message was refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ProtocolError {
+    /// Not a message this protocol knows; the text says what is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A valid request for something this server cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ProtocolError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::BadRequest(_) => "bad_request",
+            ProtocolError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// Parses one text frame from the browser.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::BadRequest(format!("malformed JSON: {e}")))?;
+    let Json::Object(mut object) = json else {
+        return Err(ProtocolError::BadRequest(
+            "a message must be a JSON object".into(),
+        ));
+    };
+    let kind = match object.remove("type") {
+        Some(Json::String(kind)) => kind,
+        Some(_) => return Err(ProtocolError::BadRequest("`type` must be a string".into())),
+        None if object.contains_key("dscript") => {
+            return Err(ProtocolError::Unsupported(
+                "D scripts need the DTrace backend, which this server does not have".into(),
+            ))
+        }
+        None => return Err(ProtocolError::BadRequest("missing `type`".into())),
+    };
+    match kind.as_str() {
+        "start" => {
+            let request = start_request(object)?;
+            match (&request.preset, &request.script) {
+                (Some(_), Some(_)) => Err(ProtocolError::BadRequest(
+                    "start: give `preset` or `script`, not both".into(),
+                )),
+                (None, None) => Err(ProtocolError::BadRequest(
+                    "start: needs `preset` or `script`".into(),
+                )),
+                (None, Some(_)) if request.lang.is_none() => Err(ProtocolError::BadRequest(
+                    "start: a `script` needs `lang` (\"bpftrace\")".into(),
+                )),
+                _ => Ok(ClientMessage::Start(request)),
+            }
+        }
+        "stop" if object.is_empty() => Ok(ClientMessage::Stop),
+        "stop" => Err(ProtocolError::BadRequest("stop takes no fields".into())),
+        other => Err(ProtocolError::BadRequest(format!(
+            "unknown message type {other:?}"
+        ))),
+    }
+}
+
+/// Reads the fields of a start request, naming any field that is unknown or mistyped.
+fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, ProtocolError> {
+    let mut request = StartRequest::default();
+    for (field, value) in object {
+        let text = |value: Json| match value {
+            Json::String(s) => Ok(Some(s)),
+            _ => Err(ProtocolError::BadRequest(format!(
+                "start: `{field}` must be a string"
+            ))),
+        };
+        match field.as_str() {
+            "preset" => request.preset = text(value)?,
+            "lang" => request.lang = text(value)?,
+            "script" => request.script = text(value)?,
+            "backend" => request.backend = text(value)?,
+            "tick_ms" => {
+                let ms = value.as_u64().ok_or_else(|| {
+                    ProtocolError::BadRequest(
+                        "start: `tick_ms` must be a whole number of milliseconds".into(),
+                    )
+                })?;
+                request.tick_ms = Some(ms);
+            }
+            other => {
+                return Err(ProtocolError::BadRequest(format!(
+                    "start: unknown field `{other}`"
+                )))
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// A message from the server (frames aside, see [`encode_frame`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage<'a> {
+    Hello {
+        protocol: u32,
+        server: &'static str,
+        version: &'static str,
+        session: &'a str,
+        tick_ms: u64,
+        tick_ms_range: [u64; 2],
+        backends: &'a [&'static str],
+        presets: &'a [Preset],
+    },
+    Started {
+        session: &'a str,
+        backend: &'static str,
+        tick_ms: u64,
+        preset: Option<&'a str>,
+        unit: Option<&'a str>,
+        startup_ms: u64,
+        aggregations: &'a [AggregationInfo],
+    },
+    Stopped {
+        reason: &'static str,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+}
+
+#[derive(Serialize)]
+struct Frame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    ts_ms: u64,
+    interval_ms: u64,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
+/// Encodes one `frame` message.
+pub fn encode_frame(seq: u64, ts_ms: u64, interval_ms: u64, snapshot: &Snapshot) -> String {
+    serde_json::to_string(&Frame {
+        kind: "frame",
+        seq,
+        ts_ms,
+        interval_ms,
+        snapshot,
+    })
+    .expect("frames always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregation::{AggKind, Aggregation, Bucket, KeyPart, Series, Value};
+
+    #[test]
+    fn start_requests_parse() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"start","preset":"syscall-latency","tick_ms":500}"#)
+                .unwrap(),
+            ClientMessage::Start(StartRequest {
+                preset: Some("syscall-latency".into()),
+                tick_ms: Some(500),
+                ..Default::default()
+            })
+        );
+        assert!(matches!(
+            parse_client_message(r#"{"type":"start","lang":"bpftrace","script":"BEGIN{}"}"#),
+            Ok(ClientMessage::Start(_))
+        ));
+        assert_eq!(
+            parse_client_message(r#"{"type":"stop"}"#).unwrap(),
+            ClientMessage::Stop
+        );
+    }
+
+    #[test]
+    fn bad_messages_say_what_is_wrong() {
+        let cases = [
+            ("{nope", "malformed JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"type":"dance"}"#, "unknown message type"),
+            (r#"{"preset":"x"}"#, "missing `type`"),
+            (r#"{"type":"start"}"#, "needs `preset` or `script`"),
+            (
+                r#"{"type":"start","preset":"a","script":"b","lang":"bpftrace"}"#,
+                "not both",
+            ),
+            (r#"{"type":"start","script":"b"}"#, "needs `lang`"),
+            (r#"{"type":"start","preset":"a","colour":"red"}"#, "colour"),
+            (
+                r#"{"type":"start","preset":"a","tick_ms":"fast"}"#,
+                "tick_ms",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse_client_message(text).unwrap_err();
+            assert_eq!(err.code(), "bad_request", "{text}");
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}"}"#).unwrap_err();
+        assert_eq!(seed.code(), "unsupported");
+    }
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let snapshot = Snapshot {
+            aggregations: vec![
+                Aggregation {
+                    name: "@lat".into(),
+                    kind: AggKind::Lhist,
+                    series: vec![Series::histogram(
+                        vec![KeyPart::Str("read".into())],
+                        vec![Bucket {
+                            lo: Some(0),
+                            hi: Some(1),
+                            count: 3,
+                        }],
+                    )],
+                },
+                Aggregation {
+                    name: "@n".into(),
+                    kind: AggKind::Count,
+                    series: vec![Series {
+                        key: vec![],
+                        value: Value::Scalar(136),
+                    }],
+                },
+            ],
+            output: vec![],
+        };
+        let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, &snapshot)).unwrap();
+        assert_eq!(
+            frame,
+            serde_json::json!({"type":"frame","seq":7,"ts_ms":1000,"interval_ms":999,"aggregations":[
+                {"name":"@lat","kind":"lhist","series":[{"key":["read"],"buckets":[[0,1,3]]}]},
+                {"name":"@n","kind":"count","series":[{"key":[],"value":136}]}]})
+        );
+    }
+}

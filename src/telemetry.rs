@@ -1,0 +1,211 @@
+//! Telemetry as types: each [`Event`] logs and bumps its Prometheus series in one place, and
+//! `/metrics` renders the registry.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tracing::{debug, info, warn};
+
+/// Every series heat-actix exports.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_active: IntGauge,
+    pub sessions_max: IntGauge,
+    pub sessions_started: IntCounter,
+    pub sessions_rejected: IntCounterVec,
+    pub programs_started: IntCounterVec,
+    pub frames_sent: IntCounter,
+    pub walk_duration: Histogram,
+    pub consumer_errors: IntCounterVec,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let sessions_active =
+            IntGauge::new("heat_sessions_active", "Websocket sessions open now").unwrap();
+        let sessions_max = IntGauge::new(
+            "heat_sessions_max",
+            "Most sessions admitted at once (max_sessions)",
+        )
+        .unwrap();
+        let sessions_started =
+            IntCounter::new("heat_sessions_started_total", "Sessions admitted").unwrap();
+        let sessions_rejected = IntCounterVec::new(
+            Opts::new(
+                "heat_sessions_rejected_total",
+                "Connections refused, by reason",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let programs_started = IntCounterVec::new(
+            Opts::new(
+                "heat_programs_started_total",
+                "Tracing programs started, by backend",
+            ),
+            &["backend"],
+        )
+        .unwrap();
+        let frames_sent =
+            IntCounter::new("heat_frames_sent_total", "Frames sent to browsers").unwrap();
+        let walk_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "heat_walk_duration_seconds",
+                "Time to walk a program's aggregations and encode a frame",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap()),
+        )
+        .unwrap();
+        let consumer_errors = IntCounterVec::new(
+            Opts::new("heat_consumer_errors_total", "Tracer failures, by kind"),
+            &["kind"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_max.clone()),
+            Box::new(sessions_started.clone()),
+            Box::new(sessions_rejected.clone()),
+            Box::new(programs_started.clone()),
+            Box::new(frames_sent.clone()),
+            Box::new(walk_duration.clone()),
+            Box::new(consumer_errors.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        // Show the labelled series people alert on before the first event happens.
+        sessions_rejected.with_label_values(&["capacity"]);
+        for kind in ["compile", "exited", "walk_timeout"] {
+            consumer_errors.with_label_values(&[kind]);
+        }
+        Metrics {
+            registry,
+            sessions_active,
+            sessions_max,
+            sessions_started,
+            sessions_rejected,
+            programs_started,
+            frames_sent,
+            walk_duration,
+            consumer_errors,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Something worth counting happened.
+pub enum Event<'a> {
+    /// A session was admitted; `active` is the count including it.
+    SessionAdmitted {
+        session: &'a str,
+        peer: &'a str,
+        active: usize,
+    },
+    /// A connection was refused.
+    SessionRejected {
+        reason: &'static str,
+        peer: &'a str,
+        detail: &'a str,
+    },
+    /// A session ended; `active` is the count without it.
+    SessionEnded {
+        session: &'a str,
+        frames: u64,
+        active: usize,
+    },
+    /// A program attached and frames will follow.
+    ProgramStarted {
+        session: &'a str,
+        backend: &'static str,
+        preset: Option<&'a str>,
+        startup: Duration,
+    },
+    /// A program stopped.
+    ProgramStopped {
+        session: &'a str,
+        reason: &'static str,
+    },
+    /// A frame went out on a socket.
+    FrameSent,
+    /// A walk finished on a consumer thread.
+    Walked { elapsed: Duration },
+    /// A tracer failed (compile error, death, timeout, undecodable output, …).
+    ConsumerFailed {
+        kind: &'static str,
+        message: &'a str,
+    },
+}
+
+impl Event<'_> {
+    /// Logs the event and updates its metrics.
+    pub fn emit(self) {
+        let m = metrics();
+        match self {
+            Event::SessionAdmitted {
+                session,
+                peer,
+                active,
+            } => {
+                m.sessions_started.inc();
+                m.sessions_active.set(active as i64);
+                info!(%session, peer, active, "Session admitted.");
+            }
+            Event::SessionRejected {
+                reason,
+                peer,
+                detail,
+            } => {
+                m.sessions_rejected.with_label_values(&[reason]).inc();
+                warn!(reason, peer, detail, "Session rejected.");
+            }
+            Event::SessionEnded {
+                session,
+                frames,
+                active,
+            } => {
+                m.sessions_active.set(active as i64);
+                info!(%session, frames, active, "Session ended.");
+            }
+            Event::ProgramStarted {
+                session,
+                backend,
+                preset,
+                startup,
+            } => {
+                m.programs_started.with_label_values(&[backend]).inc();
+                info!(%session, backend, preset, startup_ms = startup.as_millis() as u64, "Program started.");
+            }
+            Event::ProgramStopped { session, reason } => {
+                info!(%session, reason, "Program stopped.");
+            }
+            Event::FrameSent => m.frames_sent.inc(),
+            Event::Walked { elapsed } => {
+                m.walk_duration.observe(elapsed.as_secs_f64());
+                debug!(elapsed_us = elapsed.as_micros() as u64, "Walked.");
+            }
+            Event::ConsumerFailed { kind, message } => {
+                m.consumer_errors.with_label_values(&[kind]).inc();
+                warn!(kind, message, "Consumer failed.");
+            }
+        }
+    }
+}

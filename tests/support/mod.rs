@@ -1,0 +1,347 @@
+//! Shared helpers for integration tests: a real heat-actix server process on a free loopback
+//! port, a websocket client, and process inspection (children, threads, fds).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// How long a test waits for a server to answer its health check.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Fails the test, with the reason, unless it can run real tracers.
+pub fn require_tracing() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs real tracers and needs root (CI runs as root)"
+    );
+    let found = Command::new("bpftrace").arg("--version").output();
+    assert!(
+        found.map(|o| o.status.success()).unwrap_or(false),
+        "this test runs bpftrace, which is not installed (apt-get install bpftrace)"
+    );
+}
+
+/// A heat-actix server process, stopped (SIGTERM, then reaped) on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts the real binary on a free port with extra flags; waits until it serves.
+    pub fn start(extra: &[&str]) -> Server {
+        let port = free_port();
+        let log =
+            std::env::temp_dir().join(format!("heat-actix-test-{}-{port}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("create server log");
+        let mut args = vec![
+            "--bind".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--log".to_owned(),
+            "debug".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn heat-actix");
+        let mut server = Server { child, port, log };
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("server exited at start ({status}):\n{}", server.log());
+            }
+            if server
+                .http_get("/healthz")
+                .map(|b| b.contains("ok"))
+                .unwrap_or(false)
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not start:\n{}", server.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path; the body, when the status is 200.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    }
+
+    /// The value of one metric line (`name{labels}`) in /metrics.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.http_get("/metrics")?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// bpftrace processes this server started and that still exist.
+    pub fn bpftrace_children(&self) -> Vec<u32> {
+        children(self.pid())
+            .into_iter()
+            .filter(|&pid| comm(pid).as_deref() == Some("bpftrace"))
+            .collect()
+    }
+
+    pub fn threads(&self) -> usize {
+        count_dir(&format!("/proc/{}/task", self.pid()))
+    }
+
+    pub fn fds(&self) -> usize {
+        count_dir(&format!("/proc/{}/fd", self.pid()))
+    }
+
+    /// Polls `check` until it holds or `timeout` passes; returns whether it held.
+    pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a pid and a signal; the child is ours and not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_file(&self.log);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The comm field may hold spaces and parentheses: read after its closing paren.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+            && fields.first() != Some(&"Z")
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn count_dir(path: &str) -> usize {
+    std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A websocket client speaking the heat-actix protocol.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+}
+
+/// What `recv` can find on the socket.
+#[derive(Debug)]
+pub enum Received {
+    Json(Json),
+    Closed(Option<(CloseCode, String)>),
+    Timeout,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/ws"), stream)
+            .expect("websocket handshake");
+        Client { ws }
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send");
+    }
+
+    pub fn send(&mut self, json: Json) {
+        self.send_text(&json.to_string());
+    }
+
+    /// The next JSON message, a close, or a timeout.
+    pub fn recv(&mut self, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    return Received::Json(serde_json::from_str(&text).expect("server sent JSON"))
+                }
+                Ok(Message::Close(frame)) => {
+                    return Received::Closed(frame.map(|f| (f.code, f.reason.to_string())));
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        return Received::Timeout;
+                    }
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Received::Closed(None)
+                }
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+    }
+
+    /// The next message of type `kind`, skipping frames; panics on anything else or timeout.
+    pub fn expect(&mut self, kind: &str, timeout: Duration) -> Json {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Received::Json(m) if m["type"] == kind => return m,
+                Received::Json(m) if m["type"] == "frame" => {}
+                other => panic!("expected {kind}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Frames received during `duration`.
+    pub fn frames_for(&mut self, duration: Duration) -> Vec<Json> {
+        let deadline = Instant::now() + duration;
+        let mut frames = Vec::new();
+        while Instant::now() < deadline {
+            if let Received::Json(m) = self.recv(deadline.saturating_duration_since(Instant::now()))
+            {
+                if m["type"] == "frame" {
+                    frames.push(m);
+                }
+            }
+        }
+        frames
+    }
+
+    /// Starts a preset and returns the `started` message.
+    pub fn start_preset(&mut self, preset: &str, tick_ms: u64) -> Json {
+        self.send(serde_json::json!({"type": "start", "preset": preset, "tick_ms": tick_ms}));
+        self.expect("started", Duration::from_secs(60))
+    }
+
+    /// Starts a bpftrace script and returns the `started` message.
+    pub fn start_script(&mut self, script: &str, tick_ms: u64) -> Json {
+        self.send(serde_json::json!({"type": "start", "lang": "bpftrace", "script": script, "tick_ms": tick_ms}));
+        self.expect("started", Duration::from_secs(60))
+    }
+}
+
+/// Sum of one aggregation's counts for `key` across frames (bucket counts, or scalar values).
+pub fn total_for_key(frames: &[Json], aggregation: &str, key: &Json) -> i64 {
+    let mut total = 0;
+    for frame in frames {
+        for agg in frame["aggregations"].as_array().unwrap() {
+            if agg["name"] != aggregation {
+                continue;
+            }
+            for series in agg["series"].as_array().unwrap() {
+                if &series["key"] != key {
+                    continue;
+                }
+                if let Some(buckets) = series["buckets"].as_array() {
+                    total += buckets.iter().map(|b| b[2].as_i64().unwrap()).sum::<i64>();
+                } else {
+                    total += series["value"].as_i64().unwrap();
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Calls getppid(2) `n` times from this thread.
+pub fn getppid_n(n: usize) {
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+/// This thread's kernel thread id.
+pub fn gettid() -> i64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
