@@ -149,7 +149,7 @@ fn current_bpftrace_output_decodes() {
     check("current.ndjson");
     let (_, other) = decode("current.ndjson");
     assert!(
-        other.iter().any(|e| *e == Event::WalkDone(3)),
+        other.contains(&Event::WalkDone(3)),
         "the walk marker is recognised: {other:?}"
     );
 }
