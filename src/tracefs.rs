@@ -51,7 +51,12 @@ pub fn ensure_mounted() -> Result<Tracefs, TracefsError> {
         )
     };
     if rc != 0 {
-        return Err(TracefsError::Mount(std::io::Error::last_os_error()));
+        let error = std::io::Error::last_os_error();
+        // Another process (a second server starting beside us) may have just mounted it.
+        if mounted() {
+            return Ok(Tracefs::AlreadyMounted);
+        }
+        return Err(TracefsError::Mount(error));
     }
     if mounted() {
         Ok(Tracefs::MountedNow)

@@ -858,6 +858,7 @@ const S = {
   run: 'idle',           // program: idle | starting | running | stopped
   stopReason: null,
   hello: null,
+  presets: [],           // hello.presets
   started: null,
   session: null,
   backend: null,
@@ -1056,15 +1057,14 @@ function fillPresets(presets) {
   const opts = presets.map((p) => el('option', { value: p.name, title: p.description || null, text: p.name }));
   opts.push(el('option', { value: CUSTOM, text: 'Custom script (bpftrace)…' }));
   ui.preset.replaceChildren(...opts);
-  ui.preset._presets = presets;
+  S.presets = presets;
   const names = presets.map((p) => p.name);
   ui.preset.value = saved === CUSTOM || names.includes(saved) ? saved : (names[0] ?? CUSTOM);
   renderPresetHint();
 }
 
 function renderPresetHint() {
-  const presets = ui.preset._presets || [];
-  const p = presets.find((x) => x.name === ui.preset.value);
+  const p = S.presets.find((x) => x.name === ui.preset.value);
   ui.presetHint.replaceChildren();
   if (p) {
     ui.presetHint.append(p.description || '');
