@@ -173,8 +173,15 @@ fn a_disconnect_kills_the_tracer_and_frees_its_thread_and_fds() {
     let first = server.bpftrace_children();
     assert_eq!(first.len(), 1, "one tracer for one program");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", first[0])).unwrap();
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
-    assert_eq!(args[1..], [&b"-f"[..], b"json", b"-"], "the script goes in on stdin, never on the command line");
+    let args: Vec<&[u8]> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    assert_eq!(
+        args[1..],
+        [&b"-f"[..], b"json", b"-"],
+        "the script goes in on stdin, never on the command line"
+    );
     // A new start replaces the program: the old tracer is gone, a new one runs.
     client.send(json!({"type": "start", "preset": "runqueue-latency", "tick_ms": TEST_TICK_MS}));
     assert_eq!(
