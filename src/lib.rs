@@ -3,6 +3,7 @@
 //! interval tick walks its aggregations into frames; a supervisor caps the sessions.
 
 pub mod aggregation;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consumer;

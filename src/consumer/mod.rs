@@ -61,6 +61,9 @@ pub enum ConsumerError {
     /// A walk found no end marker in time.
     #[error("the tracer did not answer a walk within {0:?}")]
     WalkTimeout(Duration),
+    /// The tracer printed more than its output budget and was killed.
+    #[error("the program printed {rate} bytes within one second, over the budget of {budget} bytes/s (limits.output_budget_bytes_per_s); it was stopped")]
+    OverBudget { rate: u64, budget: u64 },
     /// The consumer was asked for something in the wrong state (walk before go, …).
     #[error("consumer is {0}")]
     State(&'static str),
@@ -75,6 +78,7 @@ impl ConsumerError {
             ConsumerError::StartTimeout(_) => "start_timeout",
             ConsumerError::Exited(_) => "exited",
             ConsumerError::WalkTimeout(_) => "walk_timeout",
+            ConsumerError::OverBudget { .. } => "budget",
             ConsumerError::State(_) => "state",
         }
     }
@@ -157,6 +161,7 @@ pub struct ConsumerActor {
     session: String,
     consumer: Box<dyn Consumer>,
     program: ProgramSpec,
+    max_keys: usize,
     last_walk: Option<Instant>,
 }
 
@@ -165,14 +170,22 @@ impl ConsumerActor {
         session: String,
         consumer: Box<dyn Consumer>,
         program: ProgramSpec,
+        max_keys: usize,
     ) -> ConsumerActor {
         ConsumerActor {
             session,
             consumer,
             program,
+            max_keys,
             last_walk: None,
         }
     }
+}
+
+/// Test hook: `HEAT_ACTIX_FAULT=consumer_panic` makes every consumer thread panic on its second
+/// walk, so tests can prove a consumer crash does not take the server down. Unset in production.
+fn fault_injected(name: &str) -> bool {
+    std::env::var("HEAT_ACTIX_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
 }
 
 impl Actor for ConsumerActor {
@@ -194,6 +207,8 @@ pub struct Begin;
 #[rtype(result = "Result<WalkOutput, ConsumerError>")]
 pub struct Walk {
     pub seq: u64,
+    /// Frames the session could not deliver since its last frame, reported in this one.
+    pub dropped: u64,
 }
 
 /// Stop tracing now; the thread ends when the session drops its address.
@@ -223,15 +238,27 @@ impl Handler<Walk> for ConsumerActor {
 
     fn handle(&mut self, walk: Walk, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
+        if walk.seq == 2 && fault_injected("consumer_panic") {
+            panic!("injected fault: consumer_panic");
+        }
         let mut snapshot = self.consumer.walk()?;
         self.program.key_names.apply(&mut snapshot);
+        for aggregation in &mut snapshot.aggregations {
+            aggregation.fold_keys(self.max_keys);
+        }
         let now = Instant::now();
         let interval = self.last_walk.map_or(Duration::ZERO, |t| now - t);
         self.last_walk = Some(now);
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let frame = protocol::encode_frame(walk.seq, ts_ms, interval.as_millis() as u64, &snapshot);
+        let frame = protocol::encode_frame(
+            walk.seq,
+            ts_ms,
+            interval.as_millis() as u64,
+            walk.dropped,
+            &snapshot,
+        );
         Event::Walked {
             elapsed: began.elapsed(),
         }
@@ -259,10 +286,14 @@ pub fn spawn(
     config: &crate::config::Config,
 ) -> Addr<ConsumerActor> {
     let bpftrace = config.bpftrace.clone();
+    let budget = config.limits.output_budget_bytes_per_s;
+    let max_keys = config.limits.max_keys_per_aggregation;
     SyncArbiter::start(1, move || {
         let consumer: Box<dyn Consumer> = match backend {
-            Backend::Bpftrace => Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone())),
+            Backend::Bpftrace => {
+                Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
+            }
         };
-        ConsumerActor::new(session.clone(), consumer, program.clone())
+        ConsumerActor::new(session.clone(), consumer, program.clone(), max_keys)
     })
 }

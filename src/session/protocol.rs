@@ -136,6 +136,12 @@ pub enum ServerMessage<'a> {
         tick_ms_range: [u64; 2],
         backends: &'a [&'static str],
         presets: &'a [Preset],
+        /// The token's name, or `anonymous`.
+        user: &'a str,
+        role: crate::config::Role,
+        /// Whether this session may run custom scripts.
+        custom_scripts: bool,
+        max_script_bytes: usize,
     },
     Started {
         session: &'a str,
@@ -168,17 +174,31 @@ struct Frame<'a> {
     seq: u64,
     ts_ms: u64,
     interval_ms: u64,
+    /// Frames not delivered since the previous one because the browser was behind.
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped: u64,
     #[serde(flatten)]
     snapshot: &'a Snapshot,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Encodes one `frame` message.
-pub fn encode_frame(seq: u64, ts_ms: u64, interval_ms: u64, snapshot: &Snapshot) -> String {
+pub fn encode_frame(
+    seq: u64,
+    ts_ms: u64,
+    interval_ms: u64,
+    dropped: u64,
+    snapshot: &Snapshot,
+) -> String {
     serde_json::to_string(&Frame {
         kind: "frame",
         seq,
         ts_ms,
         interval_ms,
+        dropped,
         snapshot,
     })
     .expect("frames always serialise")
@@ -245,6 +265,7 @@ mod tests {
                 Aggregation {
                     name: "@lat".into(),
                     kind: AggKind::Lhist,
+                    folded: 0,
                     series: vec![Series::histogram(
                         vec![KeyPart::Str("read".into())],
                         vec![Bucket {
@@ -255,6 +276,7 @@ mod tests {
                     )],
                 },
                 Aggregation {
+                    folded: 0,
                     name: "@n".into(),
                     kind: AggKind::Count,
                     series: vec![Series {
@@ -265,7 +287,7 @@ mod tests {
             ],
             output: vec![],
         };
-        let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, &snapshot)).unwrap();
+        let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, 0, &snapshot)).unwrap();
         assert_eq!(
             frame,
             serde_json::json!({"type":"frame","seq":7,"ts_ms":1000,"interval_ms":999,"aggregations":[
