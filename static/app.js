@@ -312,7 +312,8 @@ class UnionRows {
 }
 
 function rowSpaceFor(kind, layout) {
-  if (kind === 'lhist' && LinearRows.fits(layout)) return new LinearRows(layout);
+  // D's lquantize announces the same layout as lhist: rows [null,min-1] … [max,null].
+  if ((kind === 'lhist' || kind === 'lquantize') && LinearRows.fits(layout)) return new LinearRows(layout);
   if (kind === 'hist') return new Log2Rows();
   return new UnionRows();
 }
@@ -1071,7 +1072,7 @@ function renderPresetHint() {
     const tags = [p.lang, p.unit && `unit: ${p.unit}`].filter(Boolean).join(' · ');
     if (tags) ui.presetHint.append(el('span', { class: 'tags', text: tags }));
   } else {
-    ui.presetHint.append('Runs the script below with bpftrace. Ctrl+Enter starts it.');
+    ui.presetHint.append('Runs the script below with bpftrace, or as D (compiled to bpftrace) when it looks like D. Ctrl+Enter starts it.');
   }
   ui.script.classList.toggle('inactive', !!p);
 }
@@ -1082,7 +1083,12 @@ function startMessage() {
   ui.tick.value = tick;
   store.set('tick', tick);
   if (ui.preset.value !== CUSTOM) return { type: 'start', preset: ui.preset.value, tick_ms: tick };
-  return { type: 'start', lang: 'bpftrace', script: ui.script.value, tick_ms: tick };
+  return { type: 'start', lang: looksLikeD(ui.script.value) ? 'd' : 'bpftrace', script: ui.script.value, tick_ms: tick };
+}
+
+/** D's probe syntax and aggregating functions have no bpftrace spelling. */
+function looksLikeD(script) {
+  return /:::|\bself->|\bthis->|\b(l|ll)?quantize\s*\(|\b(tick|profile)-\d|\bsyscall::/.test(script);
 }
 
 function start() {
