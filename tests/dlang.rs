@@ -19,12 +19,18 @@ syscall:::return /self->syscall_entry_ts[probefunc]/ {
 }
 ";
 
-#[test]
-fn the_seed_dscript_message_draws_the_seed_heatmap() {
-    require_tracing();
+/// A server and a client that has had its `hello`.
+fn greeted() -> (Server, support::Client) {
     let server = Server::start(&[]);
     let mut client = server.connect();
     client.expect("hello", Duration::from_secs(5));
+    (server, client)
+}
+
+#[test]
+fn the_seed_dscript_message_draws_the_seed_heatmap() {
+    require_tracing();
+    let (_server, mut client) = greeted();
     client.send(json!({ "dscript": SEED, "tick_ms": TEST_TICK_MS }));
     let started = client.expect("started", Duration::from_secs(60));
     assert_eq!(started["engine"], "d-to-bpftrace");
@@ -96,9 +102,7 @@ fn buckets_of(frames: &[Json], index: usize) -> Vec<(Option<i64>, Option<i64>, i
 #[test]
 fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
     require_tracing();
-    let server = Server::start(&[]);
-    let mut client = server.connect();
-    client.expect("hello", Duration::from_secs(5));
+    let (_server, mut client) = greeted();
     let tid = gettid();
     let script = format!(
         "syscall::getppid:entry /tid == {tid}/ {{
@@ -172,9 +176,7 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
 
 #[test]
 fn d_outside_the_subset_is_a_positioned_compile_error() {
-    let server = Server::start(&[]);
-    let mut client = server.connect();
-    client.expect("hello", Duration::from_secs(5));
+    let (server, mut client) = greeted();
     client.send(json!({"dscript": "syscall:::entry\n{\n  trace(probefunc);\n}"}));
     let error = client.expect("error", Duration::from_secs(5));
     assert_eq!(error["code"], "compile");

@@ -39,17 +39,20 @@ pub enum Stmt {
         value: Expr,
         pos: Pos,
     },
-    /// `@name[keys] = function(args)`.
-    Aggregate {
-        name: String,
-        keys: Vec<Expr>,
-        function: String,
-        args: Vec<Expr>,
-        pos: Pos,
-        function_pos: Pos,
-    },
+    Aggregate(Aggregate),
     /// Any other expression used as a statement (a function call, most often).
     Expr(Expr),
+}
+
+/// `@name[keys] = function(args)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub name: String,
+    pub keys: Vec<Expr>,
+    pub function: String,
+    pub args: Vec<Expr>,
+    pub pos: Pos,
+    pub function_pos: Pos,
 }
 
 /// An expression and where it starts.

@@ -1,7 +1,7 @@
 //! Parsing D tokens into the [`ast`](super::ast): C precedence for expressions, D's clause
 //! structure around them, and positioned errors for anything outside the grammar.
 
-use super::ast::{Clause, Expr, ExprKind, Program, Scope, Stmt};
+use super::ast::{Aggregate, Clause, Expr, ExprKind, Program, Scope, Stmt};
 use super::lexer::{tokenize, Pos, Tok, PREDICATE};
 use super::DError;
 
@@ -204,14 +204,14 @@ impl Parser {
                 "an aggregation is assigned an aggregating function such as count() or quantize()",
             ));
         };
-        Ok(Stmt::Aggregate {
+        Ok(Stmt::Aggregate(Aggregate {
             name,
             keys,
             function,
             args,
             pos,
             function_pos,
-        })
+        }))
     }
 
     fn expr(&mut self) -> Result<Expr, DError> {
@@ -470,13 +470,13 @@ mod tests {
         assert_eq!(p.clauses.len(), 2);
         assert_eq!(p.clauses[0].probes[0].0, "syscall:::entry");
         assert!(p.clauses[1].predicate.is_some());
-        let Stmt::Aggregate {
+        let Stmt::Aggregate(Aggregate {
             name,
             keys,
             function,
             args,
             ..
-        } = &p.clauses[1].body[0]
+        }) = &p.clauses[1].body[0]
         else {
             panic!("{:?}", p.clauses[1].body[0]);
         };

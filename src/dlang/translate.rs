@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::ast::{Clause, Expr, ExprKind, Pos, Program, Scope, Stmt};
+use super::ast::{Aggregate, Clause, Expr, ExprKind, Pos, Program, Scope, Stmt};
 use super::buckets::{self, AggPlan, DRewrite, Relabel};
 use super::probes::{self, ProbeCtx, Ty};
 use super::DError;
@@ -215,24 +215,7 @@ impl Translator {
                 }
                 Ok(())
             }
-            Stmt::Aggregate {
-                name,
-                keys,
-                function,
-                args,
-                pos,
-                function_pos,
-            } => self.aggregate(
-                name,
-                keys,
-                function,
-                args,
-                *pos,
-                *function_pos,
-                ctx,
-                local,
-                body,
-            ),
+            Stmt::Aggregate(agg) => self.aggregate(agg, ctx, local, body),
             Stmt::Expr(e) => Err(DError::at(
                 e.pos,
                 match &e.kind {
@@ -327,19 +310,15 @@ impl Translator {
         Ok((map, !parts.is_empty()))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn aggregate(
         &mut self,
-        name: &str,
-        keys: &[Expr],
-        function: &str,
-        args: &[Expr],
-        pos: Pos,
-        fpos: Pos,
+        agg: &Aggregate,
         ctx: &ProbeCtx,
         local: &mut Local,
         body: &mut String,
     ) -> Result<(), DError> {
+        let (name, keys, function, args) = (&agg.name, &agg.keys, agg.function.as_str(), &agg.args);
+        let (pos, fpos) = (agg.pos, agg.function_pos);
         if name.starts_with("@__") {
             return Err(DError::at(
                 pos,
