@@ -108,7 +108,7 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
         "syscall::getppid:entry /tid == {tid}/ {{
             @q = quantize(-3); @z = quantize(0); @l = lquantize(7, 0, 63, 2);
             @ll = llquantize(1234, 10, 0, 6, 10); @neg = lquantize(-3, -10, 10, 5);
-            @c[probefunc] = count(); @s = sum(4); @mx = max(11);
+            @c[probefunc] = count(); @s = sum(4); @mx = max(11); @nmx = max(-5);
         }}"
     );
     client.send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": TEST_TICK_MS}));
@@ -129,6 +129,7 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             "lquantize",
             "count",
             "sum",
+            "max",
             "max"
         ]
     );

@@ -116,6 +116,8 @@ pub fn llquantize_check(factor: i64, low: i64, high: i64, nsteps: i64) -> Option
 pub enum Relabel {
     /// Scalars, or buckets already right.
     None,
+    /// A scalar aggregated negated (`max(x)` as `-min(-x)`).
+    Negate,
     /// bpftrace `hist(|v|)` with a last key part that is 1 for negative values.
     Quantize,
     /// bpftrace `lhist(v, base, base + levels * step, step)`.
@@ -167,6 +169,10 @@ impl SnapshotRewrite for DRewrite {
                     }
                 } else if let Value::Buckets(buckets) = &mut series.value {
                     relabel(&plan.relabel, buckets);
+                } else if let (Relabel::Negate, Value::Scalar(v)) =
+                    (&plan.relabel, &mut series.value)
+                {
+                    *v = v.saturating_neg();
                 }
                 for &i in &plan.syscall_keys {
                     if let Some(KeyPart::Int(n)) = series.key.get(i) {
@@ -196,7 +202,7 @@ fn relabel_quantize(buckets: &mut [Bucket], negative: bool) {
 
 fn relabel(how: &Relabel, buckets: &mut Vec<Bucket>) {
     match how {
-        Relabel::None | Relabel::Quantize => {}
+        Relabel::None | Relabel::Negate | Relabel::Quantize => {}
         Relabel::Lquantize { base, levels, step } => {
             for b in buckets.iter_mut() {
                 let probe = b.lo.unwrap_or(base - 1);
@@ -332,6 +338,13 @@ mod tests {
                     relabel: Relabel::Quantize,
                 },
                 AggPlan {
+                    name: "@mx".into(),
+                    kind: AggKind::Max,
+                    layout: None,
+                    syscall_keys: vec![],
+                    relabel: Relabel::Negate,
+                },
+                AggPlan {
                     name: "@ll".into(),
                     kind: AggKind::Llquantize,
                     layout: None,
@@ -366,6 +379,14 @@ mod tests {
                     ],
                 },
                 Aggregation {
+                    name: "@mx".into(),
+                    kind: AggKind::Min,
+                    series: vec![Series {
+                        key: vec![],
+                        value: Value::Scalar(5),
+                    }],
+                },
+                Aggregation {
                     name: "@ll".into(),
                     kind: AggKind::Lhist,
                     series: vec![Series::histogram(
@@ -390,7 +411,12 @@ mod tests {
                 bucket(Some(4), Some(7), 1),
             ])
         );
-        let ll = &snap.aggregations[1];
+        let mx = &snap.aggregations[1];
+        assert_eq!(
+            (mx.kind, &mx.series[0].value),
+            (AggKind::Max, &Value::Scalar(-5))
+        );
+        let ll = &snap.aggregations[2];
         assert_eq!(ll.kind, AggKind::Llquantize);
         assert_eq!(
             ll.series[0].value,

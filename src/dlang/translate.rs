@@ -358,10 +358,17 @@ impl Translator {
                 arity(0, "count()")?;
                 (AggKind::Count, "count()".to_owned(), None, Relabel::None, "count()".to_owned(), None)
             }
-            "sum" | "avg" | "min" | "max" => {
+            "max" => {
+                arity(1, "max()")?;
+                let v = value(self, 0)?;
+                // bpftrace 0.17's max() loses all-negative maxima (it prints nothing); its
+                // min() does not, and max(x) = -min(-x).
+                (AggKind::Max, format!("min(-({v}))"), None, Relabel::Negate, "max()".to_owned(), None)
+            }
+            "sum" | "avg" | "min" => {
                 arity(1, &format!("{function}()"))?;
                 let v = value(self, 0)?;
-                let kind = AggKind::from_bpftrace(function).expect("bpftrace has these four");
+                let kind = AggKind::from_bpftrace(function).expect("bpftrace has these three");
                 (kind, format!("{function}({v})"), None, Relabel::None, format!("{function}()"), None)
             }
             "quantize" => {
