@@ -108,6 +108,19 @@ const TRACEPOINTS: &[Tracepoint] = &[
     ], Some("io:::done is block_rq_complete, which runs in whatever context completes the request")),
 ];
 
+/// The descriptions one probe description stands for: a syscall description with an empty or
+/// `*` name means both `entry` and `return`, as DTrace matches it.
+pub fn expand(text: &str) -> Vec<String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.as_slice() {
+        ["syscall", module, function, "" | "*"] => ["entry", "return"]
+            .iter()
+            .map(|name| format!("syscall:{module}:{function}:{name}"))
+            .collect(),
+        _ => vec![text.to_owned()],
+    }
+}
+
 /// Reads one probe description (`syscall::read:entry`, `tick-1s`, `BEGIN`, …).
 pub fn probe(text: &str, pos: Pos) -> Result<ProbeCtx, DError> {
     if let Some(on_cpu) = on_cpu(pos, text) {
@@ -389,6 +402,17 @@ mod tests {
             probe("io:::start", AT).unwrap().probe,
             "tracepoint:block:block_rq_issue"
         );
+    }
+
+    #[test]
+    fn an_empty_syscall_name_means_entry_and_return() {
+        assert_eq!(
+            expand("syscall::read:"),
+            ["syscall::read:entry", "syscall::read:return"]
+        );
+        assert_eq!(expand("syscall:::*").len(), 2);
+        assert_eq!(expand("syscall:::entry"), ["syscall:::entry"]);
+        assert_eq!(expand("tick-1s"), ["tick-1s"]);
     }
 
     #[test]

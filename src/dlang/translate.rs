@@ -76,11 +76,13 @@ pub fn translate(program: &Program) -> Result<Output, DError> {
     }
     for clause in &program.clauses {
         for (text, pos) in &clause.probes {
-            let ctx = probes::probe(text, *pos)?;
-            if let Some(note) = &ctx.note {
-                t.note(note.clone());
+            for text in probes::expand(text) {
+                let ctx = probes::probe(&text, *pos)?;
+                if let Some(note) = &ctx.note {
+                    t.note(note.clone());
+                }
+                t.clause(clause, &ctx)?;
             }
-            t.clause(clause, &ctx)?;
         }
     }
     let plans = t.aggs.into_iter().map(|(_, a)| a.plan).collect();
