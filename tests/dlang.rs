@@ -109,6 +109,7 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             @q = quantize(-3); @z = quantize(0); @l = lquantize(7, 0, 63, 2);
             @ll = llquantize(1234, 10, 0, 6, 10); @neg = lquantize(-3, -10, 10, 5);
             @c[probefunc] = count(); @s = sum(4); @mx = max(11); @nmx = max(-5);
+            @div = sum(-7 / 2); @rem = sum(-7 % 2); @shr = sum(-7 >> 1); @q7 = sum(7 / -2);
         }}"
     );
     client.send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": TEST_TICK_MS}));
@@ -130,7 +131,11 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             "count",
             "sum",
             "max",
-            "max"
+            "max",
+            "sum",
+            "sum",
+            "sum",
+            "sum"
         ]
     );
     const N: usize = 300;

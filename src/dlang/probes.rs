@@ -8,6 +8,9 @@ use super::DError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ty {
     Int,
+    /// An unsigned 64-bit integer (D's `uint64_t` timestamps and what is computed from them),
+    /// for which division and shifts need no sign handling.
+    UInt,
     Str,
     /// An integer that is a syscall number: keys of this type are shown as syscall names.
     Syscall,

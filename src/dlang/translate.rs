@@ -166,6 +166,22 @@ impl Translator {
                 value,
                 pos,
             } => {
+                // `x op= v` is `x = x op v`, so it gets the operator's D meaning.
+                let combined;
+                let value = match op.strip_suffix('=').filter(|o| !o.is_empty()) {
+                    Some(binop) => {
+                        combined = Expr {
+                            kind: ExprKind::Binary(
+                                binop,
+                                Box::new(target.clone()),
+                                Box::new(value.clone()),
+                            ),
+                            pos: *pos,
+                        };
+                        &combined
+                    }
+                    None => value,
+                };
                 let v = self.expr(value, ctx, local)?;
                 if *op != "=" && v.ty == Ty::Str {
                     return Err(DError::at(
@@ -204,7 +220,7 @@ impl Translator {
                         ));
                     }
                     local.this.insert(name.clone(), v.ty);
-                    let _ = writeln!(body, "\t{};", assignment(&var, op, &v.text));
+                    let _ = writeln!(body, "\t{var} = {};", v.text);
                     return Ok(());
                 }
                 let (map, keyed) = self.variable(target, ctx, local, Some(v.ty))?;
@@ -213,7 +229,7 @@ impl Translator {
                     // D frees a dynamic variable assigned zero; reading it again gives 0.
                     let _ = writeln!(body, "\tdelete({map});");
                 } else {
-                    let _ = writeln!(body, "\t{};", assignment(&map, op, &v.text));
+                    let _ = writeln!(body, "\t{map} = {};", v.text);
                 }
                 Ok(())
             }
@@ -290,6 +306,11 @@ impl Translator {
             ));
         }
         if let Some(ty) = assigned {
+            // Once a variable holds an unsigned value (a timestamp) it reads as unsigned, as
+            // its D declaration (from the first assignment) would say.
+            if ty == Ty::UInt && info.ty == Ty::Int {
+                info.ty = Ty::UInt;
+            }
             if !ty.compatible(info.ty) {
                 return Err(DError::at(
                     e.pos,
@@ -598,7 +619,12 @@ impl Translator {
                         format!("unary `{op}` needs a number, not a string"),
                     ));
                 }
-                tr(format!("{op}({})", v.text), Ty::Int)
+                let ty = if v.ty == Ty::UInt && *op != "!" {
+                    Ty::UInt
+                } else {
+                    Ty::Int
+                };
+                tr(format!("{op}({})", v.text), ty)
             }
             ExprKind::Ternary(c, a, b) => {
                 let c = self.expr(c, ctx, local)?;
@@ -613,7 +639,8 @@ impl Translator {
                         "both branches of `?:` must be numbers or both strings",
                     ));
                 }
-                tr(format!("({} ? {} : {})", c.text, a.text, b.text), a.ty)
+                let ty = if b.ty == Ty::UInt { b.ty } else { a.ty };
+                tr(format!("({} ? {} : {})", c.text, a.text, b.text), ty)
             }
             ExprKind::Binary(op, l, r) => self.binary(op, l, r, e.pos, ctx, local),
         }
@@ -661,11 +688,36 @@ impl Translator {
                 ));
             }
         }
+        let unsigned = a.ty == Ty::UInt || (b.ty == Ty::UInt && op != ">>");
+        let (x, y) = (&a.text, &b.text);
+        let natural = matches!(r.kind, ExprKind::Int(n) if n >= 0);
+        // bpftrace 0.17 divides, takes remainders and shifts as unsigned whatever the operands;
+        // D (as C) does so only for unsigned operands. Signed ones get C's meaning spelled out.
         let text = match op {
-            "^^" => format!("(({}) != 0) != (({}) != 0)", a.text, b.text),
-            _ => format!("({} {op} {})", a.text, b.text),
+            "^^" => format!("(({x}) != 0) != (({y}) != 0)"),
+            "/" | "%" | ">>" if unsigned => format!("({x} {op} {y})"),
+            "/" if natural => format!("({x} < 0 ? -((-({x})) / {y}) : {x} / {y})"),
+            "/" => {
+                let (ax, ay) = (abs(x), abs(y));
+                format!("(({x} < 0) == ({y} < 0) ? {ax} / {ay} : -({ax} / {ay}))")
+            }
+            "%" => {
+                let ay = if natural { y.clone() } else { abs(y) };
+                format!("({x} < 0 ? -({} % {ay}) : {x} % {ay})", abs(x))
+            }
+            ">>" => format!("({x} < 0 ? ~(~({x}) >> {y}) : {x} >> {y})"),
+            _ => format!("({x} {op} {y})"),
         };
-        Ok(Tr { text, ty: Ty::Int })
+        let arithmetic = !matches!(
+            op,
+            "==" | "!=" | "<" | "<=" | ">" | ">=" | "&&" | "||" | "^^"
+        );
+        let ty = if arithmetic && unsigned {
+            Ty::UInt
+        } else {
+            Ty::Int
+        };
+        Ok(Tr { text, ty })
     }
 
     fn builtin(&mut self, name: &str, pos: Pos, ctx: &ProbeCtx) -> Result<Tr, DError> {
@@ -673,6 +725,12 @@ impl Translator {
             Ok(Tr {
                 text: text.to_owned(),
                 ty: Ty::Int,
+            })
+        };
+        let unsigned = |text: &str| {
+            Ok(Tr {
+                text: text.to_owned(),
+                ty: Ty::UInt,
             })
         };
         let process = |text: &str| match ctx.no_process {
@@ -683,7 +741,7 @@ impl Translator {
             None => int(text),
         };
         match name {
-            "timestamp" => int("nsecs"),
+            "timestamp" => unsigned("nsecs"),
             "vtimestamp" => {
                 self.note(
                     "vtimestamp (the thread's on-CPU time) is approximated by timestamp: Linux \
@@ -691,7 +749,7 @@ impl Translator {
                      thread spent blocked or preempted"
                         .into(),
                 );
-                int("nsecs")
+                unsigned("nsecs")
             }
             "walltimestamp" => {
                 let offset = *self.wall_offset.get_or_insert_with(wall_clock_offset);
@@ -701,7 +759,7 @@ impl Translator {
                      followed)"
                         .into(),
                 );
-                int(&format!("(nsecs + {offset})"))
+                unsigned(&format!("(nsecs + {offset})"))
             }
             "tid" => int(ctx.tid),
             "pid" => process("pid"),
@@ -760,12 +818,9 @@ impl Translator {
     }
 }
 
-/// `target op= value` as bpftrace 0.17 takes it.
-fn assignment(target: &str, op: &str, value: &str) -> String {
-    match op.strip_suffix('=').filter(|o| !o.is_empty()) {
-        Some(binop) => format!("{target} = {target} {binop} ({value})"),
-        None => format!("{target} = {value}"),
-    }
+/// `|x|` for a signed value.
+fn abs(x: &str) -> String {
+    format!("({x} < 0 ? -({x}) : {x})")
 }
 
 /// The value of a constant integer argument.
@@ -953,6 +1008,27 @@ mod tests {
             out.bpftrace
         );
         assert!(matches!(&out.rewrite.plans[0].relabel, Relabel::Table(t) if t.len() == 6));
+    }
+
+    #[test]
+    fn signed_division_is_spelled_out_and_unsigned_division_is_not() {
+        let out = tr(
+            "syscall::read:return { @a = sum(arg0 / 4); @b = sum(timestamp / 4); \
+                      this->t = timestamp; @c = sum(this->t >> 2); x = 7; x %= 2; }",
+        );
+        let b = &out.bpftrace;
+        assert!(
+            b.contains("@a = sum((args->ret < 0 ? -((-(args->ret)) / 4) : args->ret / 4));"),
+            "{b}"
+        );
+        assert!(b.contains("@b = sum((nsecs / 4));"), "{b}");
+        assert!(b.contains("@c = sum(($this_t >> 2));"), "{b}");
+        assert!(
+            b.contains(
+                "@__g_x = (@__g_x < 0 ? -((@__g_x < 0 ? -(@__g_x) : @__g_x) % 2) : @__g_x % 2);"
+            ),
+            "{b}"
+        );
     }
 
     #[test]
