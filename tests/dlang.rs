@@ -110,6 +110,7 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             @ll = llquantize(1234, 10, 0, 6, 10); @neg = lquantize(-3, -10, 10, 5);
             @c[probefunc] = count(); @s = sum(4); @mx = max(11); @nmx = max(-5);
             @div = sum(-7 / 2); @rem = sum(-7 % 2); @shr = sum(-7 >> 1); @q7 = sum(7 / -2);
+            @cpu = sum(cpu - 100);
         }}"
     );
     client.send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": TEST_TICK_MS}));
@@ -132,6 +133,7 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             "sum",
             "max",
             "max",
+            "sum",
             "sum",
             "sum",
             "sum",

@@ -49,13 +49,14 @@ pub struct ProbeCtx {
 /// One probe argument: index, member (`None` for `argN` / `args[N]`), bpftrace text, type.
 pub type Arg = (i64, Option<&'static str>, &'static str, Ty);
 
+// D's argN are int64_t; raw_syscalls gives unsigned longs.
 const SYSCALL_ENTRY_ARGS: &[Arg] = &[
-    (0, None, "args->args[0]", Ty::Int),
-    (1, None, "args->args[1]", Ty::Int),
-    (2, None, "args->args[2]", Ty::Int),
-    (3, None, "args->args[3]", Ty::Int),
-    (4, None, "args->args[4]", Ty::Int),
-    (5, None, "args->args[5]", Ty::Int),
+    (0, None, "(int64)args->args[0]", Ty::Int),
+    (1, None, "(int64)args->args[1]", Ty::Int),
+    (2, None, "(int64)args->args[2]", Ty::Int),
+    (3, None, "(int64)args->args[3]", Ty::Int),
+    (4, None, "(int64)args->args[4]", Ty::Int),
+    (5, None, "(int64)args->args[5]", Ty::Int),
 ];
 // DTrace gives the return value in both arg0 and arg1.
 const SYSCALL_RETURN_ARGS: &[Arg] = &[

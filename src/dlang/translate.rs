@@ -761,11 +761,13 @@ impl Translator {
                 );
                 unsigned(&format!("(nsecs + {offset})"))
             }
-            "tid" => int(ctx.tid),
-            "pid" => process("pid"),
-            "ppid" => process("curtask->real_parent->tgid"),
-            "uid" => process("uid"),
-            "cpu" => int("cpu"),
+            // D's ids are signed ints; bpftrace's are unsigned, which would make `cpu - 2`
+            // a large number.
+            "tid" => int(&format!("(int64){}", ctx.tid)),
+            "pid" => process("(int64)pid"),
+            "ppid" => process("(int64)curtask->real_parent->tgid"),
+            "uid" => process("(int64)uid"),
+            "cpu" => int("(int64)cpu"),
             "execname" => Ok(Tr {
                 text: ctx.execname.unwrap_or("comm").to_owned(),
                 ty: Ty::Str,
