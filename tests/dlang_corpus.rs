@@ -4,7 +4,9 @@
 //! Each file opens with what it must do:
 //! - `// expect: run`, then `// agg: @name kind` per aggregation in program order (a trailing
 //!   `?` when the workload cannot promise data, e.g. block I/O on a tmpfs-only host), and
-//!   `// has-key: @name ["key", …]` for keys that must appear;
+//!   `// has-key: @name ["key", …]` for keys that must appear, and
+//!   `// values-within: @name LO HI` for values (or whole buckets) that must lie in `LO..=HI`
+//!   (`NOW` is the Unix time in seconds, so `NOW-60`);
 //! - `// expect: refused LINE:COL text`: a `compile` error at that position containing text.
 
 mod support;
@@ -25,6 +27,7 @@ enum Expect {
     Run {
         aggs: Vec<(String, String, bool)>,
         keys: Vec<(String, Json)>,
+        ranges: Vec<(String, i64, i64)>,
     },
     Refused {
         at: String,
@@ -35,6 +38,7 @@ enum Expect {
 fn expectation(source: &str) -> Expect {
     let mut aggs = Vec::new();
     let mut keys = Vec::new();
+    let mut ranges = Vec::new();
     let mut refused = None;
     for line in source.lines() {
         let Some(rest) = line.strip_prefix("// ") else {
@@ -53,12 +57,43 @@ fn expectation(source: &str) -> Expect {
                 parts[1].to_owned(),
                 parts.get(2) != Some(&"?"),
             ));
+        } else if let Some(r) = rest.strip_prefix("values-within: ") {
+            let parts: Vec<&str> = r.split_whitespace().collect();
+            ranges.push((parts[0].to_owned(), bound(parts[1]), bound(parts[2])));
         } else if let Some(k) = rest.strip_prefix("has-key: ") {
             let (name, key) = k.split_once(' ').unwrap();
             keys.push((name.to_owned(), serde_json::from_str(key).unwrap()));
         }
     }
-    refused.unwrap_or(Expect::Run { aggs, keys })
+    refused.unwrap_or(Expect::Run { aggs, keys, ranges })
+}
+
+/// `123`, `NOW`, `NOW-60`, `NOW+60`.
+fn bound(text: &str) -> i64 {
+    let Some(offset) = text.strip_prefix("NOW") else {
+        return text.parse().unwrap();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    now + if offset.is_empty() {
+        0
+    } else {
+        offset.parse::<i64>().unwrap()
+    }
+}
+
+/// The values of one series that fall outside `lo..=hi`, if any.
+fn out_of_range(series: &Json, lo: i64, hi: i64) -> Option<String> {
+    if let Some(buckets) = series["buckets"].as_array() {
+        return buckets
+            .iter()
+            .find(|b| b[0].as_i64().is_none_or(|l| l < lo) || b[1].as_i64().is_none_or(|h| h > hi))
+            .map(|b| format!("bucket {b} outside {lo}..={hi}"));
+    }
+    let v = series["value"].as_i64()?;
+    (!(lo..=hi).contains(&v)).then(|| format!("value {v} outside {lo}..={hi}"))
 }
 
 /// Everything the corpus traces: syscalls (some failing), reads, writes, processes that
@@ -144,6 +179,7 @@ fn run(
     client: &mut Client,
     aggs: &[(String, String, bool)],
     keys: &[(String, Json)],
+    ranges: &[(String, i64, i64)],
     source: &str,
 ) -> Result<(), String> {
     client.send(json!({"type": "start", "lang": "d", "script": source, "tick_ms": TEST_TICK_MS}));
@@ -217,6 +253,20 @@ fn run(
             return Err(format!("{name} never had key {key}"));
         }
     }
+    for (name, lo, hi) in ranges {
+        for frame in &frames {
+            for agg in frame["aggregations"].as_array().unwrap() {
+                if agg["name"] != name.as_str() {
+                    continue;
+                }
+                for series in agg["series"].as_array().unwrap() {
+                    if let Some(why) = out_of_range(series, *lo, *hi) {
+                        return Err(format!("{name}: {why}"));
+                    }
+                }
+            }
+        }
+    }
     client.send(json!({"type": "stop"}));
     client.expect("stopped", Duration::from_secs(10));
     Ok(())
@@ -243,10 +293,12 @@ fn the_d_corpus_runs_or_is_refused_precisely() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let source = std::fs::read_to_string(path).unwrap();
         match expectation(&source) {
-            Expect::Run { aggs, keys } => match run(&mut client, &aggs, &keys, &source) {
-                Ok(()) => ran += 1,
-                Err(why) => failures.push(format!("{name}: {why}")),
-            },
+            Expect::Run { aggs, keys, ranges } => {
+                match run(&mut client, &aggs, &keys, &ranges, &source) {
+                    Ok(()) => ran += 1,
+                    Err(why) => failures.push(format!("{name}: {why}")),
+                }
+            }
             Expect::Refused { at, text } => {
                 client.send(json!({"type": "start", "lang": "d", "script": source}));
                 let error = client.expect("error", Duration::from_secs(10));
