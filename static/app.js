@@ -935,7 +935,7 @@ function onStarted(msg) {
   S.started = msg;
   S.run = 'running';
   S.stopReason = null;
-  S.backend = msg.backend ?? S.backend;
+  S.backend = msg.engine ? `${msg.backend} · ${msg.engine}` : (msg.backend ?? S.backend);
   S.tick = msg.tick_ms ?? S.tick;
   S.session = msg.session ?? S.session;
   S.unit = msg.unit ?? null;
@@ -944,6 +944,7 @@ function onStarted(msg) {
   resetRun(Array.isArray(msg.aggregations) ? msg.aggregations : []);
   if (S.tick) view.setTick(S.tick);
   view.setUnit(S.unit);
+  renderPresetHint();
   renderTop();
 }
 
@@ -1073,6 +1074,9 @@ function renderPresetHint() {
     if (tags) ui.presetHint.append(el('span', { class: 'tags', text: tags }));
   } else {
     ui.presetHint.append('Runs the script below with bpftrace, or as D (compiled to bpftrace) when it looks like D. Ctrl+Enter starts it.');
+    // What a D translation only approximates, as `started.notes` says.
+    const notes = S.started && Array.isArray(S.started.notes) ? S.started.notes : [];
+    if (notes.length) ui.presetHint.append(el('ul', { class: 'notes' }, ...notes.map((n) => el('li', { text: n }))));
   }
   ui.script.classList.toggle('inactive', !!p);
 }
