@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consumer;
+pub mod dlang;
 pub mod presets;
 pub mod server;
 pub mod session;

@@ -76,6 +76,10 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
             .route("/static/{name}", web::get().to(asset))
             .route("/ws", web::get().to(websocket))
             .route("/metrics", web::get().to(metrics))
+            .route(
+                "/api/translate",
+                web::post().to(crate::dlang::translate_endpoint),
+            )
             .route("/healthz", web::get().to(|| async { "ok\n" }))
     })
     // Signals are ours: shutdown stops every tracer before the server goes.

@@ -38,6 +38,17 @@ pub struct ProgramSpec {
     pub script: String,
     /// How keys are named for people (syscall numbers → names, …).
     pub key_names: KeyNames,
+    /// What a program written in another language (D) needs done to the backend's output so
+    /// that frames say what that language means (kinds, bucket edges, key names).
+    pub rewrite: Option<Arc<dyn SnapshotRewrite>>,
+}
+
+/// Reshapes what a backend reports, on the consumer thread, before anything is sent.
+pub trait SnapshotRewrite: std::fmt::Debug + Send + Sync {
+    /// Relabels the aggregations announced in `started`.
+    fn infos(&self, infos: &mut [AggregationInfo]);
+    /// Relabels one walk's data.
+    fn snapshot(&self, snapshot: &mut Snapshot);
 }
 
 /// Why a consumer could not start or keep running.
@@ -221,7 +232,10 @@ impl Handler<Begin> for ConsumerActor {
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
-        let aggregations = self.consumer.compile(&self.program)?;
+        let mut aggregations = self.consumer.compile(&self.program)?;
+        if let Some(rewrite) = &self.program.rewrite {
+            rewrite.infos(&mut aggregations);
+        }
         self.consumer.go()?;
         self.last_walk = Some(Instant::now());
         Ok(Started {
@@ -243,6 +257,9 @@ impl Handler<Walk> for ConsumerActor {
         }
         let mut snapshot = self.consumer.walk()?;
         self.program.key_names.apply(&mut snapshot);
+        if let Some(rewrite) = &self.program.rewrite {
+            rewrite.snapshot(&mut snapshot);
+        }
         for aggregation in &mut snapshot.aggregations {
             aggregation.fold_keys(self.max_keys);
         }

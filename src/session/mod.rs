@@ -19,6 +19,7 @@ use crate::config::{Config, TICK_MS_RANGE};
 use crate::consumer::{
     self, Backend, Begin, ConsumerActor, ConsumerError, Halt, KillSwitch, ProgramSpec, Walk,
 };
+use crate::dlang;
 use crate::presets::{self, KeyNames, Preset};
 use crate::supervisor::{Admit, Leave, Supervisor};
 use crate::telemetry::Event;
@@ -209,7 +210,11 @@ impl Session {
         if let Err((reason, message)) = self.admit_start(&request) {
             return self.refuse(ctx, reason, &message);
         }
-        let (script, key_names, preset) = match resolve(&request) {
+        let Resolved {
+            program,
+            preset,
+            engine,
+        } = match resolve(&request) {
             Ok(resolved) => resolved,
             Err((code, message)) => return self.send_error(ctx, code, &message),
         };
@@ -235,7 +240,6 @@ impl Session {
             self.send(ctx, ServerMessage::Stopped { reason: "replaced" });
         }
         let generation = self.generation;
-        let program = ProgramSpec { script, key_names };
         let consumer = consumer::spawn(backend, self.id.clone(), program, self.config());
         self.run = Some(Run {
             generation,
@@ -282,6 +286,8 @@ impl Session {
                                 unit: preset.map(|p| p.unit),
                                 startup_ms: started.startup.as_millis() as u64,
                                 aggregations: &started.aggregations,
+                                engine: engine.as_ref().map(|e| e.0),
+                                notes: engine.as_ref().map(|e| e.1.as_slice()),
                             },
                         );
                     }
@@ -452,10 +458,16 @@ impl Session {
     }
 }
 
+/// The program a start request names.
+struct Resolved {
+    program: ProgramSpec,
+    preset: Option<&'static Preset>,
+    /// For D scripts: the engine that runs them and its notes on approximations.
+    engine: Option<(&'static str, Vec<String>)>,
+}
+
 /// The program a start request names: its text, how its keys are named, and its preset.
-fn resolve(
-    request: &StartRequest,
-) -> Result<(String, KeyNames, Option<&'static Preset>), (&'static str, String)> {
+fn resolve(request: &StartRequest) -> Result<Resolved, (&'static str, String)> {
     if let Some(name) = &request.preset {
         let preset = presets::find(name).ok_or_else(|| {
             let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
@@ -464,18 +476,43 @@ fn resolve(
                 format!("no preset {name:?}; presets: {}", known.join(", ")),
             )
         })?;
-        return Ok((preset.script.to_owned(), preset.key_names, Some(preset)));
+        let program = ProgramSpec {
+            script: preset.script.to_owned(),
+            key_names: preset.key_names,
+            rewrite: None,
+        };
+        return Ok(Resolved {
+            program,
+            preset: Some(preset),
+            engine: None,
+        });
     }
     let script = request.script.clone().unwrap_or_default();
     match request.lang.as_deref() {
-        Some("bpftrace") => Ok((script, KeyNames::AsIs, None)),
-        Some("d") => Err((
-            "unsupported",
-            "D scripts need the DTrace backend, which this server does not have".into(),
-        )),
+        Some("bpftrace") => Ok(Resolved {
+            program: ProgramSpec {
+                script,
+                key_names: KeyNames::AsIs,
+                rewrite: None,
+            },
+            preset: None,
+            engine: None,
+        }),
+        // Where a libdtrace backend exists it takes D as written; this is the fallback.
+        Some("d") => {
+            let compiled = dlang::compile(&script).map_err(|e| ("compile", e.to_string()))?;
+            Ok(Resolved {
+                program: compiled.spec,
+                preset: None,
+                engine: Some((dlang::ENGINE, compiled.notes)),
+            })
+        }
         other => Err((
             "unsupported",
-            format!("unknown lang {:?}; use \"bpftrace\"", other.unwrap_or("")),
+            format!(
+                "unknown lang {:?}; use \"bpftrace\" or \"d\"",
+                other.unwrap_or("")
+            ),
         )),
     }
 }

@@ -59,11 +59,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     let kind = match object.remove("type") {
         Some(Json::String(kind)) => kind,
         Some(_) => return Err(ProtocolError::BadRequest("`type` must be a string".into())),
-        None if object.contains_key("dscript") => {
-            return Err(ProtocolError::Unsupported(
-                "D scripts need the DTrace backend, which this server does not have".into(),
-            ))
-        }
+        // The 2011 Heat Tracer's message: a bare D script, run as `lang: "d"`.
+        None if object.contains_key("dscript") => return dscript(object),
         None => return Err(ProtocolError::BadRequest("missing `type`".into())),
     };
     match kind.as_str() {
@@ -88,6 +85,24 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             "unknown message type {other:?}"
         ))),
     }
+}
+
+/// `{"dscript": "…"}`, optionally with `tick_ms`: a start of a D script.
+fn dscript(mut object: serde_json::Map<String, Json>) -> Result<ClientMessage, ProtocolError> {
+    let Some(Json::String(script)) = object.remove("dscript") else {
+        return Err(ProtocolError::BadRequest(
+            "`dscript` must be a string".into(),
+        ));
+    };
+    let mut request = start_request(object)?;
+    if request.preset.is_some() || request.script.is_some() || request.lang.is_some() {
+        return Err(ProtocolError::BadRequest(
+            "`dscript` takes no `preset`, `script` or `lang`".into(),
+        ));
+    }
+    request.lang = Some("d".into());
+    request.script = Some(script);
+    Ok(ClientMessage::Start(request))
 }
 
 /// Reads the fields of a start request, naming any field that is unknown or mistyped.
@@ -151,6 +166,12 @@ pub enum ServerMessage<'a> {
         unit: Option<&'a str>,
         startup_ms: u64,
         aggregations: &'a [AggregationInfo],
+        /// What runs a D script (`d-to-bpftrace`); absent for presets and bpftrace scripts.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        engine: Option<&'a str>,
+        /// What the engine only approximates; absent when there is no engine.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notes: Option<&'a [String]>,
     },
     Stopped {
         reason: &'static str,
@@ -254,8 +275,19 @@ mod tests {
             assert_eq!(err.code(), "bad_request", "{text}");
             assert!(err.to_string().contains(expected), "{text}: {err}");
         }
-        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}"}"#).unwrap_err();
-        assert_eq!(seed.code(), "unsupported");
+        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}","tick_ms":500}"#);
+        assert_eq!(
+            seed.unwrap(),
+            ClientMessage::Start(StartRequest {
+                lang: Some("d".into()),
+                script: Some("syscall:::entry {}".into()),
+                tick_ms: Some(500),
+                ..Default::default()
+            })
+        );
+        for bad in [r#"{"dscript":3}"#, r#"{"dscript":"x","lang":"bpftrace"}"#] {
+            assert_eq!(parse_client_message(bad).unwrap_err().code(), "bad_request");
+        }
     }
 
     #[test]
