@@ -216,7 +216,16 @@ impl Session {
             engine,
         } = match resolve(&request) {
             Ok(resolved) => resolved,
-            Err((code, message)) => return self.send_error(ctx, code, &message),
+            Err((code, message)) => {
+                if code == "compile" {
+                    Event::ConsumerFailed {
+                        kind: "compile",
+                        message: &message,
+                    }
+                    .emit();
+                }
+                return self.send_error(ctx, code, &message);
+            }
         };
         let backend = match request.backend.as_deref() {
             None | Some("bpftrace") => Backend::Bpftrace,
