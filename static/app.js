@@ -305,7 +305,7 @@ function refreshCell() {
   if (col < 0 || col >= m.length) { box.hidden = true; S.cell = null; return; }
   const info = view.cellInfo({ col, row: S.cell.row });
   const close = el('button', { type: 'button', class: 'ghost small', text: 'Close' });
-  close.addEventListener('click', () => { S.cell = null; view.selected = null; view.blit(); refreshCell(); });
+  close.addEventListener('click', () => { S.cell = null; view.selected = null; view.paintLayer(); refreshCell(); });
   const total = info.keys.reduce((a, k) => a + k.count, 0);
   const table = el('table', { class: 'cell-keys' },
     el('thead', {}, el('tr', {}, el('th', { text: 'key' }), el('th', { class: 'num', text: 'events' }), el('th', { class: 'num', text: 'share' }))));
@@ -518,6 +518,10 @@ ui.scale.value = ['log', 'linear', 'rank'].includes(params.get('scale') ?? store
 ui.colour.value = store.get('colour') === 'key' ? 'key' : 'heat';
 view.scaleKind = ui.scale.value;
 view.hueByKey = ui.colour.value === 'key';
+if (params.has('overlays')) { // ?overlays=p50,p99 (or empty): for wall screens and benchmarks
+  const want = params.get('overlays').split(',');
+  for (const k of Object.keys(OVERLAYS)) $(`ov-${k}`).checked = want.includes(k);
+}
 view.overlays = new Set(overlaySet());
 if (params.has('kiosk') || store.get('kiosk') === '1') setControlsHidden(true);
 setInterval(renderRetry, 500);

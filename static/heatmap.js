@@ -1,12 +1,17 @@
 // HeatmapView: draws a HistModel on a canvas.
 //
-// Why it is fast: the heat image lives in an offscreen canvas with one pixel per cell
-// (history length × visible rows). A new tick shifts that image left by one pixel (drawImage of
-// the canvas onto itself, a GPU/memcpy blit) and writes only the new column with putImageData;
-// the small image is then scaled onto the visible canvas without smoothing, and the overlay
-// lines and the time axis (a few hundred line segments) are drawn over it. Nothing walks the
-// history on a normal tick. The whole image is rebuilt only when the rows, the visible range,
-// the colour scale, the key filter, the size or the model change.
+// Why it is fast: every column is a whole number of device pixels wide (the plot width is
+// rounded down to a multiple of the history length), so a new tick scrolls the plot left by one
+// column and paints only the new column: its cells, its row separators and the last segment of
+// each overlay line. The plot lives in two offscreen canvases used in turn (drawing a canvas
+// onto itself makes Chromium copy it first, ~10× slower): the current one is drawn shifted into
+// the other, the new column is painted there, and the result is copied onto the page canvas. Hover
+// and selection outlines and the overlay names live on a second, transparent canvas on top,
+// so moving the mouse never repaints the heat. A one-pixel-per-cell offscreen image (history ×
+// visible rows) is kept scrolled in step; full redraws scale it onto the plot. Nothing walks the
+// history on a normal tick. The whole picture is rebuilt only when the rows, the visible range,
+// the colour scale, the key filter, the size or the model change. (When the history has more
+// columns than the plot has pixels, columns are fractional and each tick re-blits the image.)
 
 import { HEAT_LUT, hueLut, KEY_HUES, OTHER_HUE, Scale } from './colour.js';
 import { rowLabel, rangeText } from './units.js';
@@ -15,10 +20,10 @@ import { el, fmtNum, fmtPct, fmtClock, fmtAgo, niceCeil } from './util.js';
 const BG = '#0e1118';       // a cell with zero events
 const NO_DATA = '#090b10';  // before the first column of history
 export const OVERLAYS = {
-  avg: { label: 'avg', colour: '#5ee7ff', dash: [] },
-  p50: { label: 'p50', colour: '#ffffff', dash: [] },
-  p90: { label: 'p90', colour: '#c7a4ff', dash: [6, 4] },
-  p99: { label: 'p99', colour: '#ff6b9a', dash: [2, 3] },
+  avg: { label: 'avg', colour: '#5ee7ff' },
+  p50: { label: 'p50', colour: '#ffffff' },
+  p90: { label: 'p90', colour: '#c7a4ff' },
+  p99: { label: 'p99', colour: '#ff6b9a' },
 };
 
 export class HeatmapView {
@@ -31,6 +36,15 @@ export class HeatmapView {
     this.capacity = capacity;
     this.onLegend = onLegend || (() => {});
     this.onCellClick = onCellClick || (() => {});
+    this.layer = document.createElement('canvas'); // outlines and line names, over the heat
+    this.layer.className = 'heat-layer';
+    this.layer.setAttribute('aria-hidden', 'true');
+    canvas.after(this.layer);
+    this.layerCtx = this.layer.getContext('2d');
+    this.lineLabels = []; // [{y, o}] where each overlay line ends, for the names on the layer
+    this.plots = [document.createElement('canvas'), document.createElement('canvas')]; // ping-pong
+    this.plotCur = 0;
+    this.pc = null; // context being painted: a plot canvas, translated to page-canvas coordinates
     this.off = document.createElement('canvas');
     this.offCtx = this.off.getContext('2d');
     this.colImg = null;    // reusable 1 × V ImageData for the new column
@@ -63,8 +77,8 @@ export class HeatmapView {
       const box = entry && entry.devicePixelContentBoxSize && entry.devicePixelContentBoxSize[0];
       if (box && Math.abs(box.inlineSize - w) <= 2 && Math.abs(box.blockSize - h) <= 2) { w = box.inlineSize; h = box.blockSize; }
       if (w !== canvas.width || h !== canvas.height) {
-        canvas.width = Math.max(1, w);
-        canvas.height = Math.max(1, h);
+        canvas.width = this.layer.width = Math.max(1, w);
+        canvas.height = this.layer.height = Math.max(1, h);
         this.full();
       }
     };
@@ -74,18 +88,18 @@ export class HeatmapView {
     canvas.addEventListener('mousemove', (ev) => {
       const r = canvas.getBoundingClientRect();
       this.hover = { x: ev.clientX - r.left, y: ev.clientY - r.top };
-      this.blit();
+      this.paintLayer();
       this.updateTooltip();
     });
     canvas.addEventListener('mouseleave', () => {
       this.hover = null;
-      this.blit();
+      this.paintLayer();
       this.updateTooltip();
     });
     canvas.addEventListener('click', () => {
       const hit = this.hitTest();
       this.selected = hit ? { abs: this.absIndex(hit.col), row: hit.row } : null;
-      this.blit();
+      this.paintLayer();
       this.onCellClick(hit ? this.cellInfo(hit) : null);
     });
   }
@@ -96,7 +110,7 @@ export class HeatmapView {
   setEmptyText(t) { this.emptyText = t; this.syncEmpty(); }
   setScale(kind) { this.scaleKind = kind; this.full(); }
   setHueByKey(on, keyHue) { this.hueByKey = on; if (keyHue) this.keyHue = keyHue; this.full(); }
-  setOverlays(set) { this.overlays = new Set(set); this.blit(); this.drawXAxis(); }
+  setOverlays(set) { this.overlays = new Set(set); this.paintPlot(); }
   setCapacity(n) { this.capacity = n; this.full(); }
 
   absIndex(col) { return this.model.pushed - this.model.cols.length + col; }
@@ -129,8 +143,9 @@ export class HeatmapView {
     ctx.drawImage(this.off, -1, 0);
     ctx.globalCompositeOperation = 'source-over';
     this.writeColumn(this.capacity - 1, m.cols[m.cols.length - 1], V);
-    this.blit();
+    if (this.g.colW) this.scrollPlot(V); else this.paintPlot();
     this.drawXAxis();
+    this.paintLayer();
     this.updateTooltip();
   }
 
@@ -182,8 +197,7 @@ export class HeatmapView {
     this.syncEmpty();
     if (!m) { this.updateTooltip(); return; }
     this.drawYAxis();
-    this.blit();
-    this.drawXAxis();
+    this.paintPlot();
     this.updateTooltip();
   }
 
@@ -225,98 +239,177 @@ export class HeatmapView {
     const padR = Math.round(46 * dpr); // room for the overlay line names
     const padT = Math.round(8 * dpr);
     const padB = Math.round(fs * 2.2);
-    this.g = { dpr, fs, font, W, H, x: padL, y: padT, w: Math.max(1, W - padL - padR), h: Math.max(1, H - padT - padB) };
+    const avail = Math.max(1, W - padL - padR);
+    // Whole-pixel columns make scrolling exact; the spare pixels go to the left margin.
+    const colW = avail >= this.capacity ? Math.floor(avail / this.capacity) : 0;
+    const w = colW ? colW * this.capacity : avail;
+    this.g = { dpr, fs, font, W, H, colW, x: padL + (avail - w), y: padT, w, h: Math.max(1, H - padT - padB) };
+    for (const p of this.plots) {
+      if (p.width !== this.g.w) p.width = this.g.w;
+      if (p.height !== this.g.h) p.height = this.g.h;
+    }
+  }
+
+  /** A plot canvas's context, set up so that page-canvas coordinates can be used on it. */
+  plotCtx(i) {
+    const ctx = this.plots[i].getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, -this.g.x, -this.g.y);
+    ctx.globalCompositeOperation = 'source-over';
+    ctx.imageSmoothingEnabled = false;
+    return ctx;
+  }
+
+  /** Copy the current plot canvas onto the page canvas. */
+  present() {
+    const g = this.g;
+    this.ctx.drawImage(this.plots[this.plotCur], g.x, g.y);
   }
 
   /** Top edge (device px) of visible row r (0 = bottom row); r = V is the top of the plot. */
   rowY(r, V) { const g = this.g; return g.y + g.h - Math.round((r * g.h) / V); }
-  colX(slot) { const g = this.g; return g.x + Math.round((slot * g.w) / this.capacity); }
+  colX(slot) { const g = this.g; return g.colW ? g.x + slot * g.colW : g.x + Math.round((slot * g.w) / this.capacity); }
 
-  /** Copy the heat image onto the visible canvas, then the overlays and highlights. */
-  blit() {
+  /** Paint the whole plot: the heat image scaled up, row separators, overlay lines, axis. */
+  paintPlot() {
     const g = this.g;
     if (!g || !this.model) return;
-    const ctx = this.ctx;
+    const ctx = this.pc = this.plotCtx(this.plotCur);
     ctx.save();
-    ctx.clearRect(g.x + g.w, 0, g.W - g.x - g.w, g.y + g.h);
     ctx.fillStyle = BG;
     ctx.fillRect(g.x, g.y, g.w, g.h);
     const V = this.range ? this.range[1] - this.range[0] + 1 : 0;
     if (V > 0) {
       const w = this.win();
-      const filled = w.n;
-      if (filled < this.capacity) {
+      if (w.n < this.capacity) {
         ctx.fillStyle = NO_DATA;
-        ctx.fillRect(g.x, g.y, this.colX(this.capacity - filled) - g.x, g.h);
+        ctx.fillRect(g.x, g.y, this.colX(this.capacity - w.n) - g.x, g.h);
       }
       ctx.imageSmoothingEnabled = false;
       ctx.drawImage(this.off, 0, 0, this.capacity, V, g.x, g.y, g.w, g.h);
-      if (g.h / V >= 9 * g.dpr) { // faint separators between rows
-        ctx.fillStyle = 'rgba(14,17,24,0.42)';
-        for (let r = 1; r < V; r++) ctx.fillRect(g.x, this.rowY(r, V), g.w, Math.max(1, Math.round(g.dpr)));
-      }
-      this.drawOverlays(V);
-      const outline = (cell, colour) => {
-        const slot = cell.slot;
-        const x0 = this.colX(slot), x1 = this.colX(slot + 1);
-        const rv = cell.row - this.range[0];
-        if (rv < 0 || rv >= V) return;
-        const yTop = this.rowY(rv + 1, V), yBot = this.rowY(rv, V);
-        ctx.strokeStyle = colour;
-        ctx.lineWidth = Math.max(1, Math.round(g.dpr * 1.5));
-        ctx.setLineDash([]);
-        ctx.strokeRect(x0 + 0.5, yTop + 0.5, Math.max(2, x1 - x0 - 1), Math.max(2, yBot - yTop - 1));
-      };
-      if (this.selected && this.selected.abs >= w.lo && this.selected.abs < w.hi) {
-        outline({ slot: w.slot(this.selected.abs), row: this.selected.row }, '#5ee7ff');
-      }
-      const hit = this.hitTest();
-      if (hit) outline(hit, 'rgba(255,255,255,0.95)');
+      this.separators(g.x, g.w, V);
+      this.drawOverlays(V, w.lo);
     }
+    ctx.restore();
+    this.present();
+    this.drawXAxis();
+    this.paintLayer();
+  }
+
+  /** The incremental path: scroll the plot by one column and paint only the new one. */
+  scrollPlot(V) {
+    const g = this.g, k = g.colW;
+    const next = 1 - this.plotCur;
+    const ctx = this.pc = this.plots[next].getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.globalCompositeOperation = 'copy';
+    ctx.drawImage(this.plots[this.plotCur], -k, 0);
+    this.plotCtx(next);
+    ctx.save();
+    const x = g.x + g.w - k;
+    ctx.fillStyle = BG;
+    ctx.fillRect(x, g.y, k, g.h);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(this.off, this.capacity - 1, 0, 1, V, x, g.y, k, g.h);
+    this.separators(x, k, V);
+    const w = this.win();
+    this.drawOverlays(V, Math.max(w.lo, w.hi - 2));
+    ctx.restore();
+    this.plotCur = next;
+    this.present();
+  }
+
+  separators(x, width, V) {
+    const g = this.g;
+    if (g.h / V < 9 * g.dpr) return; // faint lines between rows, only when rows are tall
+    this.pc.fillStyle = 'rgba(14,17,24,0.42)';
+    for (let r = 1; r < V; r++) this.pc.fillRect(x, this.rowY(r, V), width, Math.max(1, Math.round(g.dpr)));
+  }
+
+  /** The transparent top layer: hover and selection outlines, overlay line names. */
+  paintLayer() {
+    const g = this.g, ctx = this.layerCtx;
+    ctx.clearRect(0, 0, this.layer.width, this.layer.height);
+    if (!g || !this.model || !this.range) return;
+    const V = this.range[1] - this.range[0] + 1;
+    ctx.save();
+    ctx.font = `600 ${Math.round(g.fs * 0.9)}px ${g.font.split('px ')[1]}`;
+    ctx.textBaseline = 'middle';
+    for (const { y, o } of this.lineLabels) {
+      ctx.fillStyle = o.colour;
+      ctx.fillText(o.label, g.x + g.w + 5 * g.dpr, y);
+    }
+    const outline = (slot, row, colour) => {
+      const x0 = this.colX(slot), x1 = this.colX(slot + 1);
+      const rv = row - this.range[0];
+      if (rv < 0 || rv >= V) return;
+      const yTop = this.rowY(rv + 1, V), yBot = this.rowY(rv, V);
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = Math.max(1, Math.round(g.dpr * 1.5));
+      ctx.strokeRect(x0 + 0.5, yTop + 0.5, Math.max(2, x1 - x0 - 1), Math.max(2, yBot - yTop - 1));
+    };
+    const w = this.win();
+    if (this.selected && this.selected.abs >= w.lo && this.selected.abs < w.hi) outline(w.slot(this.selected.abs), this.selected.row, '#5ee7ff');
+    const hit = this.hitTest();
+    if (hit) outline(hit.slot, hit.row, 'rgba(255,255,255,0.95)');
     ctx.restore();
   }
 
-  /** Average and percentile lines: one polyline each across the history. */
-  drawOverlays(V) {
-    if (!this.overlays.size) return;
-    const g = this.g, ctx = this.ctx, m = this.model;
+  /**
+   * Average and percentile lines from absolute column `from` to the newest drawn one: the
+   * whole history on a full paint, the last segment when scrolling (clipped to the columns
+   * being painted, so the segment joins the line already on the canvas).
+   */
+  drawOverlays(V, from) {
+    const g = this.g, ctx = this.pc, m = this.model;
     const w = this.win();
+    this.lineLabels = [];
+    if (!this.overlays.size || w.n === 0) return;
     const a = this.range[0];
     const yOf = (pos) => g.y + g.h - ((pos - a) * g.h) / V;
+    const centre = (ab) => (this.colX(w.slot(ab)) + this.colX(w.slot(ab) + 1)) / 2;
     ctx.save();
     ctx.beginPath();
-    ctx.rect(g.x, g.y, g.w + g.W, g.h);
+    const clipX = from > w.lo ? Math.floor(centre(from)) : g.x;
+    ctx.rect(clipX, g.y, g.x + g.w - clipX, g.h);
     ctx.clip();
-    ctx.lineWidth = Math.max(1.5, 1.6 * g.dpr);
-    ctx.lineJoin = 'round';
-    ctx.font = `600 ${Math.round(g.fs * 0.9)}px ${g.font.split('px ')[1]}`;
-    ctx.textBaseline = 'middle';
+    ctx.lineJoin = 'bevel';
+    // One path per line, stroked twice: a dark halo under the colour keeps the line readable
+    // over bright cells (shadowBlur would do it too, but costs ~20× more in software raster).
+    const labels = [];
     for (const [key, o] of Object.entries(OVERLAYS)) {
       if (!this.overlays.has(key)) continue;
       const pi = key === 'avg' ? -1 : ['p50', 'p90', 'p99'].indexOf(key);
-      ctx.strokeStyle = o.colour;
-      ctx.setLineDash(o.dash.map((d) => d * g.dpr));
-      ctx.shadowColor = 'rgba(0,0,0,0.85)';
-      ctx.shadowBlur = 3 * g.dpr;
-      ctx.beginPath();
+      const path = new Path2D();
       let pen = false, lastY = null;
-      for (let ab = w.lo; ab < w.hi; ab++) {
+      for (let ab = from; ab < w.hi; ab++) {
         const s = m.cols[w.at(ab)].stats;
         if (!s) { pen = false; continue; }
         const pos = pi < 0 ? s.avgPos : s.pct[pi];
-        const x = (this.colX(w.slot(ab)) + this.colX(w.slot(ab) + 1)) / 2;
+        const x = centre(ab);
         const y = yOf(pos);
-        if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+        if (pen) path.lineTo(x, y); else path.moveTo(x, y);
         pen = true;
         lastY = y;
       }
-      ctx.stroke();
-      if (lastY !== null) {
-        ctx.setLineDash([]);
-        ctx.fillStyle = o.colour;
-        ctx.fillText(o.label, g.x + g.w + 5 * g.dpr, Math.min(g.y + g.h - g.fs / 2, Math.max(g.y + g.fs / 2, lastY)));
-      }
+      ctx.strokeStyle = 'rgba(0,0,0,0.7)';
+      ctx.lineWidth = Math.max(3.5, 3.6 * g.dpr);
+      ctx.stroke(path);
+      ctx.strokeStyle = o.colour;
+      ctx.lineWidth = Math.max(1.5, 1.6 * g.dpr);
+      ctx.stroke(path);
+      const newest = m.cols[w.at(w.hi - 1)].stats;
+      if (newest && lastY !== null) labels.push({ y: lastY, o });
     }
+    // names at the right end, pushed apart so that close lines stay legible
+    labels.sort((p, q) => p.y - q.y);
+    const gapY = g.fs * 1.05;
+    for (let i = 1; i < labels.length; i++) labels[i].y = Math.max(labels[i].y, labels[i - 1].y + gapY);
+    const bottom = g.y + g.h - g.fs / 2;
+    for (let i = labels.length - 1; i >= 0; i--) {
+      labels[i].y = Math.min(labels[i].y, i === labels.length - 1 ? bottom : labels[i + 1].y - gapY);
+      labels[i].y = Math.max(labels[i].y, g.y + g.fs / 2);
+    }
+    this.lineLabels = labels;
     ctx.restore();
   }
 
@@ -472,7 +565,17 @@ export class HeatmapView {
   }
 
   /** PNG of the canvas as shown (axes and overlays included). */
-  toBlob() { return new Promise((resolve) => this.canvas.toBlob(resolve, 'image/png')); }
+  toBlob() {
+    const out = document.createElement('canvas');
+    out.width = this.canvas.width;
+    out.height = this.canvas.height;
+    const ctx = out.getContext('2d');
+    ctx.fillStyle = '#0f1219'; // the panel colour, so the PNG is not transparent around the plot
+    ctx.fillRect(0, 0, out.width, out.height);
+    ctx.drawImage(this.canvas, 0, 0);
+    ctx.drawImage(this.layer, 0, 0);
+    return new Promise((resolve) => out.toBlob(resolve, 'image/png'));
+  }
 }
 
 function sameRange(a, b) {

@@ -99,6 +99,9 @@ export class HistModel {
       shown[r] += c;
       if (c > domC[r]) { domC[r] = c; dom[r] = id; }
     }
+    let max = 0;
+    for (let r = 0; r < R; r++) if (shown[r] > max) max = shown[r];
+    col.max = max; // so the colour scale's maximum costs one read per column, not per cell
     col.total = total;
     col.shown = shown;
     col.dom = dom;
@@ -128,7 +131,7 @@ export class HistModel {
 
   maxShown() {
     let m = 0;
-    for (const c of this.cols) for (const v of c.shown) if (v > m) m = v;
+    for (const c of this.cols) if (c.max > m) m = c.max;
     return m;
   }
 
