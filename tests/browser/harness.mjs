@@ -27,9 +27,9 @@ export function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts target/debug/heat-actix; resolves once /healthz answers. */
-export async function startServer({ tickMs = 500 } = {}) {
+export async function startServer({ tickMs = 500, port = null } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build first`);
-  const port = await freePort();
+  port = port ?? await freePort();
   const child = spawn(BINARY, ['--bind', `127.0.0.1:${port}`, '--tick-ms', String(tickMs), '--log', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -46,6 +46,7 @@ export async function startServer({ tickMs = 500 } = {}) {
   }
   return {
     url,
+    port,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);

@@ -284,3 +284,28 @@ test('history length: the buffer follows the chosen length', async () => {
   assert.equal(await p.evaluate(() => window.heat.model().capacity), 60);
   await p.selectOption('#history', '120');
 });
+
+test('reconnect: the page notices the server going away and reconnects when it is back', async () => {
+  const own = await startServer({ tickMs: TICK_MS });
+  let again = null;
+  const p = await page();
+  try {
+    await p.goto(own.url);
+    await p.waitForFunction(() => window.heat.state === 'open' && window.heat.hello);
+    const first = await p.evaluate(() => window.heat.session);
+    await own.stop();
+    await p.waitForFunction(() => window.heat.state !== 'open', null, WAIT);
+    await p.waitForFunction(() => /retry in \d+ s/.test(document.getElementById('retry').textContent), null, WAIT);
+    assert.equal(await p.getAttribute('#status', 'data-state'), 'closed');
+    await p.screenshot({ path: artifact('reconnecting.png') });
+    again = await startServer({ tickMs: TICK_MS, port: own.port });
+    await p.waitForFunction(() => window.heat.state === 'open' && window.heat.hello, null, WAIT);
+    assert.equal(await p.textContent('#status'), 'open');
+    assert.equal(await p.textContent('#session'), await p.evaluate(() => window.heat.session));
+    assert.ok(first, 'had a session before');
+    // the browser reports the refused connection attempts itself; those are expected here
+    current.errors.splice(0, current.errors.length, ...current.errors.filter((e) => !/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(e)));
+  } finally {
+    if (again) await again.stop();
+  }
+});
