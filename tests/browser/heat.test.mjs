@@ -309,3 +309,44 @@ test('reconnect: the page notices the server going away and reconnects when it i
     if (again) await again.stop();
   }
 });
+
+test('labels and row layouts: human units, log2, linear, log-linear and open-ended buckets', async () => {
+  const p = await page();
+  const r = await p.evaluate(async () => {
+    const u = await import('/static/units.js');
+    const { rowSpaceFor } = await import('/static/rows.js');
+    const { HistModel } = await import('/static/model.js');
+    const lin = rowSpaceFor('lhist', { min: 0, max: 64, step: 2 });
+    const log2 = rowSpaceFor('hist', null);
+    for (const lo of [1024, 1, 65536]) log2.ensure(lo);
+    // llquantize(x, 10, 0, 2, 10): 1..9 step 1, 10..90 step 10, then ≥ 100 open
+    const ll = rowSpaceFor('llquantize', null);
+    for (const [lo, hi] of [[100, null], [10, 19], [1, 1], [20, 29], [null, 0], [9, 9]]) ll.ensure(lo, hi);
+    const m = new HistModel('@x', 'lhist', { min: 0, max: 10, step: 1 }, 10);
+    m.push({ series: [{ key: ['a'], buckets: [[1, 1, 50], [5, 5, 40]] }, { key: ['b'], buckets: [[9, 9, 10]] }] }, { ts: 0 });
+    const st = m.cols[0].stats;
+    return {
+      ns1024: u.fmtValue(1024, 'ns'), us1500: u.fmtValue(1500, 'us'), s: u.fmtValue(2e9, 'ns'),
+      lab: [u.rowLabel([1024, 2047], 'ns'), u.rowLabel([512, 1023], 'ns'), u.rowLabel([64, null], 'us'), u.rowLabel([null, -1], 'us'), u.rowLabel([2, 3], 'us')],
+      bytes: u.fmtValue(1048576, 'bytes'), plain: u.fmtValue(12345, null), nameUnit: [u.unitFromName('@lat_us'), u.unitFromName('@latency_ns'), u.unitFromName('@count')],
+      lin: [lin.rows.length, lin.rows[0], lin.rows.at(-1), lin.index(3), lin.index(200), lin.index(null)],
+      log2: log2.rows, llRows: ll.rows, llIndex: ll.index(20),
+      pct: st.pct.map((x) => Math.round(x * 100) / 100), avg: st.avg, n: st.n,
+    };
+  });
+  assert.equal(r.ns1024, '1 µs');
+  assert.equal(r.us1500, '1.5 ms');
+  assert.equal(r.s, '2 s');
+  assert.deepEqual(r.lab, ['1–2 µs', '512 ns–1 µs', '≥ 64 µs', '< 0', '2–4 µs']);
+  assert.equal(r.bytes, '1Mi');
+  assert.equal(r.plain, '12.3k');
+  assert.deepEqual(r.nameUnit, ['us', 'ns', null]);
+  assert.deepEqual(r.lin, [34, [null, -1], [64, null], 2, 33, 0]);
+  assert.deepEqual(r.log2, Array.from({ length: 17 }, (_, i) => [2 ** i, 2 ** (i + 1) - 1]), 'one row per power of two, no holes');
+  assert.deepEqual(r.llRows, [[null, 0], [1, 1], [9, 9], [10, 19], [20, 29], [100, null]], 'log-linear: one row per bucket, in order, open ends kept');
+  assert.equal(r.llIndex, 4);
+  // 100 events: 50 at 1, 40 at 5, 10 at 9 (rows are value + 1 because of the open row below 0)
+  assert.equal(r.n, 100);
+  assert.equal(r.avg, (50 * 1.5 + 40 * 5.5 + 10 * 9.5) / 100);
+  assert.deepEqual(r.pct, [3, 7, 10.9]);
+});
