@@ -237,6 +237,7 @@ function setFilter(f) {
   const m = currentModel();
   if (!m) return;
   m.setFilter(f);
+  keys.invalidate();
   keys.render();
   view.full();
   refreshCell();

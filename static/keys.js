@@ -18,7 +18,10 @@ export class KeysView {
     this.hueOf = new Map(); // key id → palette entry, assigned by rank and kept stable
   }
 
-  setModel(m) { this.model = m; this.hueOf = new Map(); this.render(); }
+  setModel(m) { this.model = m; this.hueOf = new Map(); this.dirty = true; this.render(); }
+
+  /** The filter changed: the next render rebuilds the list even under the pointer. */
+  invalidate() { this.dirty = true; }
 
   /** Hue of a key id for hue-by-key colouring; keys beyond the palette share a grey. */
   hue(id) { return this.hueOf.get(id) ?? OTHER_HUE; }
@@ -41,7 +44,10 @@ export class KeysView {
     return changed;
   }
 
-  /** Rebuilds the list; returns true when hues changed. */
+  /**
+   * Rebuilds the list; returns true when hues changed. While the pointer is over the list, only
+   * the hues and the summary are updated, so that a row does not move under a click.
+   */
   render() {
     const m = this.model;
     if (!m) { this.root.replaceChildren(el('p', { class: 'muted empty-note', text: 'No histogram.' })); this.summary.textContent = ''; return false; }
@@ -50,6 +56,8 @@ export class KeysView {
     const all = list.reduce((a, k) => a + k.total, 0);
     const mode = m.isolate !== null ? 'isolate' : m.exclude.size ? 'exclude' : 'merge';
     this.summary.textContent = `${list.length} key${list.length === 1 ? '' : 's'} · ${mode === 'merge' ? 'all merged' : mode === 'isolate' ? 'one isolated' : `${m.exclude.size} excluded`}`;
+    if (this.root.matches(':hover') && this.root.childElementCount > 0 && !this.dirty) return huesChanged;
+    this.dirty = false;
     if (!list.length) { this.root.replaceChildren(el('p', { class: 'muted empty-note', text: 'No events yet.' })); return huesChanged; }
     const rows = list.slice(0, LIST_LIMIT).map((k) => {
       const on = m.includes(k.id);
