@@ -27,6 +27,51 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/app.js"),
     ),
     (
+        "colour.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/colour.js"),
+    ),
+    (
+        "connection.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/connection.js"),
+    ),
+    (
+        "heatmap.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/heatmap.js"),
+    ),
+    (
+        "keys.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/keys.js"),
+    ),
+    (
+        "model.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/model.js"),
+    ),
+    (
+        "rows.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/rows.js"),
+    ),
+    (
+        "scalars.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/scalars.js"),
+    ),
+    (
+        "units.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/units.js"),
+    ),
+    (
+        "util.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/util.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../static/style.css"),

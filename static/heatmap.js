@@ -1,0 +1,583 @@
+// HeatmapView: draws a HistModel on a canvas.
+//
+// Why it is fast: every column is a whole number of device pixels wide (the plot width is
+// rounded down to a multiple of the history length), so a new tick scrolls the plot left by one
+// column and paints only the new column: its cells, its row separators and the last segment of
+// each overlay line. The plot lives in two offscreen canvases used in turn (drawing a canvas
+// onto itself makes Chromium copy it first, ~10× slower): the current one is drawn shifted into
+// the other, the new column is painted there, and the result is copied onto the page canvas. Hover
+// and selection outlines and the overlay names live on a second, transparent canvas on top,
+// so moving the mouse never repaints the heat. A one-pixel-per-cell offscreen image (history ×
+// visible rows) is kept scrolled in step; full redraws scale it onto the plot. Nothing walks the
+// history on a normal tick. The whole picture is rebuilt only when the rows, the visible range,
+// the colour scale, the key filter, the size or the model change. (When the history has more
+// columns than the plot has pixels, columns are fractional and each tick re-blits the image.)
+
+import { HEAT_LUT, hueLut, KEY_HUES, OTHER_HUE, Scale } from './colour.js';
+import { rowLabel, rangeText } from './units.js';
+import { el, fmtNum, fmtPct, fmtClock, fmtAgo, niceCeil } from './util.js';
+
+const BG = '#0e1118';       // a cell with zero events
+const NO_DATA = '#090b10';  // before the first column of history
+export const OVERLAYS = {
+  avg: { label: 'avg', colour: '#5ee7ff' },
+  p50: { label: 'p50', colour: '#ffffff' },
+  p90: { label: 'p90', colour: '#c7a4ff' },
+  p99: { label: 'p99', colour: '#ff6b9a' },
+};
+
+export class HeatmapView {
+  constructor({ canvas, wrap, tooltip, empty, capacity, onLegend, onCellClick }) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext('2d');
+    this.wrap = wrap;
+    this.tooltip = tooltip;
+    this.empty = empty;
+    this.capacity = capacity;
+    this.onLegend = onLegend || (() => {});
+    this.onCellClick = onCellClick || (() => {});
+    this.layer = document.createElement('canvas'); // outlines and line names, over the heat
+    this.layer.className = 'heat-layer';
+    this.layer.setAttribute('aria-hidden', 'true');
+    canvas.after(this.layer);
+    this.layerCtx = this.layer.getContext('2d');
+    this.lineLabels = []; // [{y, o}] where each overlay line ends, for the names on the layer
+    this.plots = [document.createElement('canvas'), document.createElement('canvas')]; // ping-pong
+    this.plotCur = 0;
+    this.pc = null; // context being painted: a plot canvas, translated to page-canvas coordinates
+    this.off = document.createElement('canvas');
+    this.offCtx = this.off.getContext('2d');
+    this.colImg = null;    // reusable 1 × V ImageData for the new column
+    this.model = null;
+    this.unit = null;
+    this.tickMs = 1000;
+    this.scaleKind = 'log';
+    this.scale = new Scale('log', 1, []);
+    this.scaleMax = 1;
+    this.sinceRank = 0;    // columns drawn against the current rank breakpoints
+    this.hueByKey = false;
+    this.keyHue = () => OTHER_HUE;
+    this.overlays = new Set(['p50', 'p99']);
+    this.range = null;     // [first, last] visible row indices
+    this.g = null;         // geometry in device pixels
+    this.hover = null;     // {x, y} in CSS pixels relative to the canvas
+    this.selected = null;  // {abs, row}: the clicked cell (absolute column index)
+    this.frozen = false;   // paused: full redraws keep showing the same columns
+    this.drawnPushed = 0;  // model.pushed when the image was last drawn (lags while paused)
+    this.emptyText = 'Pick a program and press Start.';
+    this.fullRedraws = 0;
+    this.incrementalDraws = 0;
+
+    // Size the backing store in device pixels so that cells and text are crisp.
+    const resize = (entry) => {
+      const cssW = entry ? entry.contentRect.width : canvas.clientWidth;
+      const cssH = entry ? entry.contentRect.height : canvas.clientHeight;
+      const dpr = window.devicePixelRatio || 1;
+      let w = Math.round(cssW * dpr), h = Math.round(cssH * dpr);
+      const box = entry && entry.devicePixelContentBoxSize && entry.devicePixelContentBoxSize[0];
+      if (box && Math.abs(box.inlineSize - w) <= 2 && Math.abs(box.blockSize - h) <= 2) { w = box.inlineSize; h = box.blockSize; }
+      if (w !== canvas.width || h !== canvas.height) {
+        canvas.width = this.layer.width = Math.max(1, w);
+        canvas.height = this.layer.height = Math.max(1, h);
+        this.full();
+      }
+    };
+    const ro = new ResizeObserver((entries) => resize(entries[entries.length - 1]));
+    try { ro.observe(canvas, { box: 'device-pixel-content-box' }); } catch { ro.observe(canvas); }
+
+    canvas.addEventListener('mousemove', (ev) => {
+      const r = canvas.getBoundingClientRect();
+      this.hover = { x: ev.clientX - r.left, y: ev.clientY - r.top };
+      this.paintLayer();
+      this.updateTooltip();
+    });
+    canvas.addEventListener('mouseleave', () => {
+      this.hover = null;
+      this.paintLayer();
+      this.updateTooltip();
+    });
+    canvas.addEventListener('click', () => {
+      const hit = this.hitTest();
+      this.selected = hit ? { abs: this.absIndex(hit.col), row: hit.row } : null;
+      this.paintLayer();
+      this.onCellClick(hit ? this.cellInfo(hit) : null);
+    });
+  }
+
+  setModel(model) { this.model = model; this.selected = null; this.drawnPushed = model ? model.pushed : 0; this.full(); }
+  setUnit(unit) { this.unit = unit || null; this.full(); }
+  setTick(ms) { if (ms > 0 && ms !== this.tickMs) { this.tickMs = ms; this.full(); } }
+  setEmptyText(t) { this.emptyText = t; this.syncEmpty(); }
+  setScale(kind) { this.scaleKind = kind; this.full(); }
+  setHueByKey(on, keyHue) { this.hueByKey = on; if (keyHue) this.keyHue = keyHue; this.full(); }
+  setOverlays(set) { this.overlays = new Set(set); this.paintPlot(); }
+  setCapacity(n) { this.capacity = n; this.full(); }
+
+  absIndex(col) { return this.model.pushed - this.model.cols.length + col; }
+
+  /**
+   * The columns in the picture: absolute indices [lo, hi). While paused the model keeps
+   * growing but the picture does not, so hover, overlays and labels follow the picture.
+   * slot(a) is the history slot of absolute column a; at(a) its index in model.cols.
+   */
+  win() {
+    const m = this.model;
+    const base = m.pushed - m.cols.length;
+    const hi = Math.min(this.drawnPushed, m.pushed);
+    const lo = Math.max(base, hi - this.capacity);
+    return { lo, hi, n: Math.max(0, hi - lo), slot: (a) => this.capacity - (hi - a), at: (a) => a - base };
+  }
+
+  /** Called after the model received one column. */
+  update(rowsChanged) {
+    const m = this.model;
+    if (!m) return;
+    const range = m.visibleRange();
+    this.sinceRank++;
+    if (rowsChanged || this.scaleStale() || !this.g || !sameRange(range, this.range) || this.drawnPushed !== m.pushed - 1) { this.full(); return; }
+    this.incrementalDraws++;
+    this.drawnPushed = m.pushed;
+    const V = this.range[1] - this.range[0] + 1;
+    const ctx = this.offCtx;
+    ctx.globalCompositeOperation = 'copy';
+    ctx.drawImage(this.off, -1, 0);
+    ctx.globalCompositeOperation = 'source-over';
+    this.writeColumn(this.capacity - 1, m.cols[m.cols.length - 1], V);
+    if (this.g.colW) this.scrollPlot(V); else this.paintPlot();
+    this.drawXAxis();
+    this.paintLayer();
+    this.updateTooltip();
+  }
+
+  /**
+   * Whether the colour scale must be rebuilt. Log and linear follow the history's maximum
+   * (rounded to 1/2/5 so that it changes rarely); rank re-sorts every 1/20 of the history,
+   * which keeps the per-tick cost flat while the picture never lags by much.
+   */
+  scaleStale() {
+    if (this.scaleKind === 'rank') return this.sinceRank >= Math.max(10, this.capacity / 20);
+    const max = this.model ? this.model.maxShown() : 0;
+    return max > this.scaleMax || (max > 0 && max * 8 < this.scaleMax);
+  }
+
+  buildScale() {
+    const m = this.model;
+    const max = m ? m.maxShown() : 0;
+    this.scaleMax = niceCeil(max);
+    let cells = [];
+    if (this.scaleKind === 'rank' && m) {
+      cells = [];
+      for (const c of m.cols) for (const v of c.shown) if (v > 0) cells.push(v);
+    }
+    this.scale = new Scale(this.scaleKind, this.scaleMax, cells);
+    this.sinceRank = 0;
+    this.onLegend(this.scale);
+  }
+
+  /** Rebuild the whole picture. */
+  full() {
+    this.fullRedraws++;
+    const m = this.model;
+    this.buildScale();
+    this.range = m ? m.visibleRange() : null;
+    // Frozen (paused): redraw the same columns as before, e.g. after a filter or scale change.
+    if (m && !this.frozen) this.drawnPushed = m.pushed;
+    this.layout();
+    const V = this.range ? this.range[1] - this.range[0] + 1 : 0;
+    const N = this.capacity;
+    if (V > 0) {
+      this.off.width = N;
+      this.off.height = V;
+      this.colImg = null;
+      this.offCtx.clearRect(0, 0, N, V);
+      const w = this.win();
+      for (let ab = w.lo; ab < w.hi; ab++) this.writeColumn(w.slot(ab), m.cols[w.at(ab)], V);
+    }
+    this.ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    this.syncEmpty();
+    if (!m) { this.updateTooltip(); return; }
+    this.drawYAxis();
+    this.paintPlot();
+    this.updateTooltip();
+  }
+
+  writeColumn(x, col, V) {
+    if (!col || V <= 0) return;
+    if (!this.colImg || this.colImg.height !== V) this.colImg = this.offCtx.createImageData(1, V);
+    const d = this.colImg.data;
+    d.fill(0);
+    const a = this.range[0];
+    const shown = col.shown, dom = col.dom;
+    for (let r = 0; r < V; r++) {
+      const c = shown[a + r];
+      if (!(c > 0)) continue;
+      const lut = this.hueByKey ? hueLut(this.keyHue(dom[a + r])) : HEAT_LUT;
+      const li = Math.round(this.scale.t(c) * 255) * 4;
+      const p = (V - 1 - r) * 4; // row 0 (lowest values) at the bottom
+      d[p] = lut[li]; d[p + 1] = lut[li + 1]; d[p + 2] = lut[li + 2]; d[p + 3] = 255;
+    }
+    this.offCtx.putImageData(this.colImg, x, 0);
+  }
+
+  /** Geometry (device pixels) from the canvas size and the label widths. */
+  layout() {
+    const dpr = this.canvas.width / Math.max(1, this.canvas.clientWidth || 1) || devicePixelRatio || 1;
+    const cs = getComputedStyle(this.canvas);
+    const fontPx = parseFloat(cs.fontSize) || 13;
+    const family = cs.fontFamily || 'system-ui, sans-serif';
+    const fs = Math.round(fontPx * dpr);
+    const font = `${fs}px ${family}`;
+    const ctx = this.ctx;
+    ctx.font = font;
+    let labelW = ctx.measureText('≥ 000 µs').width;
+    const rows = this.model ? this.model.rows : [];
+    if (this.range) {
+      for (let i = this.range[0]; i <= this.range[1]; i++) labelW = Math.max(labelW, ctx.measureText(rowLabel(rows[i], this.unit)).width);
+    }
+    const W = this.canvas.width, H = this.canvas.height;
+    const padL = Math.round(labelW + 16 * dpr);
+    const padR = Math.round(46 * dpr); // room for the overlay line names
+    const padT = Math.round(8 * dpr);
+    const padB = Math.round(fs * 2.2);
+    const avail = Math.max(1, W - padL - padR);
+    // Whole-pixel columns make scrolling exact; the spare pixels go to the left margin.
+    const colW = avail >= this.capacity ? Math.floor(avail / this.capacity) : 0;
+    const w = colW ? colW * this.capacity : avail;
+    this.g = { dpr, fs, font, W, H, colW, x: padL + (avail - w), y: padT, w, h: Math.max(1, H - padT - padB) };
+    for (const p of this.plots) {
+      if (p.width !== this.g.w) p.width = this.g.w;
+      if (p.height !== this.g.h) p.height = this.g.h;
+    }
+  }
+
+  /** A plot canvas's context, set up so that page-canvas coordinates can be used on it. */
+  plotCtx(i) {
+    const ctx = this.plots[i].getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, -this.g.x, -this.g.y);
+    ctx.globalCompositeOperation = 'source-over';
+    ctx.imageSmoothingEnabled = false;
+    return ctx;
+  }
+
+  /** Copy the current plot canvas onto the page canvas. */
+  present() {
+    const g = this.g;
+    this.ctx.drawImage(this.plots[this.plotCur], g.x, g.y);
+  }
+
+  /** Top edge (device px) of visible row r (0 = bottom row); r = V is the top of the plot. */
+  rowY(r, V) { const g = this.g; return g.y + g.h - Math.round((r * g.h) / V); }
+  colX(slot) { const g = this.g; return g.colW ? g.x + slot * g.colW : g.x + Math.round((slot * g.w) / this.capacity); }
+
+  /** Paint the whole plot: the heat image scaled up, row separators, overlay lines, axis. */
+  paintPlot() {
+    const g = this.g;
+    if (!g || !this.model) return;
+    const ctx = this.pc = this.plotCtx(this.plotCur);
+    ctx.save();
+    ctx.fillStyle = BG;
+    ctx.fillRect(g.x, g.y, g.w, g.h);
+    const V = this.range ? this.range[1] - this.range[0] + 1 : 0;
+    if (V > 0) {
+      const w = this.win();
+      if (w.n < this.capacity) {
+        ctx.fillStyle = NO_DATA;
+        ctx.fillRect(g.x, g.y, this.colX(this.capacity - w.n) - g.x, g.h);
+      }
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(this.off, 0, 0, this.capacity, V, g.x, g.y, g.w, g.h);
+      this.separators(g.x, g.w, V);
+      this.drawOverlays(V, w.lo);
+    }
+    ctx.restore();
+    this.present();
+    this.drawXAxis();
+    this.paintLayer();
+  }
+
+  /** The incremental path: scroll the plot by one column and paint only the new one. */
+  scrollPlot(V) {
+    const g = this.g, k = g.colW;
+    const next = 1 - this.plotCur;
+    const ctx = this.pc = this.plots[next].getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.globalCompositeOperation = 'copy';
+    ctx.drawImage(this.plots[this.plotCur], -k, 0);
+    this.plotCtx(next);
+    ctx.save();
+    const x = g.x + g.w - k;
+    ctx.fillStyle = BG;
+    ctx.fillRect(x, g.y, k, g.h);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(this.off, this.capacity - 1, 0, 1, V, x, g.y, k, g.h);
+    this.separators(x, k, V);
+    const w = this.win();
+    this.drawOverlays(V, Math.max(w.lo, w.hi - 2));
+    ctx.restore();
+    this.plotCur = next;
+    this.present();
+  }
+
+  separators(x, width, V) {
+    const g = this.g;
+    if (g.h / V < 9 * g.dpr) return; // faint lines between rows, only when rows are tall
+    this.pc.fillStyle = 'rgba(14,17,24,0.42)';
+    for (let r = 1; r < V; r++) this.pc.fillRect(x, this.rowY(r, V), width, Math.max(1, Math.round(g.dpr)));
+  }
+
+  /** The transparent top layer: hover and selection outlines, overlay line names. */
+  paintLayer() {
+    const g = this.g, ctx = this.layerCtx;
+    ctx.clearRect(0, 0, this.layer.width, this.layer.height);
+    if (!g || !this.model || !this.range) return;
+    const V = this.range[1] - this.range[0] + 1;
+    ctx.save();
+    ctx.font = `600 ${Math.round(g.fs * 0.9)}px ${g.font.split('px ')[1]}`;
+    ctx.textBaseline = 'middle';
+    for (const { y, o } of this.lineLabels) {
+      ctx.fillStyle = o.colour;
+      ctx.fillText(o.label, g.x + g.w + 5 * g.dpr, y);
+    }
+    const outline = (slot, row, colour) => {
+      const x0 = this.colX(slot), x1 = this.colX(slot + 1);
+      const rv = row - this.range[0];
+      if (rv < 0 || rv >= V) return;
+      const yTop = this.rowY(rv + 1, V), yBot = this.rowY(rv, V);
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = Math.max(1, Math.round(g.dpr * 1.5));
+      ctx.strokeRect(x0 + 0.5, yTop + 0.5, Math.max(2, x1 - x0 - 1), Math.max(2, yBot - yTop - 1));
+    };
+    const w = this.win();
+    if (this.selected && this.selected.abs >= w.lo && this.selected.abs < w.hi) outline(w.slot(this.selected.abs), this.selected.row, '#5ee7ff');
+    const hit = this.hitTest();
+    if (hit) outline(hit.slot, hit.row, 'rgba(255,255,255,0.95)');
+    ctx.restore();
+  }
+
+  /**
+   * Average and percentile lines from absolute column `from` to the newest drawn one: the
+   * whole history on a full paint, the last segment when scrolling (clipped to the columns
+   * being painted, so the segment joins the line already on the canvas).
+   */
+  drawOverlays(V, from) {
+    const g = this.g, ctx = this.pc, m = this.model;
+    const w = this.win();
+    this.lineLabels = [];
+    if (!this.overlays.size || w.n === 0) return;
+    const a = this.range[0];
+    const yOf = (pos) => g.y + g.h - ((pos - a) * g.h) / V;
+    const centre = (ab) => (this.colX(w.slot(ab)) + this.colX(w.slot(ab) + 1)) / 2;
+    ctx.save();
+    ctx.beginPath();
+    const clipX = from > w.lo ? Math.floor(centre(from)) : g.x;
+    ctx.rect(clipX, g.y, g.x + g.w - clipX, g.h);
+    ctx.clip();
+    ctx.lineJoin = 'bevel';
+    // One path per line, stroked twice: a dark halo under the colour keeps the line readable
+    // over bright cells (shadowBlur would do it too, but costs ~20× more in software raster).
+    const labels = [];
+    for (const [key, o] of Object.entries(OVERLAYS)) {
+      if (!this.overlays.has(key)) continue;
+      const pi = key === 'avg' ? -1 : ['p50', 'p90', 'p99'].indexOf(key);
+      const path = new Path2D();
+      let pen = false, lastY = null;
+      for (let ab = from; ab < w.hi; ab++) {
+        const s = m.cols[w.at(ab)].stats;
+        if (!s) { pen = false; continue; }
+        const pos = pi < 0 ? s.avgPos : s.pct[pi];
+        const x = centre(ab);
+        const y = yOf(pos);
+        if (pen) path.lineTo(x, y); else path.moveTo(x, y);
+        pen = true;
+        lastY = y;
+      }
+      ctx.strokeStyle = 'rgba(0,0,0,0.7)';
+      ctx.lineWidth = Math.max(3.5, 3.6 * g.dpr);
+      ctx.stroke(path);
+      ctx.strokeStyle = o.colour;
+      ctx.lineWidth = Math.max(1.5, 1.6 * g.dpr);
+      ctx.stroke(path);
+      const newest = m.cols[w.at(w.hi - 1)].stats;
+      if (newest && lastY !== null) labels.push({ y: lastY, o });
+    }
+    // names at the right end, pushed apart so that close lines stay legible
+    labels.sort((p, q) => p.y - q.y);
+    const gapY = g.fs * 1.05;
+    for (let i = 1; i < labels.length; i++) labels[i].y = Math.max(labels[i].y, labels[i - 1].y + gapY);
+    const bottom = g.y + g.h - g.fs / 2;
+    for (let i = labels.length - 1; i >= 0; i--) {
+      labels[i].y = Math.min(labels[i].y, i === labels.length - 1 ? bottom : labels[i + 1].y - gapY);
+      labels[i].y = Math.max(labels[i].y, g.y + g.fs / 2);
+    }
+    this.lineLabels = labels;
+    ctx.restore();
+  }
+
+  drawYAxis() {
+    const g = this.g, ctx = this.ctx;
+    ctx.clearRect(0, 0, g.x, g.H);
+    if (!this.range) return;
+    const rows = this.model.rows;
+    const V = this.range[1] - this.range[0] + 1;
+    const every = Math.max(1, Math.ceil((g.fs * 1.3) / (g.h / V)));
+    ctx.save();
+    ctx.font = g.font;
+    ctx.textAlign = 'right';
+    ctx.textBaseline = 'middle';
+    for (let r = 0; r < V; r++) {
+      if (r % every !== 0) continue;
+      const yc = (this.rowY(r, V) + this.rowY(r + 1, V)) / 2;
+      ctx.fillStyle = '#3a4152';
+      ctx.fillRect(g.x - Math.round(5 * g.dpr), Math.round(yc), Math.round(4 * g.dpr), Math.max(1, Math.round(g.dpr)));
+      ctx.fillStyle = '#a9b1c2';
+      ctx.fillText(rowLabel(rows[this.range[0] + r], this.unit), g.x - Math.round(8 * g.dpr), yc);
+    }
+    ctx.restore();
+  }
+
+  /**
+   * Time axis: wall-clock labels (server time of the walk) under columns whose absolute index
+   * is a multiple of the label step, so the labels travel with the data; red marks under
+   * columns that follow a gap in `seq` (dropped frames).
+   */
+  drawXAxis() {
+    const g = this.g, m = this.model;
+    if (!g || !m) return;
+    const ctx = this.ctx;
+    const top = g.y + g.h;
+    ctx.clearRect(0, top, g.W, g.H - top);
+    ctx.save();
+    ctx.font = g.font;
+    ctx.textBaseline = 'top';
+    const N = this.capacity;
+    const colW = g.w / N;
+    const labelW = ctx.measureText('00:00:00').width * 1.6;
+    const steps = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600];
+    const secPerCol = this.tickMs / 1000;
+    let step = N;
+    for (const s of steps) { const cols = Math.max(1, Math.round(s / secPerCol)); if (cols * colW >= labelW) { step = cols; break; } }
+    const w = this.win();
+    const ly = top + Math.round(6 * g.dpr);
+    ctx.textAlign = 'center';
+    for (let abs = w.lo; abs < w.hi; abs++) {
+      if (abs % step !== 0) continue;
+      const i = w.at(abs);
+      const x = (this.colX(w.slot(abs)) + this.colX(w.slot(abs) + 1)) / 2;
+      if (x + labelW / 2 > g.x + g.w + g.W * 0.03 || x - labelW / 2 < g.x - labelW * 0.2) continue;
+      ctx.fillStyle = '#3a4152';
+      ctx.fillRect(Math.round(x), top, Math.max(1, Math.round(g.dpr)), Math.round(4 * g.dpr));
+      ctx.fillStyle = '#a9b1c2';
+      ctx.fillText(fmtClock(m.cols[i].meta.ts), x, ly);
+    }
+    ctx.textAlign = 'right';
+    ctx.fillStyle = '#6f788b';
+    ctx.fillText('time →', g.x - Math.round(8 * g.dpr), ly);
+    ctx.fillStyle = '#ff5c5c';
+    for (let abs = w.lo; abs < w.hi; abs++) {
+      if (m.cols[w.at(abs)].meta.gap) ctx.fillRect(this.colX(w.slot(abs)), top, Math.max(2, Math.round(2 * g.dpr)), Math.round(5 * g.dpr));
+    }
+    ctx.restore();
+  }
+
+  syncEmpty() {
+    const m = this.model;
+    const hasData = m && m.seenMin !== null;
+    this.empty.hidden = !!hasData;
+    if (!hasData) this.empty.textContent = m ? `Waiting for data in ${m.name}…` : this.emptyText;
+  }
+
+  /** The cell under the mouse: {slot, col (index into model.cols), r (visible row), row}. */
+  hitTest() {
+    const g = this.g, m = this.model, h = this.hover;
+    if (!g || !m || !h || !this.range) return null;
+    const x = h.x * g.dpr, y = h.y * g.dpr;
+    if (x < g.x || x >= g.x + g.w || y < g.y || y >= g.y + g.h) return null;
+    const slot = Math.min(this.capacity - 1, Math.floor(((x - g.x) * this.capacity) / g.w));
+    const w = this.win();
+    const abs = w.hi - (this.capacity - slot);
+    if (abs < w.lo) return null;
+    const col = w.at(abs);
+    const V = this.range[1] - this.range[0] + 1;
+    const r = Math.min(V - 1, Math.floor(((g.y + g.h - y) * V) / g.h));
+    return { slot, col, r, row: this.range[0] + r };
+  }
+
+  /** CSS-pixel centre of a cell, relative to the canvas (for tests and keyboard users). */
+  cellCentre(col, row) {
+    const g = this.g, m = this.model;
+    if (!g || !m || !this.range) return null;
+    const V = this.range[1] - this.range[0] + 1;
+    const slot = this.win().slot(this.absIndex(col));
+    const x = (this.colX(slot) + this.colX(slot + 1)) / 2 / g.dpr;
+    const rv = row - this.range[0];
+    const y = (this.rowY(rv, V) + this.rowY(rv + 1, V)) / 2 / g.dpr;
+    return { x, y };
+  }
+
+  /** What a cell holds: count, share of its column, share at or below it, per-key parts. */
+  cellInfo(hit) {
+    const m = this.model;
+    const col = m.cols[hit.col];
+    const count = col.shown[hit.row] || 0;
+    let n = 0, below = 0;
+    for (let r = 0; r < col.shown.length; r++) { n += col.shown[r]; if (r < hit.row) below += col.shown[r]; }
+    return {
+      col: hit.col, row: hit.row, ts: col.meta.ts, seq: col.meta.seq,
+      range: m.rows[hit.row], count, column: n,
+      pct: n ? count / n : 0, below: n ? below / n : 0, atOrBelow: n ? (below + count) / n : 0,
+      keys: m.breakdown(hit.col, hit.row),
+    };
+  }
+
+  updateTooltip() {
+    const tip = this.tooltip;
+    const hit = this.hitTest();
+    if (!hit) { tip.hidden = true; return; }
+    const m = this.model;
+    const info = this.cellInfo(hit);
+    const newest = m.cols[this.win().at(this.win().hi - 1)].meta;
+    const filteredNote = m.filtered ? ' (shown keys)' : '';
+    tip.replaceChildren(
+      el('div', { class: 'tt-time' }, fmtClock(info.ts), el('span', { class: 'muted', text: ` · ${fmtAgo((newest.ts - info.ts) / 1000)}` })),
+      el('div', { class: 'tt-range', text: rangeText(info.range, this.unit) }),
+      el('div', { class: 'tt-count' }, el('b', { id: 'tt-count', text: fmtNum(info.count) }), el('span', { class: 'muted', text: info.count === 1 ? ' event' : ' events' })),
+      el('div', { class: 'tt-pcts' },
+        el('span', { text: `${fmtPct(info.pct)} of column${filteredNote}` }),
+        el('span', { text: `${fmtPct(info.below)} below · ${fmtPct(info.atOrBelow)} at or below` })),
+    );
+    if (info.keys.length > 1 || (info.keys.length === 1 && info.keys[0].name !== '(no key)')) {
+      const tbl = el('table', { class: 'tt-keys' });
+      for (const k of info.keys.slice(0, 5)) tbl.append(el('tr', { class: k.shown ? null : 'off' }, el('td', { text: k.name }), el('td', { text: fmtNum(k.count) })));
+      if (info.keys.length > 5) tbl.append(el('tr', {}, el('td', { class: 'muted', text: `+${info.keys.length - 5} more · click for all` }), el('td')));
+      tip.append(tbl);
+    }
+    tip.hidden = false;
+    const wrapR = this.wrap.getBoundingClientRect();
+    const canR = this.canvas.getBoundingClientRect();
+    const px = this.hover.x + (canR.left - wrapR.left);
+    const py = this.hover.y + (canR.top - wrapR.top);
+    const tw = tip.offsetWidth, th = tip.offsetHeight;
+    let left = px + 16, top = py + 16;
+    if (left + tw > wrapR.width - 4) left = px - tw - 16;
+    if (top + th > wrapR.height - 4) top = py - th - 16;
+    tip.style.left = `${Math.max(4, left)}px`;
+    tip.style.top = `${Math.max(4, top)}px`;
+  }
+
+  /** PNG of the canvas as shown (axes and overlays included). */
+  toBlob() {
+    const out = document.createElement('canvas');
+    out.width = this.canvas.width;
+    out.height = this.canvas.height;
+    const ctx = out.getContext('2d');
+    ctx.fillStyle = '#0f1219'; // the panel colour, so the PNG is not transparent around the plot
+    ctx.fillRect(0, 0, out.width, out.height);
+    ctx.drawImage(this.canvas, 0, 0);
+    ctx.drawImage(this.layer, 0, 0);
+    return new Promise((resolve) => out.toBlob(resolve, 'image/png'));
+  }
+}
+
+function sameRange(a, b) {
+  return a === b || (!!a && !!b && a[0] === b[0] && a[1] === b[1]);
+}

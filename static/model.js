@@ -1,0 +1,189 @@
+// HistModel: the history of one histogram aggregation, built only from frames.
+//
+// Every column keeps the raw per-key buckets of its tick, so that anything the user asks for
+// later (isolate a key, exclude keys, hue by key, the per-key breakdown of one cell) can be
+// derived again without the server. From the raw entries and the current key filter each column
+// derives dense arrays indexed by row: `total` (all keys), `shown` (keys passing the filter),
+// `dom` (the key with the most events in the cell, for hue-by-key) and its summary statistics
+// (average, p50/p90/p99 as fractional row positions, for the overlay lines).
+
+import { rowSpaceFor, rowMid } from './rows.js';
+import { keyText } from './util.js';
+
+const ROW_MARGIN = 1;       // rows shown beyond the range that ever had data
+const MIN_VISIBLE_ROWS = 6; // never zoom in further than this many rows
+export const PERCENTILES = [0.5, 0.9, 0.99];
+
+export class HistModel {
+  constructor(name, kind, layout, capacity) {
+    this.name = name;
+    this.kind = kind;
+    this.layout = layout || null;
+    this.capacity = capacity;
+    this.space = rowSpaceFor(kind, layout);
+    this.cols = [];          // {meta, raw: [[keyId, lo, hi, count]…], total, shown, dom, stats}
+    this.pushed = 0;         // columns ever pushed: absolute index of cols[0] is pushed - cols.length
+    this.keyIds = new Map(); // key text → id
+    this.keys = [];          // id → {id, name, total (events in the history window)}
+    this.isolate = null;     // key id shown alone, or null
+    this.exclude = new Set(); // key ids hidden (when nothing is isolated)
+    this.seenMin = null;     // lowest bucket lo that ever had data (any key)
+    this.seenMax = null;
+  }
+
+  get rows() { return this.space.rows; }
+  get columns() { return this.cols.map((c) => Array.from(c.shown)); }
+  get length() { return this.cols.length; }
+
+  keyId(key) {
+    const name = keyText(key);
+    let id = this.keyIds.get(name);
+    if (id === undefined) {
+      id = this.keys.length;
+      this.keyIds.set(name, id);
+      this.keys.push({ id, name, total: 0 });
+    }
+    return id;
+  }
+
+  includes(id) { return this.isolate !== null ? id === this.isolate : !this.exclude.has(id); }
+  get filtered() { return this.isolate !== null || this.exclude.size > 0; }
+
+  /** Adds one tick (agg may be null: nothing aggregated). Returns true when the rows changed. */
+  push(agg, meta) {
+    const raw = [];
+    let changed = false;
+    for (const s of (agg && Array.isArray(agg.series)) ? agg.series : []) {
+      const id = this.keyId(s.key);
+      for (const b of Array.isArray(s.buckets) ? s.buckets : []) {
+        if (!Array.isArray(b) || b.length < 3 || !(b[2] > 0)) continue;
+        const lo = b[0] ?? null, hi = b[1] ?? null, c = b[2];
+        raw.push([id, lo, hi, c]);
+        this.keys[id].total += c;
+        changed = this.space.ensure(lo, hi) || changed;
+        const k = lo == null ? -Infinity : lo;
+        if (this.seenMin === null || k < this.seenMin) this.seenMin = k;
+        if (this.seenMax === null || k > this.seenMax) this.seenMax = k;
+      }
+    }
+    const col = { meta, raw, total: null, shown: null, dom: null, stats: null };
+    this.cols.push(col);
+    this.pushed++;
+    if (changed) this.rederive(); else this.derive(col);
+    while (this.cols.length > this.capacity) this.evict();
+    return changed;
+  }
+
+  evict() {
+    const old = this.cols.shift();
+    for (const [id, , , c] of old.raw) this.keys[id].total -= c;
+  }
+
+  setCapacity(n) {
+    this.capacity = n;
+    while (this.cols.length > n) this.evict();
+  }
+
+  /** Re-derive every column (rows grew, or the key filter changed). */
+  rederive() { for (const c of this.cols) this.derive(c); }
+
+  derive(col) {
+    const R = this.space.rows.length;
+    const total = new Float64Array(R), shown = new Float64Array(R);
+    const dom = new Int32Array(R).fill(-1), domC = new Float64Array(R);
+    for (const [id, lo, , c] of col.raw) {
+      const r = this.space.index(lo);
+      if (r < 0 || r >= R) continue;
+      total[r] += c;
+      if (!this.includes(id)) continue;
+      shown[r] += c;
+      if (c > domC[r]) { domC[r] = c; dom[r] = id; }
+    }
+    let max = 0;
+    for (let r = 0; r < R; r++) if (shown[r] > max) max = shown[r];
+    col.max = max; // so the colour scale's maximum costs one read per column, not per cell
+    col.total = total;
+    col.shown = shown;
+    col.dom = dom;
+    col.stats = columnStats(shown, this.space.rows);
+  }
+
+  setFilter({ isolate = this.isolate, exclude = this.exclude } = {}) {
+    this.isolate = isolate;
+    this.exclude = new Set(exclude);
+    this.rederive();
+  }
+
+  /** [first, last] row indices to display: rows that ever had data plus a margin. */
+  visibleRange() {
+    const n = this.space.rows.length;
+    if (!n) return null;
+    if (this.seenMin === null) return [0, n - 1];
+    const idx = (k) => this.space.index(k === -Infinity ? null : k);
+    let a = idx(this.seenMin) - ROW_MARGIN;
+    let b = idx(this.seenMax) + ROW_MARGIN;
+    while (b - a + 1 < MIN_VISIBLE_ROWS && (a > 0 || b < n - 1)) {
+      if (a > 0) a--;
+      if (b - a + 1 < MIN_VISIBLE_ROWS && b < n - 1) b++;
+    }
+    return [Math.max(0, a), Math.min(n - 1, b)];
+  }
+
+  maxShown() {
+    let m = 0;
+    for (const c of this.cols) if (c.max > m) m = c.max;
+    return m;
+  }
+
+  /** Keys seen in the history window, most events first (events of every key, filter aside). */
+  keyList() {
+    return this.keys.filter((k) => k.total > 0 || this.isolate === k.id || this.exclude.has(k.id))
+      .sort((a, b) => b.total - a.total || a.name.localeCompare(b.name));
+  }
+
+  /** Per-key contributions to one cell, largest first: [{id, name, count, shown}]. */
+  breakdown(colIndex, row) {
+    const col = this.cols[colIndex];
+    if (!col) return [];
+    const by = new Map();
+    for (const [id, lo, , c] of col.raw) {
+      if (this.space.index(lo) !== row) continue;
+      by.set(id, (by.get(id) || 0) + c);
+    }
+    return [...by].map(([id, count]) => ({ id, name: this.keys[id].name, count, shown: this.includes(id) }))
+      .sort((x, y) => y.count - x.count);
+  }
+}
+
+/**
+ * Summary of one column: event count, average (with each bucket at its midpoint) and the
+ * percentiles, all as fractional row positions (row r spans [r, r+1)), linear inside a bucket.
+ */
+export function columnStats(counts, rows) {
+  let n = 0, sum = 0;
+  for (let r = 0; r < counts.length; r++) { n += counts[r]; sum += counts[r] * rowMid(rows[r]); }
+  if (!(n > 0)) return null;
+  const avg = sum / n;
+  const pct = PERCENTILES.map((p) => {
+    const target = p * n;
+    let cum = 0;
+    for (let r = 0; r < counts.length; r++) {
+      if (counts[r] > 0 && cum + counts[r] >= target) return r + (target - cum) / counts[r];
+      cum += counts[r];
+    }
+    return counts.length;
+  });
+  return { n, avg, avgPos: valuePos(avg, rows), pct };
+}
+
+/** Fractional row position of a value. */
+export function valuePos(v, rows) {
+  for (let r = 0; r < rows.length; r++) {
+    const [lo, hi] = rows[r];
+    if ((lo == null || v >= lo) && (hi == null || v < hi + 1)) {
+      if (lo == null || hi == null) return r + 0.5;
+      return r + (v - lo) / (hi + 1 - lo);
+    }
+  }
+  return rows.length ? (v < (rows[0][0] ?? 0) ? 0 : rows.length) : 0;
+}

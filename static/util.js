@@ -1,0 +1,50 @@
+// Small DOM and formatting helpers shared by every module. No state lives here.
+
+export const $ = (id) => document.getElementById(id);
+
+/** createElement with attributes ('class', 'text' and plain attributes) and children. */
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+/** localStorage that never throws (private mode, disabled storage). */
+export const store = {
+  get(k, d = null) { try { const v = localStorage.getItem('heat.' + k); return v == null ? d : v; } catch { return d; } },
+  set(k, v) { try { localStorage.setItem('heat.' + k, String(v)); } catch { /* not persisted */ } },
+};
+
+export function clampInt(v, lo, hi, dflt) {
+  const n = Number.parseInt(v, 10);
+  if (!Number.isFinite(n)) return dflt;
+  return Math.min(hi, Math.max(lo, n));
+}
+
+const numFmt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 });
+export const fmtNum = (v) => (typeof v === 'number' && Number.isFinite(v) ? numFmt.format(v) : String(v ?? '–'));
+export const fmtPct = (f) => (!(f >= 0) ? '–' : f >= 0.995 && f < 1 ? '>99%' : f > 0 && f < 0.001 ? '<0.1%' : `${(f * 100).toFixed(f < 0.1 ? 1 : 0)}%`);
+
+export const keyText = (key) => (Array.isArray(key) && key.length ? key.join(', ') : '(no key)');
+
+/** Smallest 1/2/5 × 10^n that is ≥ x: a stable colour-scale maximum. */
+export function niceCeil(x) {
+  if (!(x > 1)) return 1;
+  const p = 10 ** Math.floor(Math.log10(x));
+  for (const m of [1, 2, 5, 10]) if (m * p >= x) return m * p;
+  return 10 * p;
+}
+
+export const fmtClock = (ms) => new Date(ms).toLocaleTimeString('en-GB', { hour12: false });
+
+export function fmtAgo(sec) {
+  if (sec < 0.5) return 'now';
+  if (sec < 120) return `${Math.round(sec)} s ago`;
+  return `${(sec / 60).toFixed(1).replace(/\.0$/, '')} min ago`;
+}
