@@ -123,7 +123,10 @@ impl BpftraceConsumer {
         }
         self.events = None;
         let text = self.error_text();
+        // Warnings alone do not explain an exit; the status (a signal, a crash) does.
+        let explained = text.lines().any(|l| l.contains("ERROR"));
         match (text.is_empty(), status) {
+            (false, Some(s)) if !explained => format!("{text}\nbpftrace ended ({s})"),
             (false, _) => text,
             (true, Some(s)) => format!("bpftrace ended ({s}) without a message"),
             (true, None) => "bpftrace ended without a message".to_owned(),
