@@ -3,6 +3,7 @@
 //! its own thread so that no tracer call ever runs on an HTTP worker.
 
 pub mod bpftrace;
+pub mod dtrace;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -21,12 +22,15 @@ use crate::telemetry::Event;
 pub enum Backend {
     /// bpftrace in a child process, JSON output.
     Bpftrace,
+    /// libdtrace in a child process (`heat-actix __dtrace-consumer`); D scripts.
+    Dtrace,
 }
 
 impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Bpftrace => "bpftrace",
+            Backend::Dtrace => "dtrace",
         }
     }
 }
@@ -262,6 +266,7 @@ pub fn spawn(
     SyncArbiter::start(1, move || {
         let consumer: Box<dyn Consumer> = match backend {
             Backend::Bpftrace => Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone())),
+            Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
         };
         ConsumerActor::new(session.clone(), consumer, program.clone())
     })

@@ -170,6 +170,7 @@ mod tests {
                 series: vec![series(3), series(99)],
             }],
             output: vec![],
+            ..Default::default()
         };
         KeyNames::Softirq.apply(&mut snap);
         assert_eq!(

@@ -26,7 +26,13 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The backends a session can run, as announced in `hello`.
-const BACKENDS: &[&str] = &["bpftrace"];
+fn backends() -> &'static [&'static str] {
+    if consumer::dtrace::available() {
+        &["bpftrace", "dtrace"]
+    } else {
+        &["bpftrace"]
+    }
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -106,7 +112,7 @@ impl Session {
                 session: &self.id,
                 tick_ms: self.shared.config.tick_ms,
                 tick_ms_range: [*TICK_MS_RANGE.start(), *TICK_MS_RANGE.end()],
-                backends: BACKENDS,
+                backends: backends(),
                 presets: presets::PRESETS,
             },
         );
@@ -128,15 +134,9 @@ impl Session {
             Ok(resolved) => resolved,
             Err((code, message)) => return self.send_error(ctx, code, &message),
         };
-        let backend = match request.backend.as_deref() {
-            None | Some("bpftrace") => Backend::Bpftrace,
-            Some(other) => {
-                return self.send_error(
-                    ctx,
-                    "unsupported",
-                    &format!("unknown backend {other:?}; this server has {BACKENDS:?}"),
-                )
-            }
+        let backend = match choose_backend(&request) {
+            Ok(backend) => backend,
+            Err((code, message)) => return self.send_error(ctx, code, &message),
         };
         let tick_ms = request.tick_ms.unwrap_or(self.shared.config.tick_ms);
         if !TICK_MS_RANGE.contains(&tick_ms) {
@@ -325,13 +325,37 @@ fn resolve(
     let script = request.script.clone().unwrap_or_default();
     match request.lang.as_deref() {
         Some("bpftrace") => Ok((script, KeyNames::AsIs, None)),
-        Some("d") => Err((
-            "unsupported",
-            "D scripts need the DTrace backend, which this server does not have".into(),
-        )),
+        Some("d") => Ok((script, KeyNames::AsIs, None)),
         other => Err((
             "unsupported",
-            format!("unknown lang {:?}; use \"bpftrace\"", other.unwrap_or("")),
+            format!(
+                "unknown lang {:?}; use \"bpftrace\" or \"d\"",
+                other.unwrap_or("")
+            ),
+        )),
+    }
+}
+
+/// The backend that runs a start request: D scripts on libdtrace when this binary has it,
+/// everything else on bpftrace; a forced `backend` must fit the language.
+fn choose_backend(request: &StartRequest) -> Result<Backend, (&'static str, String)> {
+    let d = request.lang.as_deref() == Some("d");
+    match (request.backend.as_deref(), d) {
+        (None | Some("dtrace"), true) if consumer::dtrace::available() => Ok(Backend::Dtrace),
+        (None | Some("dtrace"), true) => Err((
+            "unsupported",
+            "D scripts need libdtrace, which this server was built without (build with \
+             `--features dtrace` on a DTrace host)"
+                .into(),
+        )),
+        (None | Some("bpftrace"), false) => Ok(Backend::Bpftrace),
+        (Some(other), _) => Err((
+            "unsupported",
+            format!(
+                "backend {other:?} cannot run {} here; this server has {:?}",
+                if d { "D scripts" } else { "this request" },
+                backends()
+            ),
         )),
     }
 }

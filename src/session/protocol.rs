@@ -59,11 +59,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     let kind = match object.remove("type") {
         Some(Json::String(kind)) => kind,
         Some(_) => return Err(ProtocolError::BadRequest("`type` must be a string".into())),
-        None if object.contains_key("dscript") => {
-            return Err(ProtocolError::Unsupported(
-                "D scripts need the DTrace backend, which this server does not have".into(),
-            ))
-        }
+        None if object.contains_key("dscript") => return seed_start(object),
         None => return Err(ProtocolError::BadRequest("missing `type`".into())),
     };
     match kind.as_str() {
@@ -77,7 +73,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                     "start: needs `preset` or `script`".into(),
                 )),
                 (None, Some(_)) if request.lang.is_none() => Err(ProtocolError::BadRequest(
-                    "start: a `script` needs `lang` (\"bpftrace\")".into(),
+                    "start: a `script` needs `lang` (\"bpftrace\" or \"d\")".into(),
                 )),
                 _ => Ok(ClientMessage::Start(request)),
             }
@@ -88,6 +84,25 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             "unknown message type {other:?}"
         ))),
     }
+}
+
+/// The 2011 Heat Tracer's message, `{"dscript": "…"}`: a start of a D script.
+fn seed_start(mut object: serde_json::Map<String, Json>) -> Result<ClientMessage, ProtocolError> {
+    let Some(Json::String(script)) = object.remove("dscript") else {
+        return Err(ProtocolError::BadRequest(
+            "`dscript` must be a string".into(),
+        ));
+    };
+    if let Some(field) = object.keys().next() {
+        return Err(ProtocolError::BadRequest(format!(
+            "a `dscript` message has no other fields (found `{field}`)"
+        )));
+    }
+    Ok(ClientMessage::Start(StartRequest {
+        lang: Some("d".into()),
+        script: Some(script),
+        ..Default::default()
+    }))
 }
 
 /// Reads the fields of a start request, naming any field that is unknown or mistyped.
@@ -208,6 +223,15 @@ mod tests {
             parse_client_message(r#"{"type":"stop"}"#).unwrap(),
             ClientMessage::Stop
         );
+        // The seed's own message is a start of a D script.
+        assert_eq!(
+            parse_client_message(r#"{"dscript":"syscall:::entry {}"}"#).unwrap(),
+            ClientMessage::Start(StartRequest {
+                lang: Some("d".into()),
+                script: Some("syscall:::entry {}".into()),
+                ..Default::default()
+            })
+        );
     }
 
     #[test]
@@ -234,8 +258,10 @@ mod tests {
             assert_eq!(err.code(), "bad_request", "{text}");
             assert!(err.to_string().contains(expected), "{text}: {err}");
         }
-        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}"}"#).unwrap_err();
-        assert_eq!(seed.code(), "unsupported");
+        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}","x":1}"#).unwrap_err();
+        assert_eq!(seed.code(), "bad_request");
+        let seed = parse_client_message(r#"{"dscript":7}"#).unwrap_err();
+        assert_eq!(seed.code(), "bad_request");
     }
 
     #[test]
@@ -264,6 +290,7 @@ mod tests {
                 },
             ],
             output: vec![],
+            ..Default::default()
         };
         let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, &snapshot)).unwrap();
         assert_eq!(

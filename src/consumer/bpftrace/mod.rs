@@ -169,6 +169,7 @@ impl BpftraceConsumer {
         Ok(Snapshot {
             aggregations,
             output,
+            ..Default::default()
         })
     }
 
