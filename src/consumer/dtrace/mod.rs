@@ -421,6 +421,101 @@ mod tests {
         assert!(matches!(err, ConsumerError::Spawn { .. }), "{err}");
     }
 
+    /// A stand-in consumer process: a shell script answering with canned lines.
+    fn fake_child(name: &str, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "heat-actix-fake-dtrace-{}-{name}.sh",
+            std::process::id()
+        ));
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn walks_come_back_in_program_order_with_drops_and_errors() {
+        let child = fake_child(
+            "walk",
+            concat!(
+                "read l; echo '{\"reply\":\"compiled\"}'\n",
+                "read l; echo '{\"reply\":\"running\"}'\n",
+                "read l; echo '{\"reply\":\"walked\",\"aggregations\":[",
+                "{\"name\":\"@extra\",\"kind\":\"count\",\"series\":[{\"key\":[\"x\"],\"value\":{\"scalar\":3}}]}],",
+                "\"drops\":[\"5 dynamic variable drops\"],\"errors\":[\"invalid address (0x0)\"]}'\n",
+                "read l; echo '{\"reply\":\"stopped\"}'\n",
+            ),
+        );
+        let mut consumer = DtraceConsumer::with_program(&child);
+        let infos = consumer
+            .compile(&spec(
+                "syscall:::return { @time[probefunc] = lquantize(arg0, 0, 63, 2); }",
+            ))
+            .unwrap();
+        assert_eq!(infos.len(), 1);
+        consumer.go().unwrap();
+        let drops_before = crate::telemetry::metrics()
+            .tracer_reports
+            .with_label_values(&["drop"])
+            .get();
+        let snapshot = consumer.walk().unwrap();
+        let names: Vec<&str> = snapshot
+            .aggregations
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        // The announced aggregation first (empty this interval), then the one found.
+        assert_eq!(names, ["@time", "@extra"]);
+        assert!(snapshot.aggregations[0].series.is_empty());
+        assert_eq!(
+            snapshot.aggregations[1].series[0].value,
+            crate::aggregation::Value::Scalar(3)
+        );
+        assert_eq!(snapshot.drops, ["5 dynamic variable drops"]);
+        assert_eq!(snapshot.errors, ["invalid address (0x0)"]);
+        assert!(
+            crate::telemetry::metrics()
+                .tracer_reports
+                .with_label_values(&["drop"])
+                .get()
+                > drops_before
+        );
+        consumer.stop();
+        assert_eq!(consumer.pid(), None);
+        let _ = std::fs::remove_file(child);
+    }
+
+    #[test]
+    fn compile_errors_and_dead_children_are_reported_in_their_words() {
+        let child = fake_child(
+            "compile",
+            "read l; echo '{\"reply\":\"failed\",\"stage\":\"compile\",\"message\":\"probe description syscall::nope:entry does not match any probes\"}'\nread l\n",
+        );
+        let mut consumer = DtraceConsumer::with_program(&child);
+        let err = consumer
+            .compile(&spec("syscall::nope:entry {}"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConsumerError::Compile(m) if m.contains("does not match any probes")),
+            "{err}"
+        );
+        assert_eq!(consumer.pid(), None);
+        let _ = std::fs::remove_file(child);
+
+        let child = fake_child(
+            "dies",
+            "echo 'libdtrace: cannot open /dev/dtrace' >&2\nexit 3\n",
+        );
+        let mut consumer = DtraceConsumer::with_program(&child);
+        let err = consumer.compile(&spec("BEGIN {}")).unwrap_err();
+        assert!(
+            matches!(&err, ConsumerError::Exited(m) if m.contains("cannot open /dev/dtrace")),
+            "{err}"
+        );
+        assert_eq!(consumer.pid(), None);
+        let _ = std::fs::remove_file(child);
+    }
+
     #[test]
     fn availability_follows_the_feature() {
         assert_eq!(available(), cfg!(feature = "dtrace"));
