@@ -20,8 +20,16 @@ use super::wire::{Reply, Stage, WireAggregation, WireSeries};
 /// whatever else this process might do.
 static COMPILER: Mutex<()> = Mutex::new(());
 
-/// Options every program gets (node-libdtrace's sizes); a script's pragmas may change them.
-const OPTIONS: &[(&str, &str)] = &[("bufsize", "4m"), ("aggsize", "4m")];
+/// Options every program gets; a script's pragmas may change them. The sizes are
+/// node-libdtrace's. libdtrace skips snapshots and buffer switches that come sooner than
+/// `aggrate` / `switchrate` after the last (1 s by default), which would leave a frame empty
+/// whenever a tick comes a little early; walks are paced by the session's tick instead.
+const OPTIONS: &[(&str, &str)] = &[
+    ("bufsize", "4m"),
+    ("aggsize", "4m"),
+    ("aggrate", "10ms"),
+    ("switchrate", "10ms"),
+];
 /// Most `printf` lines, drop and error messages kept per walk; the rest are counted.
 const MESSAGES_PER_WALK: usize = 256;
 
