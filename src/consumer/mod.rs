@@ -4,6 +4,7 @@
 
 pub mod bpftrace;
 pub mod dtrace;
+pub mod process;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;

@@ -17,7 +17,6 @@ mod ffi;
 pub mod sys;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use self::wire::{Reply, Request, Stage, CHILD_SUBCOMMAND};
-use super::{Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
+use super::{process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
 use crate::aggregation::{Aggregation, AggregationInfo, Snapshot};
 use crate::telemetry::Event;
 
@@ -106,19 +105,7 @@ impl DtraceConsumer {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls (prctl, setpgid) run between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                // If the thread that owns this consumer dies (even by panic), the child dies too.
-                #[cfg(target_os = "linux")]
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A terminal's Ctrl-C goes to the server, which stops consumers in order.
-                libc::setpgid(0, 0);
-                Ok(())
-            });
-        }
+        process::tie_to_owner(&mut command);
         let mut child = command.spawn().map_err(|source| ConsumerError::Spawn {
             program: self.program.display().to_string(),
             source,
@@ -137,7 +124,7 @@ impl DtraceConsumer {
         self.readers.push(
             std::thread::Builder::new()
                 .name("dtrace-stderr".into())
-                .spawn(move || read_stderr(stderr, &sink))
+                .spawn(move || process::collect_lines(stderr, &sink, STDERR_LIMIT))
                 .expect("spawn reader thread"),
         );
         self.stdin = child.stdin.take();
@@ -292,17 +279,6 @@ fn read_replies(stdout: impl Read, tx: mpsc::Sender<Message>) {
         }
     }
     let _ = tx.send(Message::Closed);
-}
-
-fn read_stderr(stderr: impl Read, sink: &Mutex<String>) {
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        let mut text = sink.lock();
-        if text.len() + line.len() < STDERR_LIMIT {
-            text.push_str(&line);
-            text.push('\n');
-        }
-    }
 }
 
 impl Consumer for DtraceConsumer {
