@@ -30,6 +30,9 @@ const OPTIONS: &[(&str, &str)] = &[
     ("aggrate", "10ms"),
     ("switchrate", "10ms"),
 ];
+/// The environment variable that points libdtrace at its D libraries when they are not where
+/// it was built to look (a DTrace installed under another prefix); dtrace(1) reads the same.
+const LIBDIR_ENV: &str = "DTRACE_OPT_LIBDIR";
 /// Most `printf` lines, drop and error messages kept per walk; the rest are counted.
 const MESSAGES_PER_WALK: usize = 256;
 
@@ -142,10 +145,16 @@ impl Tracer for Libdtrace {
             return Err((Stage::Open, format!("cannot open DTrace: {message}")));
         }
         self.handle = handle;
-        for (option, value) in OPTIONS {
+        let libdir = std::env::var(LIBDIR_ENV).ok().map(|dir| ("libdir", dir));
+        let options = OPTIONS
+            .iter()
+            .map(|(o, v)| (*o, (*v).to_owned()))
+            .chain(libdir);
+        for (option, value) in options {
             let (o, v) = (
-                CString::new(*option).expect("no NUL"),
-                CString::new(*value).expect("no NUL"),
+                CString::new(option).expect("no NUL"),
+                CString::new(value.as_str())
+                    .map_err(|_| (Stage::Open, format!("{LIBDIR_ENV} contains a NUL byte")))?,
             );
             // SAFETY: the handle is open; both strings are NUL-terminated and outlive the call.
             if unsafe { sys::dtrace_setopt(handle, o.as_ptr(), v.as_ptr()) } != 0 {
