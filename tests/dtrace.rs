@@ -75,7 +75,15 @@ fn the_seeds_dscript_message_runs_on_libdtrace() {
         }
     }
     let total: u64 = read_buckets.iter().map(|b| b[2].as_u64().unwrap()).sum();
-    assert!(total >= 20_000, "read calls seen: {total}");
+    let reported: Vec<&Json> = frames
+        .iter()
+        .flat_map(|f| f["errors"].as_array().into_iter().flatten().take(3))
+        .take(3)
+        .collect();
+    assert!(
+        total >= 20_000,
+        "read calls seen: {total}; libdtrace reported: {reported:?}"
+    );
     for bucket in &read_buckets {
         // Linear buckets of 2 from 0, `< 0` and `>= 62` open: exactly dtrace's rows.
         match (bucket[0].as_i64(), bucket[1].as_i64()) {
@@ -113,6 +121,90 @@ fn the_seeds_dscript_message_runs_on_libdtrace() {
             .is_empty()),
         "a DTrace consumer process outlived its session"
     );
+}
+
+#[test]
+fn every_aggregating_function_decodes_exactly_on_libdtrace() {
+    if !dtrace::available() {
+        println!(
+            "SKIPPED every_aggregating_function_decodes_exactly_on_libdtrace: this build has no \
+             libdtrace (build with `--features dtrace` on a DTrace host to run it)"
+        );
+        return;
+    }
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    // Only this test's own getppid calls, so every number below is exact.
+    let script = format!(
+        "syscall::getppid:entry /pid == {pid}/ {{ @n = count(); @s = sum(5); @lo = min(3); \
+         @hi = max(7); @a = avg(10); @sd = stddev(4); @q = quantize(-3); \
+         @l[probefunc] = lquantize(42, 0, 63, 2); @ll = llquantize(150, 10, 0, 3, 20); }}",
+        pid = std::process::id()
+    );
+    client.send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": 200}));
+    client.expect("started", Duration::from_secs(60));
+    // A first frame proves the probes are enabled before the calls are made.
+    client.expect("frame", Duration::from_secs(10));
+    support::getppid_n(100);
+    let frames = client.frames_for(Duration::from_secs(2));
+    let find = |name: &str| -> Vec<Json> {
+        frames
+            .iter()
+            .flat_map(|f| f["aggregations"].as_array().unwrap().clone())
+            .filter(|a| a["name"] == name)
+            .flat_map(|a| a["series"].as_array().unwrap().clone())
+            .collect()
+    };
+    let total = |name: &str| -> i64 {
+        find(name)
+            .iter()
+            .map(|s| s["value"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(total("@n"), 100);
+    assert_eq!(total("@s"), 500);
+    assert!(find("@lo").iter().all(|s| s["value"] == 3));
+    assert!(find("@hi").iter().all(|s| s["value"] == 7));
+    assert!(find("@a").iter().all(|s| s["value"] == 10));
+    assert!(
+        find("@sd").iter().all(|s| s["average"] == 4),
+        "{:?}",
+        find("@sd")
+    );
+    let buckets = |name: &str| -> Vec<Json> {
+        find(name)
+            .iter()
+            .flat_map(|s| s["buckets"].as_array().unwrap().clone())
+            .collect()
+    };
+    let counted = |name: &str, lo: Json, hi: Json| -> u64 {
+        buckets(name)
+            .iter()
+            .filter(|b| b[0] == lo && b[1] == hi)
+            .map(|b| b[2].as_u64().unwrap())
+            .sum()
+    };
+    // dtrace prints these rows: quantize -2, lquantize 42, llquantize 150 (next 200).
+    assert_eq!(
+        counted("@q", json!(-3), json!(-2)),
+        100,
+        "{:?}",
+        buckets("@q")
+    );
+    assert_eq!(
+        counted("@l", json!(42), json!(43)),
+        100,
+        "{:?}",
+        buckets("@l")
+    );
+    assert_eq!(
+        counted("@ll", json!(150), json!(199)),
+        100,
+        "{:?}",
+        buckets("@ll")
+    );
+    assert!(find("@l").iter().all(|s| s["key"] == json!(["getppid"])));
 }
 
 #[test]
