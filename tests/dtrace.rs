@@ -139,7 +139,8 @@ fn every_aggregating_function_decodes_exactly_on_libdtrace() {
     let script = format!(
         "syscall::getppid:entry /pid == {pid}/ {{ @n = count(); @s = sum(5); @lo = min(3); \
          @hi = max(7); @a = avg(10); @sd = stddev(4); @q = quantize(-3); \
-         @l[probefunc] = lquantize(42, 0, 63, 2); @ll = llquantize(150, 10, 0, 3, 20); }}",
+         @l[probefunc] = lquantize(42, 0, 63, 2); @ll = llquantize(150, 10, 0, 3, 20); \
+         printf(\"heat-%d\\n\", 7); }}",
         pid = std::process::id()
     );
     client.send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": 200}));
@@ -205,6 +206,13 @@ fn every_aggregating_function_decodes_exactly_on_libdtrace() {
         buckets("@ll")
     );
     assert!(find("@l").iter().all(|s| s["key"] == json!(["getppid"])));
+    // What the script printed comes with the frames, line by line.
+    let printed = frames
+        .iter()
+        .flat_map(|f| f["output"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l == "heat-7")
+        .count();
+    assert_eq!(printed, 100);
 }
 
 #[test]

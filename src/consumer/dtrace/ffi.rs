@@ -20,19 +20,24 @@ use super::wire::{Reply, Stage, WireAggregation, WireSeries};
 /// whatever else this process might do.
 static COMPILER: Mutex<()> = Mutex::new(());
 
-/// Options every program gets; a script's pragmas may change them. The sizes are
-/// node-libdtrace's. libdtrace skips snapshots and buffer switches that come sooner than
-/// `aggrate` / `switchrate` after the last (1 s by default), which would leave a frame empty
-/// whenever a tick comes a little early; walks are paced by the session's tick instead.
-const OPTIONS: &[(&str, &str)] = &[
-    ("bufsize", "4m"),
-    ("aggsize", "4m"),
-    ("aggrate", "10ms"),
-    ("switchrate", "10ms"),
+/// Options every program gets (a value of `None` is a flag); a script's pragmas may change
+/// them. The sizes are node-libdtrace's. libdtrace skips snapshots and buffer switches that
+/// come sooner than `aggrate` / `switchrate` after the last (1 s by default), which would leave
+/// a frame empty whenever a tick comes a little early, and Oracle's waits up to `switchrate`
+/// for buffers; walks are paced by the session's tick instead. `quiet`, as `dtrace -q`: only
+/// what the script prints is output, not a line per probe firing.
+const OPTIONS: &[(&str, Option<&str>)] = &[
+    ("bufsize", Some("4m")),
+    ("aggsize", Some("4m")),
+    ("aggrate", Some("10ms")),
+    ("switchrate", Some("10ms")),
+    ("quiet", None),
 ];
 /// The environment variable that points libdtrace at its D libraries when they are not where
 /// it was built to look (a DTrace installed under another prefix); dtrace(1) reads the same.
 const LIBDIR_ENV: &str = "DTRACE_OPT_LIBDIR";
+/// Most bytes of `printf` output read per walk; the rest is not read.
+const OUTPUT_BYTES_PER_WALK: usize = 1 << 20;
 /// Most `printf` lines, drop and error messages kept per walk; the rest are counted.
 const MESSAGES_PER_WALK: usize = 256;
 
@@ -51,8 +56,6 @@ const ORACLE_AGGDATA_RECORD: usize = 1;
 #[derive(Default)]
 struct Collected {
     aggregations: Vec<WireAggregation>,
-    output: Vec<String>,
-    partial_line: String,
     drops: Vec<String>,
     errors: Vec<String>,
     /// Elements that could not be decoded; reported as errors of the walk.
@@ -75,9 +78,10 @@ pub struct Libdtrace {
     handle: *mut sys::dtrace_hdl_t,
     program: *mut sys::dtrace_prog_t,
     collected: Box<Collected>,
-    /// The FILE libdtrace is given for output it would print; everything goes to the buffered
-    /// handler instead, so this is /dev/null.
-    sink: *mut libc::FILE,
+    /// Where libdtrace prints what the script prints (`printf`, `trace`): a temporary file,
+    /// read back after each walk. (A null FILE would route output to a buffered handler, but
+    /// Oracle's libdtrace never flushes probe output to it.)
+    output: *mut libc::FILE,
     running: bool,
 }
 
@@ -87,7 +91,7 @@ impl Libdtrace {
             handle: ptr::null_mut(),
             program: ptr::null_mut(),
             collected: Box::default(),
-            sink: ptr::null_mut(),
+            output: ptr::null_mut(),
             running: false,
         }
     }
@@ -104,6 +108,20 @@ impl Libdtrace {
 
     fn arg(&mut self) -> *mut c_void {
         (&mut *self.collected as *mut Collected).cast()
+    }
+
+    /// What the script printed during the last `dtrace_work`, at most
+    /// [`OUTPUT_BYTES_PER_WALK`] bytes of it.
+    fn read_output(&mut self) -> String {
+        let mut bytes = vec![0u8; OUTPUT_BYTES_PER_WALK];
+        // SAFETY: `output` is an open FILE; fread writes at most `bytes.len()` bytes.
+        let read = unsafe {
+            libc::fflush(self.output);
+            libc::rewind(self.output);
+            libc::fread(bytes.as_mut_ptr().cast(), 1, bytes.len(), self.output)
+        };
+        bytes.truncate(read);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
@@ -145,22 +163,30 @@ impl Tracer for Libdtrace {
             return Err((Stage::Open, format!("cannot open DTrace: {message}")));
         }
         self.handle = handle;
-        let libdir = std::env::var(LIBDIR_ENV).ok().map(|dir| ("libdir", dir));
+        let libdir = std::env::var(LIBDIR_ENV)
+            .ok()
+            .map(|dir| ("libdir", Some(dir)));
         let options = OPTIONS
             .iter()
-            .map(|(o, v)| (*o, (*v).to_owned()))
+            .map(|(o, v)| (*o, v.map(str::to_owned)))
             .chain(libdir);
         for (option, value) in options {
-            let (o, v) = (
-                CString::new(option).expect("no NUL"),
-                CString::new(value.as_str())
-                    .map_err(|_| (Stage::Open, format!("{LIBDIR_ENV} contains a NUL byte")))?,
-            );
-            // SAFETY: the handle is open; both strings are NUL-terminated and outlive the call.
-            if unsafe { sys::dtrace_setopt(handle, o.as_ptr(), v.as_ptr()) } != 0 {
+            let name = CString::new(option).expect("no NUL");
+            let value_c = match &value {
+                None => None,
+                Some(v) => Some(
+                    CString::new(v.as_str())
+                        .map_err(|_| (Stage::Open, format!("{LIBDIR_ENV} contains a NUL byte")))?,
+                ),
+            };
+            let value_ptr = value_c.as_ref().map_or(ptr::null(), |v| v.as_ptr());
+            // SAFETY: the handle is open; the name is NUL-terminated and the value is either
+            // NUL-terminated or null (a flag, as dtrace(1) sets them); both outlive the call.
+            if unsafe { sys::dtrace_setopt(handle, name.as_ptr(), value_ptr) } != 0 {
+                let shown = value.unwrap_or_default();
                 return Err((
                     Stage::Open,
-                    format!("option {option}={value}: {}", self.error()),
+                    format!("option {option}={shown}: {}", self.error()),
                 ));
             }
         }
@@ -180,7 +206,6 @@ impl Tracer for Libdtrace {
         let installed = unsafe {
             sys::dtrace_handle_drop(handle, Some(on_drop), arg) == 0
                 && sys::dtrace_handle_err(handle, Some(on_error), arg) == 0
-                && sys::dtrace_handle_buffered(handle, Some(on_buffered), arg) == 0
         };
         if !installed {
             return Err((
@@ -229,11 +254,6 @@ impl Tracer for Libdtrace {
         if started != 0 {
             return Err((Stage::Go, self.error()));
         }
-        // SAFETY: fopen takes two NUL-terminated strings; a null result is handled below.
-        self.sink = unsafe { libc::fopen(c"/dev/null".as_ptr(), c"w".as_ptr()) };
-        if self.sink.is_null() {
-            return Err((Stage::Go, "cannot open /dev/null".into()));
-        }
         self.running = true;
         Ok(())
     }
@@ -243,10 +263,22 @@ impl Tracer for Libdtrace {
             return Err((Stage::Protocol, "not running".into()));
         }
         *self.collected = Collected::default();
+        if self.output.is_null() {
+            // SAFETY: tmpfile has no preconditions; a null result is handled here.
+            self.output = unsafe { libc::tmpfile() };
+            if self.output.is_null() {
+                return Err((Stage::Walk, "cannot create a file for the output".into()));
+            }
+        }
+        // SAFETY: `output` is an open FILE of ours; rewind and ftruncate only empty it.
+        unsafe {
+            libc::rewind(self.output);
+            libc::ftruncate(libc::fileno(self.output), 0);
+        }
         let arg = self.arg();
         // SAFETY (all calls below): the handle is open and enabled; the callbacks are
         // `extern "C"` functions of the declared types; `arg` points into `self.collected`,
-        // alive for the whole walk; `sink` is an open FILE.
+        // alive for the whole walk; `output` is an open FILE.
         unsafe {
             // Status first: it runs the drop handler for dynamic and speculative drops.
             if sys::dtrace_status(self.handle) == -1 {
@@ -254,7 +286,7 @@ impl Tracer for Libdtrace {
             }
             let status = sys::dtrace_work(
                 self.handle,
-                self.sink.cast(),
+                self.output.cast(),
                 Some(on_probe),
                 Some(on_record),
                 arg,
@@ -269,18 +301,19 @@ impl Tracer for Libdtrace {
                 return Err((Stage::Walk, self.error()));
             }
         }
+        let printed = self.read_output();
         let collected = std::mem::take(&mut *self.collected);
         let mut errors = collected.errors;
         errors.extend(collected.undecodable);
-        if collected.dropped_messages > 0 {
-            errors.push(format!(
-                "{} more messages this interval were not kept",
-                collected.dropped_messages
-            ));
+        let mut output = Vec::new();
+        let mut unkept = collected.dropped_messages;
+        for line in printed.lines().filter(|l| !l.trim().is_empty()) {
+            Collected::note(&mut output, &mut unkept, line.trim_end().to_owned());
         }
-        let mut output = collected.output;
-        if !collected.partial_line.is_empty() {
-            output.push(collected.partial_line);
+        if unkept > 0 {
+            errors.push(format!(
+                "{unkept} more lines and messages this interval were not kept"
+            ));
         }
         Ok(Reply::Walked {
             aggregations: collected.aggregations,
@@ -291,6 +324,11 @@ impl Tracer for Libdtrace {
     }
 
     fn stop(&mut self) {
+        if !self.output.is_null() {
+            // SAFETY: `output` came from tmpfile and is closed once.
+            unsafe { libc::fclose(self.output) };
+            self.output = ptr::null_mut();
+        }
         if !self.handle.is_null() {
             // SAFETY: the handle is open; dtrace_stop disables tracing (harmless when it never
             // started) and dtrace_close frees the handle and its programs, after which neither
@@ -302,13 +340,8 @@ impl Tracer for Libdtrace {
                 sys::dtrace_close(self.handle);
             }
         }
-        if !self.sink.is_null() {
-            // SAFETY: `sink` came from fopen and is closed once.
-            unsafe { libc::fclose(self.sink) };
-        }
         self.handle = ptr::null_mut();
         self.program = ptr::null_mut();
-        self.sink = ptr::null_mut();
         self.running = false;
     }
 }
@@ -342,25 +375,6 @@ unsafe extern "C" fn on_error(error: *const sys::dtrace_errdata_t, arg: *mut c_v
     sys::DTRACE_HANDLE_OK as c_int
 }
 
-unsafe extern "C" fn on_buffered(data: *const sys::dtrace_bufdata_t, arg: *mut c_void) -> c_int {
-    // SAFETY: libdtrace passes valid buffered data and our `arg` (installed in compile).
-    let (c, data) = unsafe { (collected(arg), &*data) };
-    if data.dtbda_buffered.is_null() || !data.dtbda_aggdata.is_null() {
-        return sys::DTRACE_HANDLE_OK as c_int; // aggregation printing: not ours to forward
-    }
-    // SAFETY: dtbda_buffered is a NUL-terminated fragment valid during the call.
-    let fragment = unsafe { CStr::from_ptr(data.dtbda_buffered) }.to_string_lossy();
-    c.partial_line.push_str(&fragment);
-    while let Some(end) = c.partial_line.find('\n') {
-        let line: String = c.partial_line.drain(..=end).collect();
-        let line = line.trim_end().to_owned();
-        if !line.is_empty() {
-            Collected::note(&mut c.output, &mut c.dropped_messages, line);
-        }
-    }
-    sys::DTRACE_HANDLE_OK as c_int
-}
-
 unsafe extern "C" fn on_probe(_: *const sys::dtrace_probedata_t, _: *mut c_void) -> c_int {
     sys::DTRACE_CONSUME_THIS as c_int
 }
@@ -387,12 +401,13 @@ fn record(r: &sys::dtrace_recdesc_t) -> Record {
     }
 }
 
-/// The aggregation name as D writes it, `@name` (`@` alone for the anonymous one).
+/// The aggregation name as D writes it, `@name`; libdtrace calls the anonymous one `_`, which
+/// heat-actix announces (and sends) as `@`.
 fn aggregation_name(raw: String) -> String {
-    if raw.starts_with('@') {
-        raw
-    } else {
-        format!("@{raw}")
+    match raw.as_str() {
+        "" | "_" | "@" | "@_" => "@".to_owned(),
+        name if name.starts_with('@') => raw,
+        name => format!("@{name}"),
     }
 }
 
