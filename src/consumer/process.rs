@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
@@ -22,6 +23,14 @@ pub fn tie_to_owner(command: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Runs `body` on a named thread that reads one of a child's pipes until it closes.
+pub fn reader(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .expect("spawn reader thread")
 }
 
 /// Appends the lines of `stream` to `sink` until it closes, keeping at most `limit` bytes.

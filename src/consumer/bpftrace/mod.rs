@@ -192,18 +192,14 @@ impl BpftraceConsumer {
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let sink = self.stderr.clone();
-        self.readers.push(
-            std::thread::Builder::new()
-                .name("bpftrace-stdout".into())
-                .spawn(move || read_events(stdout, tx))
-                .expect("spawn reader thread"),
-        );
-        self.readers.push(
-            std::thread::Builder::new()
-                .name("bpftrace-stderr".into())
-                .spawn(move || process::collect_lines(stderr, &sink, STDERR_LIMIT))
-                .expect("spawn reader thread"),
-        );
+        self.readers
+            .push(process::reader("bpftrace-stdout", move || {
+                read_events(stdout, tx)
+            }));
+        self.readers
+            .push(process::reader("bpftrace-stderr", move || {
+                process::collect_lines(stderr, &sink, STDERR_LIMIT)
+            }));
         self.child = Some(child);
         self.events = Some(rx);
         // The script goes in on stdin; closing it tells bpftrace the program is complete. A

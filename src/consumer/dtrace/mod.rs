@@ -115,18 +115,12 @@ impl DtraceConsumer {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = self.stderr.clone();
-        self.readers.push(
-            std::thread::Builder::new()
-                .name("dtrace-stdout".into())
-                .spawn(move || read_replies(stdout, tx))
-                .expect("spawn reader thread"),
-        );
-        self.readers.push(
-            std::thread::Builder::new()
-                .name("dtrace-stderr".into())
-                .spawn(move || process::collect_lines(stderr, &sink, STDERR_LIMIT))
-                .expect("spawn reader thread"),
-        );
+        self.readers.push(process::reader("dtrace-stdout", move || {
+            read_replies(stdout, tx)
+        }));
+        self.readers.push(process::reader("dtrace-stderr", move || {
+            process::collect_lines(stderr, &sink, STDERR_LIMIT)
+        }));
         self.stdin = child.stdin.take();
         self.child = Some(child);
         self.replies = Some(rx);
