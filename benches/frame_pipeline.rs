@@ -41,7 +41,7 @@ fn pipeline(line: &str, spec: &heat_actix::consumer::bpftrace::program::MapSpec)
         ..Default::default()
     };
     KeyNames::Syscall.apply(&mut snapshot);
-    encode_frame(1, 1_763_788_800_000, 1000, &snapshot)
+    encode_frame(1, 1_763_788_800_000, 1000, 0, &snapshot)
 }
 
 fn bench(c: &mut Criterion) {

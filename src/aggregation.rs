@@ -207,7 +207,17 @@ pub struct Aggregation {
     pub name: String,
     pub kind: AggKind,
     pub series: Vec<Series>,
+    /// How many keys were folded into the `["other"]` series to respect the key limit.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub folded: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The key of the series that holds whatever the key limit folded away.
+pub const OTHER_KEY: &str = "other";
 
 impl Aggregation {
     /// An aggregation with no data yet.
@@ -216,7 +226,37 @@ impl Aggregation {
             name: info.name.clone(),
             kind: info.kind,
             series: Vec::new(),
+            folded: 0,
         }
+    }
+
+    /// Keeps the `max` busiest keys (by events, else by value) and folds the rest into one
+    /// `["other"]` series, so a script keyed by something unbounded cannot flood a browser.
+    pub fn fold_keys(&mut self, max: usize) {
+        if self.series.len() <= max {
+            return;
+        }
+        let weight = |s: &Series| match s.value {
+            Value::Scalar(v) => v.unsigned_abs(),
+            _ => s.events().unwrap_or(0),
+        };
+        self.series.sort_by_key(|s| std::cmp::Reverse(weight(s)));
+        let keep = max.saturating_sub(1).max(1);
+        let rest: Vec<Series> = self.series.drain(keep..).collect();
+        self.folded = rest.len();
+        let mut other: Option<Series> = None;
+        for series in rest {
+            match &mut other {
+                None => {
+                    other = Some(Series {
+                        key: vec![KeyPart::Str(OTHER_KEY.into())],
+                        value: series.value,
+                    })
+                }
+                Some(o) => merge_value(self.kind, &mut o.value, series.value),
+            }
+        }
+        self.series.extend(other);
     }
 
     /// Folds series whose keys became equal (e.g. after renaming keys) into one.
@@ -379,6 +419,7 @@ mod tests {
     fn merging_equal_keys_adds_counts_and_keeps_extremes() {
         let key = || vec![KeyPart::Str("x".into())];
         let mut agg = Aggregation {
+            folded: 0,
             name: "@h".into(),
             kind: AggKind::Hist,
             series: vec![
@@ -425,6 +466,7 @@ mod tests {
             ])
         );
         let mut max = Aggregation {
+            folded: 0,
             name: "@m".into(),
             kind: AggKind::Max,
             series: vec![
@@ -440,6 +482,31 @@ mod tests {
         };
         max.merge_equal_keys();
         assert_eq!(max.series[0].value, Value::Scalar(9));
+    }
+
+    #[test]
+    fn folding_keeps_the_busiest_keys_and_sums_the_rest() {
+        let series = |k: i64, n: i64| Series {
+            key: vec![KeyPart::Int(k)],
+            value: Value::Scalar(n),
+        };
+        let mut agg = Aggregation {
+            name: "@c".into(),
+            kind: AggKind::Count,
+            series: (0..10).map(|k| series(k, k * 10)).collect(),
+            folded: 0,
+        };
+        agg.fold_keys(4);
+        assert_eq!(agg.series.len(), 4);
+        assert_eq!(agg.folded, 7);
+        assert_eq!(agg.series[0], series(9, 90));
+        assert_eq!(agg.series[3].key, vec![KeyPart::Str("other".into())]);
+        assert_eq!(
+            agg.series[3].value,
+            Value::Scalar((0..7).map(|k| k * 10).sum())
+        );
+        let json = serde_json::to_value(&agg).unwrap();
+        assert_eq!(json["folded"], 7);
     }
 
     #[test]

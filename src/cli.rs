@@ -29,6 +29,15 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or directives), overriding `log`.
     #[arg(long, value_name = "LEVEL")]
     pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Helpers that do not start the server.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Read a token on stdin and print the `sha256 = "…"` line for its [[auth.tokens]] entry.
+    HashToken,
 }
 
 impl Cli {

@@ -47,6 +47,94 @@ pub struct Config {
     /// The bpftrace backend.
     #[serde(default)]
     pub bpftrace: BpftraceConfig,
+    /// Who may connect, and with which rights.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// What sessions may run, and from which pages.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Limits that keep one client from wearing the server down.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// HTTPS and WSS; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May run presets.
+    Viewer,
+    /// May also run custom scripts.
+    Operator,
+}
+
+/// Access tokens. When none are configured, no token is asked for (loopback only).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One token, stored as the SHA-256 of its text (make one with `heat-actix hash-token`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; appears in logs instead of the token.
+    pub name: String,
+    pub role: Role,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// What may run.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Whether custom scripts may run at all (operators only when tokens are configured).
+    #[serde(default)]
+    pub custom_scripts: bool,
+    /// Origins (scheme://host[:port]) allowed to open the websocket besides the server's own.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Limits, each refusal counted in /metrics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest websocket message accepted, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Largest custom script accepted, in bytes.
+    #[serde(default = "default_max_script_bytes")]
+    pub max_script_bytes: usize,
+    /// Most sessions open at once from one client address.
+    #[serde(default = "default_max_sessions_per_client")]
+    pub max_sessions_per_client: usize,
+    /// Most bytes per second a tracer may print before it is killed.
+    #[serde(default = "default_output_budget")]
+    pub output_budget_bytes_per_s: u64,
+    /// Most keys sent per aggregation per frame; the rest are folded into one "other" series.
+    #[serde(default = "default_max_keys")]
+    pub max_keys_per_aggregation: usize,
+    /// Seconds a session with nothing running and no message is kept open.
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// Shortest time between two start requests of one session, in milliseconds.
+    #[serde(default = "default_start_cooldown_ms")]
+    pub start_cooldown_ms: u64,
+}
+
+/// Certificate and key, PEM files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Settings of the bpftrace backend.
@@ -79,6 +167,41 @@ fn default_bpftrace_path() -> PathBuf {
 fn default_start_timeout_ms() -> u64 {
     30_000
 }
+fn default_max_message_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_script_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_sessions_per_client() -> usize {
+    8
+}
+fn default_output_budget() -> u64 {
+    4 * 1024 * 1024
+}
+fn default_max_keys() -> usize {
+    1000
+}
+fn default_idle_timeout_s() -> u64 {
+    900
+}
+fn default_start_cooldown_ms() -> u64 {
+    500
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_message_bytes: default_max_message_bytes(),
+            max_script_bytes: default_max_script_bytes(),
+            max_sessions_per_client: default_max_sessions_per_client(),
+            output_budget_bytes_per_s: default_output_budget(),
+            max_keys_per_aggregation: default_max_keys(),
+            idle_timeout_s: default_idle_timeout_s(),
+            start_cooldown_ms: default_start_cooldown_ms(),
+        }
+    }
+}
 
 impl Default for Config {
     fn default() -> Config {
@@ -88,6 +211,10 @@ impl Default for Config {
             tick_ms: default_tick_ms(),
             log: default_log(),
             bpftrace: BpftraceConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -164,8 +291,110 @@ impl Config {
                 message: format!("{} is not in 1000..=600000", self.bpftrace.start_timeout_ms),
             });
         }
+        self.validate_security()?;
+        let l = &self.limits;
+        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 7] = [
+            (
+                "limits.max_message_bytes",
+                l.max_message_bytes as u64,
+                1024..=64 * 1024 * 1024,
+            ),
+            (
+                "limits.max_script_bytes",
+                l.max_script_bytes as u64,
+                64..=16 * 1024 * 1024,
+            ),
+            (
+                "limits.max_sessions_per_client",
+                l.max_sessions_per_client as u64,
+                1..=100_000,
+            ),
+            (
+                "limits.output_budget_bytes_per_s",
+                l.output_budget_bytes_per_s,
+                1024..=1 << 40,
+            ),
+            (
+                "limits.max_keys_per_aggregation",
+                l.max_keys_per_aggregation as u64,
+                1..=1_000_000,
+            ),
+            ("limits.idle_timeout_s", l.idle_timeout_s, 1..=7 * 24 * 3600),
+            ("limits.start_cooldown_ms", l.start_cooldown_ms, 0..=600_000),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                let message = format!("{value} is not in {}..={}", range.start(), range.end());
+                return Err(ConfigError::Invalid { key, message });
+            }
+        }
         Ok(())
     }
+
+    /// Refuses configurations that would hand root tracing to whoever can reach the port.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let hex =
+                token.sha256.len() == 64 && token.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(ConfigError::Invalid {
+                    key: "auth.tokens.sha256",
+                    message: format!(
+                        "token {i} ({:?}) needs 64 hex digits (`heat-actix hash-token` makes them)",
+                        token.name
+                    ),
+                });
+            }
+        }
+        let loopback = self.bind.ip().is_loopback();
+        if !loopback && self.auth.tokens.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "bind",
+                message: format!(
+                    "{} is not a loopback address and no [[auth.tokens]] are configured: anyone who can \
+                     reach it could run tracing programs as root",
+                    self.bind
+                ),
+            });
+        }
+        let operators = self.auth.tokens.iter().any(|t| t.role == Role::Operator);
+        if self.policy.custom_scripts && !loopback && !operators {
+            return Err(ConfigError::Invalid {
+                key: "policy.custom_scripts",
+                message: "custom scripts on a non-loopback bind need at least one operator token"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The role of the holder of `token`, if it is one of ours. Compares digests in constant
+    /// time, so response timing says nothing about how close a guess was.
+    pub fn role_of(&self, token: &str) -> Option<(&str, Role)> {
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.auth.tokens.iter().find_map(|t| {
+            let same = t.sha256.len() == digest.len()
+                && t.sha256
+                    .bytes()
+                    .zip(digest.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a.to_ascii_lowercase() ^ b))
+                    == 0;
+            same.then_some((t.name.as_str(), t.role))
+        })
+    }
+}
+
+/// Lowercase hex SHA-256 of a token, as `auth.tokens.sha256` wants it.
+pub fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -212,5 +441,42 @@ mod tests {
         assert!(err.contains("bind"), "{err}");
         let err = parse("log = \"info,[\"\n").unwrap_err().to_string();
         assert!(err.contains("`log`"), "{err}");
+        let err = parse("[limits]\nmax_script_bytes = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_script_bytes"), "{err}");
+    }
+
+    #[test]
+    fn exposing_the_server_needs_tokens() {
+        let err = parse("bind = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
+        let viewer = format!(
+            "bind = \"0.0.0.0:8080\"\n[policy]\ncustom_scripts = true\n[[auth.tokens]]\nname = \"v\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+            hash_token("v")
+        );
+        let err = parse(&viewer).unwrap_err().to_string();
+        assert!(err.contains("policy.custom_scripts"), "{err}");
+        let operator = viewer.replace("viewer", "operator");
+        assert!(parse(&operator).is_ok());
+        assert!(parse("custom = 1\n").is_err());
+    }
+
+    #[test]
+    fn tokens_are_checked_by_digest() {
+        let text = format!(
+            "[[auth.tokens]]\nname = \"alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+            hash_token("s3cret")
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.role_of("s3cret"), Some(("alice", Role::Operator)));
+        assert_eq!(config.role_of("s3cret "), None);
+        assert_eq!(config.role_of(""), None);
+        assert!(
+            parse("[[auth.tokens]]\nname = \"x\"\nrole = \"viewer\"\nsha256 = \"abc\"\n").is_err()
+        );
+        assert!(
+            parse("[[auth.tokens]]\nname = \"x\"\nrole = \"admin\"\nsha256 = \"abc\"\n").is_err()
+        );
     }
 }

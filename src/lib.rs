@@ -3,9 +3,11 @@
 //! interval tick walks its aggregations into frames; a supervisor caps the sessions.
 
 pub mod aggregation;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consumer;
+pub mod dlang;
 pub mod presets;
 pub mod server;
 pub mod session;

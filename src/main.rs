@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use heat_actix::{cli::Cli, server, supervisor::EvictAll, tracefs};
+use heat_actix::cli::{Cli, Command};
+use heat_actix::{config, server, supervisor::EvictAll, tracefs};
 use tracing::{info, warn};
 
 /// How long shutdown waits for sessions to stop their tracers.
@@ -24,10 +25,14 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(heat_actix::consumer::dtrace::child::main());
     }
     let cli = Cli::parse();
+    if let Some(Command::HashToken) = cli.command {
+        return hash_token();
+    }
     let config = cli.config()?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("log filter")?)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     match tracefs::ensure_mounted()? {
@@ -61,6 +66,25 @@ fn main() -> anyhow::Result<()> {
     })?;
     // Consumer threads reap their tracers as their sessions end; give the last ones a moment.
     std::thread::sleep(SHUTDOWN_POLL);
+    Ok(())
+}
+
+/// `heat-actix hash-token`: the config line for a token read on stdin (never an argument, so
+/// it stays out of shell history and `ps`).
+fn hash_token() -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut token = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut token)
+        .context("read the token on stdin")?;
+    let token = token.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!token.is_empty(), "no token on stdin");
+    writeln!(
+        std::io::stdout(),
+        "sha256 = \"{}\"",
+        config::hash_token(token)
+    )?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP side: the heatmap page and its assets (compiled into the binary, so the server
-//! needs no files beside it), the websocket endpoint, `/metrics` and `/healthz`.
+//! needs no files beside it), the websocket endpoint with its origin and token checks,
+//! `/metrics` and `/healthz`, over HTTP or HTTPS.
 
 use std::sync::Arc;
 
@@ -7,13 +8,11 @@ use actix::prelude::*;
 use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 
-use crate::config::Config;
-use crate::session::{Session, Shared};
+use crate::auth::{self, PROTOCOL_NAME};
+use crate::config::{Config, TlsConfig};
+use crate::session::{Peer, Session, Shared};
 use crate::supervisor::{Registry, Supervisor};
-use crate::telemetry;
-
-/// Largest websocket message accepted from a browser; a start request carries a whole script.
-const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+use crate::telemetry::{self, Event};
 
 /// Files of the browser UI: (name under /static/, content type, body).
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -34,6 +33,20 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
 /// Everything a running server holds on to.
 pub struct Running {
     pub server: Server,
@@ -43,9 +56,14 @@ pub struct Running {
 }
 
 /// Binds and starts the server; must be called inside an actix system.
-pub fn start(config: Config) -> std::io::Result<Running> {
+pub fn start(config: Config) -> Result<Running, ServerError> {
     let sessions = Arc::new(Registry::new());
-    let supervisor = Supervisor::new(config.max_sessions, sessions.clone()).start();
+    let supervisor = Supervisor::new(
+        config.max_sessions,
+        config.limits.max_sessions_per_client,
+        sessions.clone(),
+    )
+    .start();
     let shared = Arc::new(Shared {
         config: config.clone(),
         supervisor: supervisor.clone(),
@@ -58,12 +76,25 @@ pub fn start(config: Config) -> std::io::Result<Running> {
             .route("/static/{name}", web::get().to(asset))
             .route("/ws", web::get().to(websocket))
             .route("/metrics", web::get().to(metrics))
+            .route(
+                "/api/translate",
+                web::post().to(crate::dlang::translate_endpoint),
+            )
             .route("/healthz", web::get().to(|| async { "ok\n" }))
     })
     // Signals are ours: shutdown stops every tracer before the server goes.
     .disable_signals()
-    .workers(2)
-    .bind(config.bind)?;
+    .workers(2);
+    let bind_error = |source| ServerError::Bind {
+        addr: config.bind,
+        source,
+    };
+    let http = match &config.tls {
+        None => http.bind(config.bind).map_err(bind_error)?,
+        Some(tls) => http
+            .bind_rustls_0_23(config.bind, tls_config(tls)?)
+            .map_err(bind_error)?,
+    };
     let bound = http.addrs();
     Ok(Running {
         server: http.run(),
@@ -71,6 +102,31 @@ pub fn start(config: Config) -> std::io::Result<Running> {
         sessions,
         bound,
     })
+}
+
+fn tls_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, ServerError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut read(&tls.cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate found",
+            tls.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut read(&tls.key)?.as_slice())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", tls.key.display())))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))
 }
 
 fn serve(name: &str) -> HttpResponse {
@@ -96,12 +152,44 @@ async fn websocket(
     stream: web::Payload,
     shared: web::Data<Shared>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let peer = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    let session = Session::new(shared.into_inner(), peer);
+    let config = &shared.config;
+    let addr = req.peer_addr();
+    let peer = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    // A page on another site must not drive a root tracer through a visitor's browser.
+    if let Err(e) = auth::check_origin(config, header(header::ORIGIN), header(header::HOST)) {
+        Event::SessionRejected {
+            reason: "origin",
+            peer: &peer,
+            detail: &e.to_string(),
+        }
+        .emit();
+        return Ok(HttpResponse::Forbidden().body(format!("{e}\n")));
+    }
+    let protocols: Vec<&str> = header(header::SEC_WEBSOCKET_PROTOCOL)
+        .map(|p| p.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok();
+    let token = query
+        .as_ref()
+        .and_then(|q| q.get("token"))
+        .map(String::as_str);
+    // An unauthenticated upgrade still succeeds, so the page can read the close reason and
+    // ask for a token; the session closes it at once.
+    let identity = auth::authenticate(config, token, &protocols);
+    let session = Session::new(
+        shared.clone().into_inner(),
+        Peer {
+            addr: peer,
+            ip: addr.map(|a| a.ip()),
+            identity,
+        },
+    );
     ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(MAX_MESSAGE_BYTES)
+        .frame_size(config.limits.max_message_bytes)
+        .protocols(&[PROTOCOL_NAME])
         .start()
 }
 

@@ -2,6 +2,7 @@
 //! (shared with HTTP handlers through a `DashMap`), keeps the session gauges true, and ends
 //! every session at shutdown.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use crate::telemetry::Event;
 /// A live session, as the registry knows it.
 pub struct SessionEntry {
     pub peer: String,
+    pub ip: Option<IpAddr>,
     pub since: Instant,
     addr: Recipient<Evict>,
 }
@@ -27,6 +29,9 @@ pub enum Rejection {
     /// `max_sessions` sessions are open already.
     #[error("server full: max_sessions = {max}")]
     Capacity { max: usize },
+    /// This client address has `max_sessions_per_client` sessions open already.
+    #[error("too many sessions from this address: max_sessions_per_client = {max}")]
+    PerClient { max: usize },
 }
 
 impl Rejection {
@@ -34,6 +39,7 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Capacity { .. } => "capacity",
+            Rejection::PerClient { .. } => "per_client",
         }
     }
 }
@@ -42,18 +48,36 @@ impl Rejection {
 /// holds without locks.
 pub struct Supervisor {
     max_sessions: usize,
+    max_per_client: usize,
     sessions: Arc<Registry>,
 }
 
 impl Supervisor {
-    pub fn new(max_sessions: usize, sessions: Arc<Registry>) -> Supervisor {
+    pub fn new(max_sessions: usize, max_per_client: usize, sessions: Arc<Registry>) -> Supervisor {
         crate::telemetry::metrics()
             .sessions_max
             .set(max_sessions as i64);
         Supervisor {
             max_sessions,
+            max_per_client,
             sessions,
         }
+    }
+
+    fn check(&self, ip: Option<IpAddr>) -> Result<(), Rejection> {
+        if self.sessions.len() >= self.max_sessions {
+            return Err(Rejection::Capacity {
+                max: self.max_sessions,
+            });
+        }
+        if let Some(ip) = ip {
+            if self.sessions.iter().filter(|e| e.ip == Some(ip)).count() >= self.max_per_client {
+                return Err(Rejection::PerClient {
+                    max: self.max_per_client,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -67,6 +91,7 @@ impl Actor for Supervisor {
 pub struct Admit {
     pub session: String,
     pub peer: String,
+    pub ip: Option<IpAddr>,
     pub addr: Recipient<Evict>,
 }
 
@@ -87,10 +112,7 @@ impl Handler<Admit> for Supervisor {
     type Result = Result<(), Rejection>;
 
     fn handle(&mut self, admit: Admit, _: &mut Self::Context) -> Self::Result {
-        if self.sessions.len() >= self.max_sessions {
-            let rejection = Rejection::Capacity {
-                max: self.max_sessions,
-            };
+        if let Err(rejection) = self.check(admit.ip) {
             Event::SessionRejected {
                 reason: rejection.reason(),
                 peer: &admit.peer,
@@ -101,6 +123,7 @@ impl Handler<Admit> for Supervisor {
         }
         let entry = SessionEntry {
             peer: admit.peer.clone(),
+            ip: admit.ip,
             since: Instant::now(),
             addr: admit.addr,
         };

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub sessions_rejected: IntCounterVec,
     pub programs_started: IntCounterVec,
     pub frames_sent: IntCounter,
+    pub frames_dropped: IntCounter,
     pub walk_duration: Histogram,
     pub consumer_errors: IntCounterVec,
     pub tracer_reports: IntCounterVec,
@@ -54,6 +55,11 @@ impl Metrics {
         .unwrap();
         let frames_sent =
             IntCounter::new("heat_frames_sent_total", "Frames sent to browsers").unwrap();
+        let frames_dropped = IntCounter::new(
+            "heat_frames_dropped_total",
+            "Frames not sent because the browser had not read the previous ones",
+        )
+        .unwrap();
         let walk_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "heat_walk_duration_seconds",
@@ -82,6 +88,7 @@ impl Metrics {
             Box::new(sessions_rejected.clone()),
             Box::new(programs_started.clone()),
             Box::new(frames_sent.clone()),
+            Box::new(frames_dropped.clone()),
             Box::new(walk_duration.clone()),
             Box::new(consumer_errors.clone()),
             Box::new(tracer_reports.clone()),
@@ -89,8 +96,10 @@ impl Metrics {
             registry.register(c).expect("metric names are unique");
         }
         // Show the labelled series people alert on before the first event happens.
-        sessions_rejected.with_label_values(&["capacity"]);
-        for kind in ["compile", "exited", "walk_timeout"] {
+        for reason in ["capacity", "per_client", "auth", "origin", "forbidden"] {
+            sessions_rejected.with_label_values(&[reason]);
+        }
+        for kind in ["compile", "exited", "walk_timeout", "budget"] {
             consumer_errors.with_label_values(&[kind]);
         }
         for kind in ["drop", "error"] {
@@ -104,6 +113,7 @@ impl Metrics {
             sessions_rejected,
             programs_started,
             frames_sent,
+            frames_dropped,
             walk_duration,
             consumer_errors,
             tracer_reports,
@@ -160,6 +170,14 @@ pub enum Event<'a> {
     },
     /// A frame went out on a socket.
     FrameSent,
+    /// A frame was not sent: the browser had not read the previous ones.
+    FrameDropped { session: &'a str },
+    /// A request was refused by policy or a limit (the session stays open).
+    RequestRefused {
+        session: &'a str,
+        reason: &'static str,
+        detail: &'a str,
+    },
     /// A walk finished on a consumer thread.
     Walked { elapsed: Duration },
     /// A running tracer reported dropped data (`drop`) or a fault in the program (`error`).
@@ -217,6 +235,18 @@ impl Event<'_> {
                 info!(%session, reason, "Program stopped.");
             }
             Event::FrameSent => m.frames_sent.inc(),
+            Event::FrameDropped { session } => {
+                m.frames_dropped.inc();
+                debug!(%session, "Frame dropped: the browser is behind.");
+            }
+            Event::RequestRefused {
+                session,
+                reason,
+                detail,
+            } => {
+                m.sessions_rejected.with_label_values(&[reason]).inc();
+                info!(%session, reason, detail, "Request refused.");
+            }
             Event::Walked { elapsed } => {
                 m.walk_duration.observe(elapsed.as_secs_f64());
                 debug!(elapsed_us = elapsed.as_micros() as u64, "Walked.");

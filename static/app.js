@@ -312,7 +312,8 @@ class UnionRows {
 }
 
 function rowSpaceFor(kind, layout) {
-  if (kind === 'lhist' && LinearRows.fits(layout)) return new LinearRows(layout);
+  // D's lquantize announces the same layout as lhist: rows [null,min-1] … [max,null].
+  if ((kind === 'lhist' || kind === 'lquantize') && LinearRows.fits(layout)) return new LinearRows(layout);
   if (kind === 'hist') return new Log2Rows();
   return new UnionRows();
 }
@@ -934,7 +935,7 @@ function onStarted(msg) {
   S.started = msg;
   S.run = 'running';
   S.stopReason = null;
-  S.backend = msg.backend ?? S.backend;
+  S.backend = msg.engine ? `${msg.backend} · ${msg.engine}` : (msg.backend ?? S.backend);
   S.tick = msg.tick_ms ?? S.tick;
   S.session = msg.session ?? S.session;
   S.unit = msg.unit ?? null;
@@ -943,6 +944,7 @@ function onStarted(msg) {
   resetRun(Array.isArray(msg.aggregations) ? msg.aggregations : []);
   if (S.tick) view.setTick(S.tick);
   view.setUnit(S.unit);
+  renderPresetHint();
   renderTop();
 }
 
@@ -1071,7 +1073,10 @@ function renderPresetHint() {
     const tags = [p.lang, p.unit && `unit: ${p.unit}`].filter(Boolean).join(' · ');
     if (tags) ui.presetHint.append(el('span', { class: 'tags', text: tags }));
   } else {
-    ui.presetHint.append('Runs the script below with bpftrace. Ctrl+Enter starts it.');
+    ui.presetHint.append('Runs the script below with bpftrace, or as D (compiled to bpftrace) when it looks like D. Ctrl+Enter starts it.');
+    // What a D translation only approximates, as `started.notes` says.
+    const notes = S.started && Array.isArray(S.started.notes) ? S.started.notes : [];
+    if (notes.length) ui.presetHint.append(el('ul', { class: 'notes' }, ...notes.map((n) => el('li', { text: n }))));
   }
   ui.script.classList.toggle('inactive', !!p);
 }
@@ -1082,7 +1087,12 @@ function startMessage() {
   ui.tick.value = tick;
   store.set('tick', tick);
   if (ui.preset.value !== CUSTOM) return { type: 'start', preset: ui.preset.value, tick_ms: tick };
-  return { type: 'start', lang: 'bpftrace', script: ui.script.value, tick_ms: tick };
+  return { type: 'start', lang: looksLikeD(ui.script.value) ? 'd' : 'bpftrace', script: ui.script.value, tick_ms: tick };
+}
+
+/** D's probe syntax and aggregating functions have no bpftrace spelling. */
+function looksLikeD(script) {
+  return /:::|\bself->|\bthis->|\b(l|ll)?quantize\s*\(|\b(tick|profile)-\d|\bsyscall::/.test(script);
 }
 
 function start() {

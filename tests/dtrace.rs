@@ -45,6 +45,7 @@ fn the_seeds_dscript_message_runs_on_libdtrace() {
     client.send(json!({ "dscript": SEED }));
     let started = client.expect("started", Duration::from_secs(60));
     assert_eq!(started["backend"], "dtrace", "{started}");
+    assert_eq!(started["engine"], "libdtrace", "{started}");
     assert_eq!(
         started["aggregations"],
         json!([{"name": "@time", "kind": "lquantize", "layout": {"min": 0, "max": 63, "step": 2}}])
@@ -216,10 +217,11 @@ fn every_aggregating_function_decodes_exactly_on_libdtrace() {
 }
 
 #[test]
-fn without_libdtrace_d_scripts_are_refused_clearly() {
+fn without_libdtrace_d_goes_to_the_translator_and_dtrace_is_refused() {
     if dtrace::available() {
         println!(
-            "SKIPPED without_libdtrace_d_scripts_are_refused_clearly: this build has libdtrace"
+            "SKIPPED without_libdtrace_d_goes_to_the_translator_and_dtrace_is_refused: this \
+             build has libdtrace"
         );
         return;
     }
@@ -227,10 +229,10 @@ fn without_libdtrace_d_scripts_are_refused_clearly() {
     let mut client = server.connect();
     let hello = client.expect("hello", Duration::from_secs(5));
     assert_eq!(hello["backends"], json!(["bpftrace"]));
+    // Forcing the DTrace backend says what is missing.
     for message in [
-        json!({ "dscript": SEED }),
-        json!({"type": "start", "lang": "d", "script": SEED}),
         json!({"type": "start", "lang": "d", "script": SEED, "backend": "dtrace"}),
+        json!({"type": "start", "lang": "bpftrace", "script": "BEGIN {}", "backend": "dtrace"}),
     ] {
         client.send(message.clone());
         let error = client.expect("error", Duration::from_secs(5));
@@ -240,14 +242,12 @@ fn without_libdtrace_d_scripts_are_refused_clearly() {
             "{message}: {error}"
         );
     }
-    // A bpftrace script forced onto the DTrace backend is refused too.
-    client.send(
-        json!({"type": "start", "lang": "bpftrace", "script": "BEGIN {}", "backend": "dtrace"}),
-    );
-    assert_eq!(
-        client.expect("error", Duration::from_secs(5))["code"],
-        "unsupported"
-    );
+    assert!(consumer_children(&server).is_empty());
+    // Otherwise the seed's message runs through the D → bpftrace translator.
+    client.send(json!({ "dscript": SEED }));
+    let started = client.expect("started", Duration::from_secs(60));
+    assert_eq!(started["backend"], "bpftrace", "{started}");
+    assert_eq!(started["engine"], "d-to-bpftrace", "{started}");
     assert!(consumer_children(&server).is_empty());
 }
 

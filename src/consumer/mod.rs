@@ -43,6 +43,17 @@ pub struct ProgramSpec {
     pub script: String,
     /// How keys are named for people (syscall numbers → names, …).
     pub key_names: KeyNames,
+    /// What a program written in another language (D) needs done to the backend's output so
+    /// that frames say what that language means (kinds, bucket edges, key names).
+    pub rewrite: Option<Arc<dyn SnapshotRewrite>>,
+}
+
+/// Reshapes what a backend reports, on the consumer thread, before anything is sent.
+pub trait SnapshotRewrite: std::fmt::Debug + Send + Sync {
+    /// Relabels the aggregations announced in `started`.
+    fn infos(&self, infos: &mut [AggregationInfo]);
+    /// Relabels one walk's data.
+    fn snapshot(&self, snapshot: &mut Snapshot);
 }
 
 /// Why a consumer could not start or keep running.
@@ -66,6 +77,9 @@ pub enum ConsumerError {
     /// A walk found no end marker in time.
     #[error("the tracer did not answer a walk within {0:?}")]
     WalkTimeout(Duration),
+    /// The tracer printed more than its output budget and was killed.
+    #[error("the program printed {rate} bytes within one second, over the budget of {budget} bytes/s (limits.output_budget_bytes_per_s); it was stopped")]
+    OverBudget { rate: u64, budget: u64 },
     /// The consumer was asked for something in the wrong state (walk before go, …).
     #[error("consumer is {0}")]
     State(&'static str),
@@ -80,6 +94,7 @@ impl ConsumerError {
             ConsumerError::StartTimeout(_) => "start_timeout",
             ConsumerError::Exited(_) => "exited",
             ConsumerError::WalkTimeout(_) => "walk_timeout",
+            ConsumerError::OverBudget { .. } => "budget",
             ConsumerError::State(_) => "state",
         }
     }
@@ -162,6 +177,7 @@ pub struct ConsumerActor {
     session: String,
     consumer: Box<dyn Consumer>,
     program: ProgramSpec,
+    max_keys: usize,
     last_walk: Option<Instant>,
 }
 
@@ -170,14 +186,22 @@ impl ConsumerActor {
         session: String,
         consumer: Box<dyn Consumer>,
         program: ProgramSpec,
+        max_keys: usize,
     ) -> ConsumerActor {
         ConsumerActor {
             session,
             consumer,
             program,
+            max_keys,
             last_walk: None,
         }
     }
+}
+
+/// Test hook: `HEAT_ACTIX_FAULT=consumer_panic` makes every consumer thread panic on its second
+/// walk, so tests can prove a consumer crash does not take the server down. Unset in production.
+fn fault_injected(name: &str) -> bool {
+    std::env::var("HEAT_ACTIX_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
 }
 
 impl Actor for ConsumerActor {
@@ -199,6 +223,8 @@ pub struct Begin;
 #[rtype(result = "Result<WalkOutput, ConsumerError>")]
 pub struct Walk {
     pub seq: u64,
+    /// Frames the session could not deliver since its last frame, reported in this one.
+    pub dropped: u64,
 }
 
 /// Stop tracing now; the thread ends when the session drops its address.
@@ -211,7 +237,10 @@ impl Handler<Begin> for ConsumerActor {
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
-        let aggregations = self.consumer.compile(&self.program)?;
+        let mut aggregations = self.consumer.compile(&self.program)?;
+        if let Some(rewrite) = &self.program.rewrite {
+            rewrite.infos(&mut aggregations);
+        }
         self.consumer.go()?;
         self.last_walk = Some(Instant::now());
         Ok(Started {
@@ -228,15 +257,30 @@ impl Handler<Walk> for ConsumerActor {
 
     fn handle(&mut self, walk: Walk, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
+        if walk.seq == 2 && fault_injected("consumer_panic") {
+            panic!("injected fault: consumer_panic");
+        }
         let mut snapshot = self.consumer.walk()?;
         self.program.key_names.apply(&mut snapshot);
+        if let Some(rewrite) = &self.program.rewrite {
+            rewrite.snapshot(&mut snapshot);
+        }
+        for aggregation in &mut snapshot.aggregations {
+            aggregation.fold_keys(self.max_keys);
+        }
         let now = Instant::now();
         let interval = self.last_walk.map_or(Duration::ZERO, |t| now - t);
         self.last_walk = Some(now);
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let frame = protocol::encode_frame(walk.seq, ts_ms, interval.as_millis() as u64, &snapshot);
+        let frame = protocol::encode_frame(
+            walk.seq,
+            ts_ms,
+            interval.as_millis() as u64,
+            walk.dropped,
+            &snapshot,
+        );
         Event::Walked {
             elapsed: began.elapsed(),
         }
@@ -264,11 +308,15 @@ pub fn spawn(
     config: &crate::config::Config,
 ) -> Addr<ConsumerActor> {
     let bpftrace = config.bpftrace.clone();
+    let budget = config.limits.output_budget_bytes_per_s;
+    let max_keys = config.limits.max_keys_per_aggregation;
     SyncArbiter::start(1, move || {
         let consumer: Box<dyn Consumer> = match backend {
-            Backend::Bpftrace => Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone())),
+            Backend::Bpftrace => {
+                Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
+            }
             Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
         };
-        ConsumerActor::new(session.clone(), consumer, program.clone())
+        ConsumerActor::new(session.clone(), consumer, program.clone(), max_keys)
     })
 }

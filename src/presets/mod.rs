@@ -168,6 +168,7 @@ mod tests {
                 name: "@x".into(),
                 kind: AggKind::Count,
                 series: vec![series(3), series(99)],
+                folded: 0,
             }],
             output: vec![],
             ..Default::default()

@@ -1,9 +1,11 @@
 //! The websocket session actor: one per browser connection. It is admitted by the supervisor,
 //! owns at most one running program (a consumer on its own thread), turns its interval tick
-//! into walks and frames, and frees the consumer when the program or the connection ends.
+//! into walks and frames, enforces the per-session limits, and frees the consumer when the
+//! program or the connection ends.
 
 pub mod protocol;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +14,12 @@ use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 
 use self::protocol::{ClientMessage, ProtocolError, ServerMessage, StartRequest, PROTOCOL_VERSION};
+use crate::auth::{AuthError, Identity};
 use crate::config::{Config, TICK_MS_RANGE};
 use crate::consumer::{
     self, Backend, Begin, ConsumerActor, ConsumerError, Halt, KillSwitch, ProgramSpec, Walk,
 };
+use crate::dlang;
 use crate::presets::{self, KeyNames, Preset};
 use crate::supervisor::{Admit, Leave, Supervisor};
 use crate::telemetry::Event;
@@ -24,6 +28,10 @@ use crate::telemetry::Event;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a client may stay silent (no pong, no message) before it is dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most frames sent but not yet acknowledged by the browser's pong; past it frames are dropped.
+const MAX_FRAMES_IN_FLIGHT: u64 = 4;
+/// Close code for a connection refused for want of a valid token (4000–4999 are ours).
+const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// The backends a session can run, as announced in `hello`.
 fn backends() -> &'static [&'static str] {
@@ -42,12 +50,23 @@ pub struct Shared {
     pub supervisor: Addr<Supervisor>,
 }
 
+/// Where a connection comes from and who holds it, as the HTTP handler found out.
+pub struct Peer {
+    pub addr: String,
+    pub ip: Option<IpAddr>,
+    pub identity: Result<Identity, AuthError>,
+}
+
 /// One browser connection.
 pub struct Session {
     id: String,
-    peer: String,
+    peer: Peer,
     shared: Arc<Shared>,
+    /// Last sign of life from the client (any frame, pongs included).
     heartbeat: Instant,
+    /// Last message from the client (pongs excluded), for the idle timeout.
+    activity: Instant,
+    last_start: Option<Instant>,
     admitted: bool,
     /// Bumped by every start and stop, so late answers from a replaced consumer are ignored.
     generation: u64,
@@ -61,7 +80,14 @@ struct Run {
     consumer: Addr<ConsumerActor>,
     kill: Option<KillSwitch>,
     tick: Option<SpawnHandle>,
+    /// The last frame number walked.
     seq: u64,
+    /// Frames sent so far; the ping after each frame carries this count.
+    sent: u64,
+    /// The highest count the browser acknowledged (its pong to the ping after a frame).
+    acked: u64,
+    /// Frames not sent because the browser was behind, since the last frame that was sent.
+    dropped: u64,
     walking: bool,
 }
 
@@ -81,17 +107,31 @@ impl Drop for Run {
 pub struct Evict;
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, peer: String) -> Session {
+    pub fn new(shared: Arc<Shared>, peer: Peer) -> Session {
+        let now = Instant::now();
         Session {
             id: format!("s-{:x}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
             peer,
             shared,
-            heartbeat: Instant::now(),
+            heartbeat: now,
+            activity: now,
+            last_start: None,
             admitted: false,
             generation: 0,
             run: None,
             frames: 0,
         }
+    }
+
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn identity(&self) -> &Identity {
+        self.peer
+            .identity
+            .as_ref()
+            .expect("only admitted sessions handle requests")
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: ServerMessage<'_>) {
@@ -102,7 +142,19 @@ impl Session {
         self.send(ctx, ServerMessage::Error { code, message });
     }
 
+    /// Refuses a request for a policy reason: counted, told, and the session stays usable.
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, reason: &'static str, message: &str) {
+        Event::RequestRefused {
+            session: &self.id,
+            reason,
+            detail: message,
+        }
+        .emit();
+        self.send_error(ctx, reason, message);
+    }
+
     fn hello(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let identity = self.identity();
         self.send(
             ctx,
             ServerMessage::Hello {
@@ -110,15 +162,20 @@ impl Session {
                 server: "heat-actix",
                 version: env!("CARGO_PKG_VERSION"),
                 session: &self.id,
-                tick_ms: self.shared.config.tick_ms,
+                tick_ms: self.config().tick_ms,
                 tick_ms_range: [*TICK_MS_RANGE.start(), *TICK_MS_RANGE.end()],
                 backends: backends(),
                 presets: presets::PRESETS,
+                user: &identity.name,
+                role: identity.role,
+                custom_scripts: identity.may_run_custom_scripts(self.config()).is_ok(),
+                max_script_bytes: self.config().limits.max_script_bytes,
             },
         );
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        self.activity = Instant::now();
         match protocol::parse_client_message(text) {
             Ok(ClientMessage::Start(request)) => self.start(request, ctx),
             Ok(ClientMessage::Stop) => {
@@ -129,16 +186,49 @@ impl Session {
         }
     }
 
+    /// Checks a start request against the policy and limits; the refusal reason when it fails.
+    fn admit_start(&self, request: &StartRequest) -> Result<(), (&'static str, String)> {
+        let config = self.config();
+        let cooldown = Duration::from_millis(config.limits.start_cooldown_ms);
+        if let Some(last) = self.last_start.filter(|t| t.elapsed() < cooldown) {
+            let wait = cooldown - last.elapsed();
+            return Err((
+                "rate_limited",
+                format!("starts are limited to one per {cooldown:?}; retry in {wait:?}"),
+            ));
+        }
+        if let Some(script) = &request.script {
+            self.identity()
+                .may_run_custom_scripts(config)
+                .map_err(|m| ("forbidden", m.to_owned()))?;
+            let max = config.limits.max_script_bytes;
+            if script.len() > max {
+                return Err((
+                    "too_large",
+                    format!("the script has {} bytes; the limit is {max}", script.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn start(&mut self, request: StartRequest, ctx: &mut ws::WebsocketContext<Self>) {
-        let (script, key_names, preset) = match resolve(&request) {
-            Ok(resolved) => resolved,
-            Err((code, message)) => return self.send_error(ctx, code, &message),
-        };
+        if let Err((reason, message)) = self.admit_start(&request) {
+            return self.refuse(ctx, reason, &message);
+        }
         let backend = match choose_backend(&request) {
             Ok(backend) => backend,
             Err((code, message)) => return self.send_error(ctx, code, &message),
         };
-        let tick_ms = request.tick_ms.unwrap_or(self.shared.config.tick_ms);
+        let Resolved {
+            program,
+            preset,
+            engine,
+        } = match resolve(&request, backend) {
+            Ok(resolved) => resolved,
+            Err((code, message)) => return self.send_error(ctx, code, &message),
+        };
+        let tick_ms = request.tick_ms.unwrap_or(self.config().tick_ms);
         if !TICK_MS_RANGE.contains(&tick_ms) {
             let message = format!(
                 "tick_ms {tick_ms} is not in {}..={}",
@@ -148,18 +238,21 @@ impl Session {
             return self.send_error(ctx, "bad_request", &message);
         }
 
+        self.last_start = Some(Instant::now());
         if self.stop_run(ctx) {
             self.send(ctx, ServerMessage::Stopped { reason: "replaced" });
         }
         let generation = self.generation;
-        let program = ProgramSpec { script, key_names };
-        let consumer = consumer::spawn(backend, self.id.clone(), program, &self.shared.config);
+        let consumer = consumer::spawn(backend, self.id.clone(), program, self.config());
         self.run = Some(Run {
             generation,
             consumer: consumer.clone(),
             kill: None,
             tick: None,
             seq: 0,
+            sent: 0,
+            acked: 0,
+            dropped: 0,
             walking: false,
         });
 
@@ -196,6 +289,8 @@ impl Session {
                                 unit: preset.map(|p| p.unit),
                                 startup_ms: started.startup.as_millis() as u64,
                                 aggregations: &started.aggregations,
+                                engine: engine.as_ref().map(|e| e.0),
+                                notes: engine.as_ref().map(|e| e.1.as_slice()),
                             },
                         );
                     }
@@ -219,9 +314,9 @@ impl Session {
         }
         run.walking = true;
         run.seq += 1;
-        let (generation, seq) = (run.generation, run.seq);
+        let (generation, seq, dropped) = (run.generation, run.seq, run.dropped);
         run.consumer
-            .send(Walk { seq })
+            .send(Walk { seq, dropped })
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let Some(run) = act.run.as_mut().filter(|r| r.generation == generation) else {
@@ -230,7 +325,17 @@ impl Session {
                 run.walking = false;
                 match result {
                     Ok(Ok(output)) => {
+                        // A browser that has not read the last frames gets no more until it
+                        // catches up: memory stays bounded, and it learns how many it missed.
+                        if run.sent.saturating_sub(run.acked) >= MAX_FRAMES_IN_FLIGHT {
+                            run.dropped += 1;
+                            Event::FrameDropped { session: &act.id }.emit();
+                            return;
+                        }
+                        run.dropped = 0;
+                        run.sent += 1;
                         ctx.text(output.frame);
+                        ctx.ping(&run.sent.to_be_bytes());
                         act.frames += 1;
                         Event::FrameSent.emit();
                     }
@@ -245,12 +350,11 @@ impl Session {
                     Ok(Err(e)) => {
                         act.stop_run(ctx);
                         act.consumer_failed(&e, ctx);
-                        act.send(
-                            ctx,
-                            ServerMessage::Stopped {
-                                reason: "tracer_exited",
-                            },
-                        );
+                        let reason = match e {
+                            ConsumerError::OverBudget { .. } => "budget",
+                            _ => "tracer_exited",
+                        };
+                        act.send(ctx, ServerMessage::Stopped { reason });
                     }
                     Err(e) => {
                         act.stop_run(ctx);
@@ -267,6 +371,14 @@ impl Session {
             .spawn(ctx);
     }
 
+    /// The browser answered the ping sent after its n-th frame: it has read that far.
+    fn acknowledge(&mut self, payload: &[u8]) {
+        let (Ok(bytes), Some(run)) = (<[u8; 8]>::try_from(payload), self.run.as_mut()) else {
+            return;
+        };
+        run.acked = run.acked.max(u64::from_be_bytes(bytes));
+    }
+
     fn consumer_failed(&self, e: &ConsumerError, ctx: &mut ws::WebsocketContext<Self>) {
         Event::ConsumerFailed {
             kind: e.kind(),
@@ -275,6 +387,7 @@ impl Session {
         .emit();
         let code = match e {
             ConsumerError::Compile(_) => "compile",
+            ConsumerError::OverBudget { .. } => "budget",
             _ => "tracer",
         };
         self.send_error(ctx, code, &e.to_string());
@@ -306,12 +419,58 @@ impl Session {
         drop(run);
         true
     }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: String) {
+        ctx.close(Some(CloseReason {
+            code,
+            description: Some(reason),
+        }));
+        ctx.stop();
+    }
+
+    /// Ends a connection that broke the websocket protocol, saying why when the socket allows.
+    fn protocol_error(&mut self, e: ws::ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+        let (reason, code, message) = match &e {
+            ws::ProtocolError::Overflow => (
+                "too_large",
+                CloseCode::Size,
+                format!(
+                    "message too large: the limit is {} bytes",
+                    self.config().limits.max_message_bytes
+                ),
+            ),
+            ws::ProtocolError::Io(io) if io.to_string().to_lowercase().contains("utf-8") => (
+                "bad_request",
+                CloseCode::Invalid,
+                "text frames must be valid UTF-8".to_owned(),
+            ),
+            other => (
+                "bad_request",
+                CloseCode::Protocol,
+                format!("websocket protocol error: {other}"),
+            ),
+        };
+        Event::RequestRefused {
+            session: &self.id,
+            reason,
+            detail: &message,
+        }
+        .emit();
+        self.send_error(ctx, reason, &message);
+        self.close(ctx, code, message);
+    }
+}
+
+/// The program a start request names.
+struct Resolved {
+    program: ProgramSpec,
+    preset: Option<&'static Preset>,
+    /// For D scripts: the engine that runs them and its notes on approximations.
+    engine: Option<(&'static str, Vec<String>)>,
 }
 
 /// The program a start request names: its text, how its keys are named, and its preset.
-fn resolve(
-    request: &StartRequest,
-) -> Result<(String, KeyNames, Option<&'static Preset>), (&'static str, String)> {
+fn resolve(request: &StartRequest, backend: Backend) -> Result<Resolved, (&'static str, String)> {
     if let Some(name) = &request.preset {
         let preset = presets::find(name).ok_or_else(|| {
             let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
@@ -320,12 +479,47 @@ fn resolve(
                 format!("no preset {name:?}; presets: {}", known.join(", ")),
             )
         })?;
-        return Ok((preset.script.to_owned(), preset.key_names, Some(preset)));
+        let program = ProgramSpec {
+            script: preset.script.to_owned(),
+            key_names: preset.key_names,
+            rewrite: None,
+        };
+        return Ok(Resolved {
+            program,
+            preset: Some(preset),
+            engine: None,
+        });
     }
     let script = request.script.clone().unwrap_or_default();
     match request.lang.as_deref() {
-        Some("bpftrace") => Ok((script, KeyNames::AsIs, None)),
-        Some("d") => Ok((script, KeyNames::AsIs, None)),
+        Some("bpftrace") => Ok(Resolved {
+            program: ProgramSpec {
+                script,
+                key_names: KeyNames::AsIs,
+                rewrite: None,
+            },
+            preset: None,
+            engine: None,
+        }),
+        // libdtrace, where this binary has it, takes D as written.
+        Some("d") if backend == Backend::Dtrace => Ok(Resolved {
+            program: ProgramSpec {
+                script,
+                key_names: KeyNames::AsIs,
+                rewrite: None,
+            },
+            preset: None,
+            engine: Some((consumer::dtrace::ENGINE, Vec::new())),
+        }),
+        // Elsewhere D is translated to bpftrace.
+        Some("d") => {
+            let compiled = dlang::compile(&script).map_err(|e| ("compile", e.to_string()))?;
+            Ok(Resolved {
+                program: compiled.spec,
+                preset: None,
+                engine: Some((dlang::ENGINE, compiled.notes)),
+            })
+        }
         other => Err((
             "unsupported",
             format!(
@@ -336,25 +530,27 @@ fn resolve(
     }
 }
 
-/// The backend that runs a start request: D scripts on libdtrace when this binary has it,
-/// everything else on bpftrace; a forced `backend` must fit the language.
+/// The backend that runs a start request: D scripts on libdtrace when this binary has it
+/// ([`consumer::dtrace::available`]), otherwise through the D → bpftrace translator;
+/// everything else on bpftrace. A forced `backend` must be one this server can use for it.
 fn choose_backend(request: &StartRequest) -> Result<Backend, (&'static str, String)> {
     let d = request.lang.as_deref() == Some("d");
-    match (request.backend.as_deref(), d) {
-        (None | Some("dtrace"), true) if consumer::dtrace::available() => Ok(Backend::Dtrace),
-        (None | Some("dtrace"), true) => Err((
-            "unsupported",
-            "D scripts need libdtrace, which this server was built without (build with \
-             `--features dtrace` on a DTrace host)"
-                .into(),
-        )),
-        (None | Some("bpftrace"), false) => Ok(Backend::Bpftrace),
-        (Some(other), _) => Err((
+    let libdtrace = consumer::dtrace::available();
+    match request.backend.as_deref() {
+        None if d && libdtrace => Ok(Backend::Dtrace),
+        Some("dtrace") if d && libdtrace => Ok(Backend::Dtrace),
+        None | Some("bpftrace") => Ok(Backend::Bpftrace),
+        Some(other) => Err((
             "unsupported",
             format!(
-                "backend {other:?} cannot run {} here; this server has {:?}",
+                "backend {other:?} cannot run {} here; this server has {:?}{}",
                 if d { "D scripts" } else { "this request" },
-                backends()
+                backends(),
+                if libdtrace {
+                    ""
+                } else {
+                    " (libdtrace needs a build with `--features dtrace` on a DTrace host)"
+                }
             ),
         )),
     }
@@ -364,17 +560,33 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Err(e) = &self.peer.identity {
+            let message = e.to_string();
+            Event::SessionRejected {
+                reason: "auth",
+                peer: &self.peer.addr,
+                detail: &message,
+            }
+            .emit();
+            self.send_error(ctx, "unauthorized", &message);
+            return self.close(ctx, CloseCode::Other(CLOSE_UNAUTHORIZED), message);
+        }
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
-            if Instant::now().duration_since(act.heartbeat) > CLIENT_TIMEOUT {
+            let idle_limit = Duration::from_secs(act.config().limits.idle_timeout_s);
+            if act.heartbeat.elapsed() > CLIENT_TIMEOUT {
                 tracing::info!(session = %act.id, "Client timed out.");
                 ctx.stop();
+            } else if act.run.is_none() && act.activity.elapsed() > idle_limit {
+                tracing::info!(session = %act.id, idle_s = idle_limit.as_secs(), "Idle session closed.");
+                act.close(ctx, CloseCode::Normal, format!("idle for {}s with nothing running", idle_limit.as_secs()));
             } else {
                 ctx.ping(b"");
             }
         });
         let admit = Admit {
             session: self.id.clone(),
-            peer: self.peer.clone(),
+            peer: self.peer.addr.clone(),
+            ip: self.peer.ip,
             addr: ctx.address().recipient(),
         };
         self.shared
@@ -386,20 +598,8 @@ impl Actor for Session {
                     act.admitted = true;
                     act.hello(ctx);
                 }
-                Ok(Err(rejection)) => {
-                    ctx.close(Some(CloseReason {
-                        code: CloseCode::Again,
-                        description: Some(rejection.to_string()),
-                    }));
-                    ctx.stop();
-                }
-                Err(_) => {
-                    ctx.close(Some(CloseReason {
-                        code: CloseCode::Error,
-                        description: Some("supervisor gone".into()),
-                    }));
-                    ctx.stop();
-                }
+                Ok(Err(rejection)) => act.close(ctx, CloseCode::Again, rejection.to_string()),
+                Err(_) => act.close(ctx, CloseCode::Error, "supervisor gone".into()),
             })
             .wait(ctx);
     }
@@ -423,21 +623,24 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(message) => message,
             Err(e) => {
                 tracing::info!(session = %self.id, error = %e, "Websocket protocol error.");
-                ctx.stop();
-                return;
+                return self.protocol_error(e, ctx);
             }
         };
         self.heartbeat = Instant::now();
+        if !self.admitted {
+            return; // not admitted (yet, or ever): nothing a client says matters
+        }
         match message {
             ws::Message::Text(text) => self.on_text(&text, ctx),
             ws::Message::Binary(_) => {
+                self.activity = Instant::now();
                 let e = ProtocolError::BadRequest(
                     "binary frames are not part of the protocol; send JSON text".into(),
                 );
                 self.send_error(ctx, e.code(), &e.to_string());
             }
             ws::Message::Ping(bytes) => ctx.pong(&bytes),
-            ws::Message::Pong(_) => {}
+            ws::Message::Pong(bytes) => self.acknowledge(&bytes),
             ws::Message::Close(reason) => {
                 ctx.close(reason);
                 ctx.stop();
@@ -451,10 +654,6 @@ impl Handler<Evict> for Session {
     type Result = ();
 
     fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
-        ctx.close(Some(CloseReason {
-            code: CloseCode::Away,
-            description: Some("server shutting down".into()),
-        }));
-        ctx.stop();
+        self.close(ctx, CloseCode::Away, "server shutting down".into());
     }
 }

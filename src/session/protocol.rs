@@ -59,7 +59,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     let kind = match object.remove("type") {
         Some(Json::String(kind)) => kind,
         Some(_) => return Err(ProtocolError::BadRequest("`type` must be a string".into())),
-        None if object.contains_key("dscript") => return seed_start(object),
+        // The 2011 Heat Tracer's message: a bare D script, run as `lang: "d"`.
+        None if object.contains_key("dscript") => return dscript(object),
         None => return Err(ProtocolError::BadRequest("missing `type`".into())),
     };
     match kind.as_str() {
@@ -86,23 +87,22 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     }
 }
 
-/// The 2011 Heat Tracer's message, `{"dscript": "…"}`: a start of a D script.
-fn seed_start(mut object: serde_json::Map<String, Json>) -> Result<ClientMessage, ProtocolError> {
+/// `{"dscript": "…"}`, optionally with `tick_ms`: a start of a D script.
+fn dscript(mut object: serde_json::Map<String, Json>) -> Result<ClientMessage, ProtocolError> {
     let Some(Json::String(script)) = object.remove("dscript") else {
         return Err(ProtocolError::BadRequest(
             "`dscript` must be a string".into(),
         ));
     };
-    if let Some(field) = object.keys().next() {
-        return Err(ProtocolError::BadRequest(format!(
-            "a `dscript` message has no other fields (found `{field}`)"
-        )));
+    let mut request = start_request(object)?;
+    if request.preset.is_some() || request.script.is_some() || request.lang.is_some() {
+        return Err(ProtocolError::BadRequest(
+            "`dscript` takes no `preset`, `script` or `lang`".into(),
+        ));
     }
-    Ok(ClientMessage::Start(StartRequest {
-        lang: Some("d".into()),
-        script: Some(script),
-        ..Default::default()
-    }))
+    request.lang = Some("d".into());
+    request.script = Some(script);
+    Ok(ClientMessage::Start(request))
 }
 
 /// Reads the fields of a start request, naming any field that is unknown or mistyped.
@@ -151,6 +151,12 @@ pub enum ServerMessage<'a> {
         tick_ms_range: [u64; 2],
         backends: &'a [&'static str],
         presets: &'a [Preset],
+        /// The token's name, or `anonymous`.
+        user: &'a str,
+        role: crate::config::Role,
+        /// Whether this session may run custom scripts.
+        custom_scripts: bool,
+        max_script_bytes: usize,
     },
     Started {
         session: &'a str,
@@ -160,6 +166,12 @@ pub enum ServerMessage<'a> {
         unit: Option<&'a str>,
         startup_ms: u64,
         aggregations: &'a [AggregationInfo],
+        /// What runs a D script (`d-to-bpftrace`); absent for presets and bpftrace scripts.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        engine: Option<&'a str>,
+        /// What the engine only approximates; absent when there is no engine.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notes: Option<&'a [String]>,
     },
     Stopped {
         reason: &'static str,
@@ -183,17 +195,31 @@ struct Frame<'a> {
     seq: u64,
     ts_ms: u64,
     interval_ms: u64,
+    /// Frames not delivered since the previous one because the browser was behind.
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped: u64,
     #[serde(flatten)]
     snapshot: &'a Snapshot,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Encodes one `frame` message.
-pub fn encode_frame(seq: u64, ts_ms: u64, interval_ms: u64, snapshot: &Snapshot) -> String {
+pub fn encode_frame(
+    seq: u64,
+    ts_ms: u64,
+    interval_ms: u64,
+    dropped: u64,
+    snapshot: &Snapshot,
+) -> String {
     serde_json::to_string(&Frame {
         kind: "frame",
         seq,
         ts_ms,
         interval_ms,
+        dropped,
         snapshot,
     })
     .expect("frames always serialise")
@@ -258,10 +284,19 @@ mod tests {
             assert_eq!(err.code(), "bad_request", "{text}");
             assert!(err.to_string().contains(expected), "{text}: {err}");
         }
-        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}","x":1}"#).unwrap_err();
-        assert_eq!(seed.code(), "bad_request");
-        let seed = parse_client_message(r#"{"dscript":7}"#).unwrap_err();
-        assert_eq!(seed.code(), "bad_request");
+        let seed = parse_client_message(r#"{"dscript":"syscall:::entry {}","tick_ms":500}"#);
+        assert_eq!(
+            seed.unwrap(),
+            ClientMessage::Start(StartRequest {
+                lang: Some("d".into()),
+                script: Some("syscall:::entry {}".into()),
+                tick_ms: Some(500),
+                ..Default::default()
+            })
+        );
+        for bad in [r#"{"dscript":3}"#, r#"{"dscript":"x","lang":"bpftrace"}"#] {
+            assert_eq!(parse_client_message(bad).unwrap_err().code(), "bad_request");
+        }
     }
 
     #[test]
@@ -271,6 +306,7 @@ mod tests {
                 Aggregation {
                     name: "@lat".into(),
                     kind: AggKind::Lhist,
+                    folded: 0,
                     series: vec![Series::histogram(
                         vec![KeyPart::Str("read".into())],
                         vec![Bucket {
@@ -281,6 +317,7 @@ mod tests {
                     )],
                 },
                 Aggregation {
+                    folded: 0,
                     name: "@n".into(),
                     kind: AggKind::Count,
                     series: vec![Series {
@@ -292,7 +329,7 @@ mod tests {
             output: vec![],
             ..Default::default()
         };
-        let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, &snapshot)).unwrap();
+        let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, 0, &snapshot)).unwrap();
         assert_eq!(
             frame,
             serde_json::json!({"type":"frame","seq":7,"ts_ms":1000,"interval_ms":999,"aggregations":[

@@ -27,6 +27,20 @@ pub fn name(nr: i64) -> Cow<'static, str> {
         .unwrap_or_else(|| Cow::Owned(format!("syscall_{nr}")))
 }
 
+/// Every syscall this architecture's table names, with its number, in number order.
+pub fn all() -> impl Iterator<Item = (i64, &'static str)> {
+    TABLE
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !name.is_empty())
+        .map(|(nr, name)| (nr as i64, *name))
+}
+
+/// The number of the syscall called `name` on this architecture.
+pub fn number(name: &str) -> Option<i64> {
+    all().find(|(_, n)| *n == name).map(|(nr, _)| nr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +64,14 @@ mod tests {
         assert_eq!(tables::GENERIC[435], "clone3");
         assert_eq!(tables::X86_64[110], "getppid");
         assert_eq!(tables::X86_64[462], "mseal");
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn names_lead_back_to_numbers() {
+        assert_eq!(number("getppid"), Some(libc::SYS_getppid));
+        assert_eq!(number("nosuchcall"), None);
+        assert!(all().all(|(nr, name)| number(name) == Some(nr)));
     }
 
     #[test]

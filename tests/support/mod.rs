@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: a real heat-actix server process on a free loopback
 //! port, a websocket client, and process inspection (children, threads, fds).
 #![allow(dead_code)]
+// Tests match on the handshake error (e.g. a 403 response); boxing it would only add noise.
+#![allow(clippy::result_large_err)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +14,10 @@ use serde_json::Value as Json;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
+/// How long a websocket handshake may take (the server may be busy starting tracers).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one socket read blocks before a test's own deadline is checked again.
+const READ_POLL: Duration = Duration::from_millis(100);
 /// How long a test waits for a server to answer its health check.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -35,16 +41,34 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     log: PathBuf,
+    tls: bool,
 }
 
+/// The config tests run with unless they need another: custom scripts allowed (loopback, no
+/// tokens) and no cooldown between starts.
+pub const TEST_CONFIG: &str = "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n";
+
 impl Server {
-    /// Starts the real binary on a free port with extra flags; waits until it serves.
+    /// Starts the real binary on a free port with extra flags and the test config: custom
+    /// scripts on and no start cooldown, so tests can drive it quickly. Waits until it serves.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with(TEST_CONFIG, extra, &[])
+    }
+
+    /// Starts the real binary with this config text, extra flags and environment.
+    pub fn start_with(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log =
             std::env::temp_dir().join(format!("heat-actix-test-{}-{port}.log", std::process::id()));
+        let config_path = std::env::temp_dir().join(format!(
+            "heat-actix-test-{}-{port}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&config_path, config).expect("write test config");
         let log_file = std::fs::File::create(&log).expect("create server log");
         let mut args = vec![
+            "--config".to_owned(),
+            config_path.display().to_string(),
             "--bind".to_owned(),
             format!("127.0.0.1:{port}"),
             "--log".to_owned(),
@@ -53,26 +77,42 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn heat-actix");
-        let mut server = Server { child, port, log };
+        let tls = config.contains("[tls]");
+        let mut server = Server {
+            child,
+            port,
+            log,
+            tls,
+        };
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("server exited at start ({status}):\n{}", server.log());
             }
-            if server
-                .http_get("/healthz")
-                .map(|b| b.contains("ok"))
-                .unwrap_or(false)
-            {
+            if server.healthy() {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("server did not start:\n{}", server.log());
+    }
+
+    fn healthy(&self) -> bool {
+        if self.tls {
+            let url = format!("https://127.0.0.1:{}/healthz", self.port);
+            return Command::new("curl")
+                .args(["-sk", "--max-time", "2", &url])
+                .output()
+                .is_ok_and(|o| o.stdout == b"ok\n");
+        }
+        self.http_get("/healthz")
+            .map(|b| b.contains("ok"))
+            .unwrap_or(false)
     }
 
     pub fn pid(&self) -> u32 {
@@ -115,6 +155,15 @@ impl Server {
         Client::connect(self.port)
     }
 
+    /// Opens a websocket to `/ws?QUERY` with extra request headers.
+    pub fn connect_with(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tungstenite::Error> {
+        Client::connect_with(self.port, query, headers)
+    }
+
     /// bpftrace processes this server started and that still exist.
     pub fn bpftrace_children(&self) -> Vec<u32> {
         children(self.pid())
@@ -125,6 +174,19 @@ impl Server {
 
     pub fn threads(&self) -> usize {
         count_dir(&format!("/proc/{}/task", self.pid()))
+    }
+
+    /// BPF objects (programs, maps, links) the server process holds open.
+    pub fn bpf_fds(&self) -> usize {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("anon_inode:bpf"))
+            })
+            .count()
     }
 
     pub fn fds(&self) -> usize {
@@ -221,13 +283,38 @@ pub enum Received {
 
 impl Client {
     pub fn connect(port: u16) -> Client {
+        Client::connect_with(port, "", &[]).expect("websocket handshake")
+    }
+
+    pub fn connect_with(
+        port: u16,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let (ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/ws"), stream)
-            .expect("websocket handshake");
-        Client { ws }
+        // The handshake blocks (bounded); reads after it poll, so tests can time out.
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).unwrap();
+        let url = if query.is_empty() {
+            format!("ws://127.0.0.1:{port}/ws")
+        } else {
+            format!("ws://127.0.0.1:{port}/ws?{query}")
+        };
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                tungstenite::http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let (ws, _) = tungstenite::client(request, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => {
+                panic!("no handshake answer within {HANDSHAKE_TIMEOUT:?}")
+            }
+        })?;
+        ws.get_ref().set_read_timeout(Some(READ_POLL)).unwrap();
+        Ok(Client { ws })
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -253,7 +340,9 @@ impl Client {
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) =>
                 {
                     if Instant::now() >= deadline {
@@ -261,6 +350,15 @@ impl Client {
                     }
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Received::Closed(None)
+                }
+                // The server went away while a pong was being flushed.
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
                     return Received::Closed(None)
                 }
                 Err(e) => panic!("websocket error: {e}"),
@@ -330,6 +428,40 @@ pub fn total_for_key(frames: &[Json], aggregation: &str, key: &Json) -> i64 {
         }
     }
     total
+}
+
+/// How many BPF programs the kernel has loaded, system-wide (BPF_PROG_GET_NEXT_ID walk).
+pub fn bpf_programs() -> usize {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    #[repr(C)]
+    struct NextId {
+        start_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut count = 0;
+    let mut attr = NextId {
+        start_id: 0,
+        next_id: 0,
+        open_flags: 0,
+    };
+    loop {
+        // SAFETY: the attr struct is the layout the kernel expects for this command, and lives
+        // for the duration of the call; the size passed is its size.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_GET_NEXT_ID,
+                &mut attr as *mut NextId,
+                std::mem::size_of::<NextId>(),
+            )
+        };
+        if rc != 0 {
+            return count;
+        }
+        count += 1;
+        attr.start_id = attr.next_id;
+    }
 }
 
 /// Calls getppid(2) `n` times from this thread.

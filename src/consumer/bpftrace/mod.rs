@@ -31,6 +31,8 @@ use crate::telemetry;
 const WALK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long each attach check waits for the walk probe to answer before firing it again.
 const ATTACH_POLL: Duration = Duration::from_millis(20);
+/// The window over which the output budget is counted.
+const BUDGET_WINDOW: Duration = Duration::from_secs(1);
 /// Most error text kept from bpftrace's stderr.
 const STDERR_LIMIT: usize = 64 * 1024;
 /// Most `printf` lines forwarded per frame; the rest are counted, not kept.
@@ -60,10 +62,14 @@ pub struct BpftraceConsumer {
     readers: Vec<JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
     walks: u64,
+    /// Most bytes bpftrace may print per second.
+    budget: u64,
+    /// The output rate that tripped the budget (0 while within it), set by the stdout reader.
+    over_budget: Arc<AtomicU64>,
 }
 
 impl BpftraceConsumer {
-    pub fn new(config: BpftraceConfig) -> BpftraceConsumer {
+    pub fn new(config: BpftraceConfig, budget: u64) -> BpftraceConsumer {
         let cookie =
             (u64::from(std::process::id()) << 32) | NEXT_COOKIE.fetch_add(1, Ordering::Relaxed);
         BpftraceConsumer {
@@ -76,6 +82,8 @@ impl BpftraceConsumer {
             readers: Vec::new(),
             stderr: Arc::default(),
             walks: 0,
+            budget,
+            over_budget: Arc::default(),
         }
     }
 
@@ -92,6 +100,18 @@ impl BpftraceConsumer {
             .filter(|l| !HARMLESS_STDERR.iter().any(|h| l.contains(h)))
             .collect();
         kept.join("\n").trim().to_owned()
+    }
+
+    /// The error for a tracer whose output ended: over budget, or exited on its own.
+    fn ended(&mut self) -> ConsumerError {
+        let text = self.reap();
+        match self.over_budget.load(Ordering::Relaxed) {
+            0 => ConsumerError::Exited(text),
+            rate => ConsumerError::OverBudget {
+                rate,
+                budget: self.budget,
+            },
+        }
     }
 
     /// Waits for the child to exit, joins the readers, and says how it ended.
@@ -140,7 +160,7 @@ impl BpftraceConsumer {
                 }
                 Ok(Message::Event(_)) => {}
                 Ok(Message::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                    return Err(ConsumerError::Exited(self.reap()));
+                    return Err(self.ended())
                 }
                 Err(RecvTimeoutError::Timeout) => return Err(ConsumerError::WalkTimeout(timeout)),
             }
@@ -192,6 +212,14 @@ impl BpftraceConsumer {
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let sink = self.stderr.clone();
+        let stdout = Metered {
+            inner: stdout,
+            budget: self.budget,
+            window: Instant::now(),
+            bytes: 0,
+            kill: self.kill_switch.clone(),
+            tripped: self.over_budget.clone(),
+        };
         self.readers
             .push(process::reader("bpftrace-stdout", move || {
                 read_events(stdout, tx)
@@ -207,6 +235,39 @@ impl BpftraceConsumer {
         let _ = stdin.write_all(program.instrumented.as_bytes());
         drop(stdin);
         Ok(())
+    }
+}
+
+/// bpftrace's stdout, counted: past the output budget the tracer is killed and the stream ends.
+struct Metered<R> {
+    inner: R,
+    budget: u64,
+    window: Instant,
+    bytes: u64,
+    kill: Option<KillSwitch>,
+    tripped: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.tripped.load(Ordering::Relaxed) != 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        let elapsed = self.window.elapsed();
+        if elapsed >= BUDGET_WINDOW {
+            self.window = Instant::now();
+            self.bytes = 0;
+        }
+        self.bytes += n as u64;
+        if self.bytes > self.budget {
+            self.tripped.store(self.bytes, Ordering::Relaxed);
+            if let Some(kill) = &self.kill {
+                kill.kill();
+            }
+            return Ok(0);
+        }
+        Ok(n)
     }
 }
 
@@ -251,7 +312,10 @@ impl Consumer for BpftraceConsumer {
                 Ok(Message::Event(Event::Attached { .. })) => break,
                 Ok(Message::Event(_)) => {}
                 Ok(Message::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                    return Err(ConsumerError::Compile(self.reap()));
+                    return Err(match self.ended() {
+                        ConsumerError::Exited(text) => ConsumerError::Compile(text),
+                        other => other,
+                    });
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.stop();

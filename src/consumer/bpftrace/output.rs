@@ -138,6 +138,7 @@ pub fn decode_map(spec: &MapSpec, value: &Json) -> Result<Aggregation, DecodeErr
         series.push(decode_value(kind, Vec::new(), value).ok_or_else(|| shape("value"))?);
     }
     Ok(Aggregation {
+        folded: 0,
         name: name.clone(),
         kind,
         series,

@@ -30,6 +30,8 @@ use super::{process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
 use crate::aggregation::{Aggregation, AggregationInfo, Snapshot};
 use crate::telemetry::Event;
 
+/// The engine `started` names for D scripts this backend runs.
+pub const ENGINE: &str = "libdtrace";
 /// How long compiling, or enabling, a program may take (the D compiler reads every provider's
 /// probes, which takes seconds on a large system).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -364,6 +366,7 @@ mod tests {
         ProgramSpec {
             script: script.into(),
             key_names: KeyNames::AsIs,
+            rewrite: None,
         }
     }
 

@@ -2,10 +2,6 @@
 //! destructive actions (always refused), and which aggregations it will produce (announced in
 //! `started`). Pure text work, so it runs and is tested on hosts without libdtrace.
 
-use std::sync::OnceLock;
-
-use regex::Regex;
-
 use crate::aggregation::{AggKind, AggregationInfo, Layout};
 
 /// The D actions that need `-w` / `#pragma D option destructive` (illumos and Oracle
@@ -86,33 +82,62 @@ fn line_of(code: &str, at: usize) -> usize {
     code[..at].matches('\n').count() + 1
 }
 
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The identifier starting at `at` (which must not continue one), and where it ends.
+fn ident_at(code: &[u8], at: usize) -> Option<(&str, usize)> {
+    let first = *code.get(at)?;
+    if !(first.is_ascii_alphabetic() || first == b'_') || (at > 0 && is_ident(code[at - 1])) {
+        return None;
+    }
+    let end = (at..code.len())
+        .find(|&i| !is_ident(code[i]))
+        .unwrap_or(code.len());
+    // ASCII bytes only, so this is a char boundary and valid UTF-8.
+    Some((std::str::from_utf8(&code[at..end]).ok()?, end))
+}
+
+/// The index of the first byte at or after `at` that is not whitespace.
+fn skip_space(code: &[u8], at: usize) -> usize {
+    (at..code.len())
+        .find(|&i| !code[i].is_ascii_whitespace())
+        .unwrap_or(code.len())
+}
+
 /// Refuses a script that asks for destructive actions, naming the line.
 pub fn check_not_destructive(script: &str) -> Result<(), ScriptError> {
-    static PRAGMA: OnceLock<Regex> = OnceLock::new();
-    static CALL: OnceLock<Regex> = OnceLock::new();
     let code = code_only(script);
-    let pragma = PRAGMA.get_or_init(|| {
-        Regex::new(r"(?m)^[ \t]*#[ \t]*pragma[ \t]+D[ \t]+option[ \t]+(destructive\b[^\n]*)")
-            .expect("valid regex")
-    });
-    if let Some(m) = pragma.captures(&code).and_then(|c| c.get(1)) {
-        return Err(ScriptError::DestructivePragma {
-            line: line_of(&code, m.start()),
-            option: m.as_str().trim().to_owned(),
-        });
+    for (index, line) in code.lines().enumerate() {
+        let Some(directive) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let words: Vec<&str> = directive.split_whitespace().collect();
+        if let ["pragma", "D", "option", option, ..] = words.as_slice() {
+            if *option == "destructive" || option.starts_with("destructive=") {
+                return Err(ScriptError::DestructivePragma {
+                    line: index + 1,
+                    option: words[3..].join(" "),
+                });
+            }
+        }
     }
-    let call = CALL
-        .get_or_init(|| Regex::new(r"([A-Za-z_][A-Za-z0-9_]*)[ \t\r\n]*\(").expect("valid regex"));
-    for captures in call.captures_iter(&code) {
-        let name = captures.get(1).expect("group 1 always matches");
-        // A member (`.x(`, `->x(`), variable (`@x`, `$x`) or kernel symbol is not a call.
-        let before = code[..name.start()].chars().next_back();
-        if before.is_some_and(|c| matches!(c, '.' | '>' | '@' | '$' | '`')) {
+    let bytes = code.as_bytes();
+    for at in 0..bytes.len() {
+        let Some((name, end)) = ident_at(bytes, at) else {
+            continue;
+        };
+        if bytes.get(skip_space(bytes, end)) != Some(&b'(') {
             continue;
         }
-        if let Some(action) = DESTRUCTIVE_ACTIONS.iter().find(|a| **a == name.as_str()) {
+        // A member (`.x(`, `->x(`), variable (`@x`, `$x`) or kernel symbol is not a call.
+        if at > 0 && matches!(bytes[at - 1], b'.' | b'>' | b'@' | b'$' | b'`') {
+            continue;
+        }
+        if let Some(action) = DESTRUCTIVE_ACTIONS.iter().find(|a| **a == name) {
             return Err(ScriptError::DestructiveAction {
-                line: line_of(&code, name.start()),
+                line: line_of(&code, at),
                 action,
             });
         }
@@ -120,39 +145,56 @@ pub fn check_not_destructive(script: &str) -> Result<(), ScriptError> {
     Ok(())
 }
 
-/// The aggregations a script assigns, in the order they first appear, with the lquantize
-/// layout when its bounds are literals. libdtrace only reveals aggregations once they hold
-/// data, so `started` is announced from the text; walks add any this reading missed.
+/// The aggregating function called at `at`, and where its arguments start.
+fn aggregating_call(code: &[u8], at: usize) -> Option<(AggKind, usize)> {
+    let (function, end) = ident_at(code, at)?;
+    let kind = match function {
+        "count" => AggKind::Count,
+        "sum" => AggKind::Sum,
+        "min" => AggKind::Min,
+        "max" => AggKind::Max,
+        "avg" => AggKind::Avg,
+        "stddev" => AggKind::Stddev,
+        "quantize" => AggKind::Quantize,
+        "lquantize" => AggKind::Lquantize,
+        "llquantize" => AggKind::Llquantize,
+        _ => return None,
+    };
+    let open = skip_space(code, end);
+    (code.get(open) == Some(&b'(')).then_some((kind, open + 1))
+}
+
+/// The aggregations a script assigns (`@name[keys] = function(…)`), in the order they first
+/// appear, with the lquantize layout when its bounds are literals. libdtrace only reveals
+/// aggregations once they hold data, so `started` is announced from the text; walks add any
+/// this reading missed.
 pub fn aggregations(script: &str) -> Vec<AggregationInfo> {
-    static ASSIGN: OnceLock<Regex> = OnceLock::new();
-    let assign = ASSIGN.get_or_init(|| {
-        Regex::new(
-            r"@([A-Za-z_][A-Za-z0-9_]*)?\s*(?:\[[^\]]*\])?\s*=\s*(count|sum|min|max|avg|stddev|quantize|lquantize|llquantize)\s*\(",
-        )
-        .expect("valid regex")
-    });
     let code = code_only(script);
+    let bytes = code.as_bytes();
     let mut found: Vec<AggregationInfo> = Vec::new();
-    for captures in assign.captures_iter(&code) {
-        let name = format!("@{}", captures.get(1).map_or("", |m| m.as_str()));
-        let function = captures.get(2).expect("group 2 always matches");
-        let kind = match function.as_str() {
-            "count" => AggKind::Count,
-            "sum" => AggKind::Sum,
-            "min" => AggKind::Min,
-            "max" => AggKind::Max,
-            "avg" => AggKind::Avg,
-            "stddev" => AggKind::Stddev,
-            "quantize" => AggKind::Quantize,
-            "lquantize" => AggKind::Lquantize,
-            _ => AggKind::Llquantize,
+    for at in (0..bytes.len()).filter(|&i| bytes[i] == b'@') {
+        let (name, mut next) = match ident_at(bytes, at + 1) {
+            Some((name, end)) => (format!("@{name}"), end),
+            None => ("@".to_owned(), at + 1),
+        };
+        next = skip_space(bytes, next);
+        if bytes.get(next) == Some(&b'[') {
+            let Some(close) = (next..bytes.len()).find(|&i| bytes[i] == b']') else {
+                continue;
+            };
+            next = skip_space(bytes, close + 1);
+        }
+        if bytes.get(next) != Some(&b'=') || bytes.get(next + 1) == Some(&b'=') {
+            continue;
+        }
+        let Some((kind, args)) = aggregating_call(bytes, skip_space(bytes, next + 1)) else {
+            continue;
         };
         if found.iter().any(|a| a.name == name) {
             continue;
         }
-        let whole = captures.get(0).expect("group 0 always matches");
         let layout = match kind {
-            AggKind::Lquantize => lquantize_layout(&arguments(&code[whole.end()..])),
+            AggKind::Lquantize => lquantize_layout(&arguments(&code[args..])),
             _ => None,
         };
         found.push(AggregationInfo { name, kind, layout });

@@ -208,6 +208,7 @@ impl From<WireAggregation> for Aggregation {
             name: a.name,
             kind: a.kind,
             series: a.series.into_iter().map(Series::from).collect(),
+            folded: 0,
         }
     }
 }
