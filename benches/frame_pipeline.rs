@@ -38,6 +38,7 @@ fn pipeline(line: &str, spec: &heat_actix::consumer::bpftrace::program::MapSpec)
     let mut snapshot = Snapshot {
         aggregations: vec![decode_map(spec, &value).unwrap()],
         output: vec![],
+        ..Default::default()
     };
     KeyNames::Syscall.apply(&mut snapshot);
     encode_frame(1, 1_763_788_800_000, 1000, 0, &snapshot)

@@ -106,6 +106,13 @@ pub enum Value {
         total: i64,
         average: i64,
     },
+    /// DTrace stddev: what stats has, and the standard deviation as `dtrace` prints it.
+    Deviation {
+        count: u64,
+        total: i64,
+        average: i64,
+        stddev: u64,
+    },
     /// Histogram kinds: non-empty buckets in ascending order.
     Buckets(Vec<Bucket>),
 }
@@ -134,7 +141,7 @@ impl Series {
     pub fn events(&self) -> Option<u64> {
         match &self.value {
             Value::Buckets(b) => Some(b.iter().map(|b| b.count).sum()),
-            Value::Stats { count, .. } => Some(*count),
+            Value::Stats { count, .. } | Value::Deviation { count, .. } => Some(*count),
             Value::Scalar(_) => None,
         }
     }
@@ -144,6 +151,7 @@ impl Serialize for Series {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let fields = match self.value {
             Value::Stats { .. } => 4,
+            Value::Deviation { .. } => 5,
             _ => 2,
         };
         let mut map = serializer.serialize_map(Some(fields))?;
@@ -158,6 +166,17 @@ impl Serialize for Series {
                 map.serialize_entry("value", average)?;
                 map.serialize_entry("count", count)?;
                 map.serialize_entry("total", total)?;
+            }
+            Value::Deviation {
+                count,
+                total,
+                average,
+                stddev,
+            } => {
+                map.serialize_entry("value", stddev)?;
+                map.serialize_entry("count", count)?;
+                map.serialize_entry("total", total)?;
+                map.serialize_entry("average", average)?;
             }
             Value::Buckets(b) => map.serialize_entry("buckets", b)?,
         }
@@ -300,7 +319,8 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
             }
             a.sort_by_key(|b| (b.lo, b.hi));
         }
-        // Mixed value shapes cannot come from one map; keep what is there.
+        // A standard deviation cannot be merged without its sum of squares, and mixed value
+        // shapes cannot come from one map; keep what is there.
         _ => {}
     }
 }
@@ -312,6 +332,12 @@ pub struct Snapshot {
     /// Text the program printed during the interval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub output: Vec<String>,
+    /// Data the tracer dropped during the interval, in its own words (DTrace drop handler).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<String>,
+    /// Errors the program hit while running (DTrace error handler), in the tracer's words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 #[cfg(test)]
@@ -373,6 +399,19 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
             r#"{"key":[7],"value":20,"count":5,"total":100}"#
+        );
+        let s = Series {
+            key: vec![],
+            value: Value::Deviation {
+                count: 8,
+                total: 40,
+                average: 5,
+                stddev: 2,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"key":[],"value":2,"count":8,"total":40,"average":5}"#
         );
     }
 

@@ -15,6 +15,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 
 fn main() -> anyhow::Result<()> {
+    // The DTrace backend re-executes this binary as its consumer process; its stdout is the
+    // pipe protocol, so it starts before anything could log or print.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            heat_actix::consumer::dtrace::wire::CHILD_SUBCOMMAND,
+        ))
+    {
+        std::process::exit(heat_actix::consumer::dtrace::child::main());
+    }
     let cli = Cli::parse();
     if let Some(Command::HashToken) = cli.command {
         return hash_token();

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub frames_dropped: IntCounter,
     pub walk_duration: Histogram,
     pub consumer_errors: IntCounterVec,
+    pub tracer_reports: IntCounterVec,
 }
 
 impl Metrics {
@@ -72,6 +73,14 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
+        let tracer_reports = IntCounterVec::new(
+            Opts::new(
+                "heat_tracer_reports_total",
+                "Drops and errors the tracer reported while running (DTrace drop and error handlers), by kind",
+            ),
+            &["kind"],
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sessions_max.clone()),
@@ -82,6 +91,7 @@ impl Metrics {
             Box::new(frames_dropped.clone()),
             Box::new(walk_duration.clone()),
             Box::new(consumer_errors.clone()),
+            Box::new(tracer_reports.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -91,6 +101,9 @@ impl Metrics {
         }
         for kind in ["compile", "exited", "walk_timeout", "budget"] {
             consumer_errors.with_label_values(&[kind]);
+        }
+        for kind in ["drop", "error"] {
+            tracer_reports.with_label_values(&[kind]);
         }
         Metrics {
             registry,
@@ -103,6 +116,7 @@ impl Metrics {
             frames_dropped,
             walk_duration,
             consumer_errors,
+            tracer_reports,
         }
     }
 
@@ -166,6 +180,11 @@ pub enum Event<'a> {
     },
     /// A walk finished on a consumer thread.
     Walked { elapsed: Duration },
+    /// A running tracer reported dropped data (`drop`) or a fault in the program (`error`).
+    TracerReported {
+        kind: &'static str,
+        message: &'a str,
+    },
     /// A tracer failed (compile error, death, timeout, undecodable output, …).
     ConsumerFailed {
         kind: &'static str,
@@ -231,6 +250,10 @@ impl Event<'_> {
             Event::Walked { elapsed } => {
                 m.walk_duration.observe(elapsed.as_secs_f64());
                 debug!(elapsed_us = elapsed.as_micros() as u64, "Walked.");
+            }
+            Event::TracerReported { kind, message } => {
+                m.tracer_reports.with_label_values(&[kind]).inc();
+                warn!(kind, message, "Tracer reported a problem.");
             }
             Event::ConsumerFailed { kind, message } => {
                 m.consumer_errors.with_label_values(&[kind]).inc();

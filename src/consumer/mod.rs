@@ -3,6 +3,8 @@
 //! its own thread so that no tracer call ever runs on an HTTP worker.
 
 pub mod bpftrace;
+pub mod dtrace;
+pub mod process;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -21,12 +23,15 @@ use crate::telemetry::Event;
 pub enum Backend {
     /// bpftrace in a child process, JSON output.
     Bpftrace,
+    /// libdtrace in a child process (`heat-actix __dtrace-consumer`); D scripts.
+    Dtrace,
 }
 
 impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Bpftrace => "bpftrace",
+            Backend::Dtrace => "dtrace",
         }
     }
 }
@@ -310,6 +315,7 @@ pub fn spawn(
             Backend::Bpftrace => {
                 Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
             }
+            Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
         };
         ConsumerActor::new(session.clone(), consumer, program.clone(), max_keys)
     })

@@ -399,6 +399,7 @@ mod tests {
                 },
             ],
             output: vec![],
+            ..Default::default()
         };
         rewrite.snapshot(&mut snap);
         let q = &snap.aggregations[0];

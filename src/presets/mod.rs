@@ -171,6 +171,7 @@ mod tests {
                 folded: 0,
             }],
             output: vec![],
+            ..Default::default()
         };
         KeyNames::Softirq.apply(&mut snap);
         assert_eq!(

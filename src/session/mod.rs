@@ -34,7 +34,13 @@ const MAX_FRAMES_IN_FLIGHT: u64 = 4;
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// The backends a session can run, as announced in `hello`.
-const BACKENDS: &[&str] = &["bpftrace"];
+fn backends() -> &'static [&'static str] {
+    if consumer::dtrace::available() {
+        &["bpftrace", "dtrace"]
+    } else {
+        &["bpftrace"]
+    }
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -158,7 +164,7 @@ impl Session {
                 session: &self.id,
                 tick_ms: self.config().tick_ms,
                 tick_ms_range: [*TICK_MS_RANGE.start(), *TICK_MS_RANGE.end()],
-                backends: BACKENDS,
+                backends: backends(),
                 presets: presets::PRESETS,
                 user: &identity.name,
                 role: identity.role,
@@ -210,11 +216,15 @@ impl Session {
         if let Err((reason, message)) = self.admit_start(&request) {
             return self.refuse(ctx, reason, &message);
         }
+        let backend = match choose_backend(&request) {
+            Ok(backend) => backend,
+            Err((code, message)) => return self.send_error(ctx, code, &message),
+        };
         let Resolved {
             program,
             preset,
             engine,
-        } = match resolve(&request) {
+        } = match resolve(&request, backend) {
             Ok(resolved) => resolved,
             Err((code, message)) => {
                 if code == "compile" {
@@ -225,13 +235,6 @@ impl Session {
                     .emit();
                 }
                 return self.send_error(ctx, code, &message);
-            }
-        };
-        let backend = match request.backend.as_deref() {
-            None | Some("bpftrace") => Backend::Bpftrace,
-            Some(other) => {
-                let message = format!("unknown backend {other:?}; this server has {BACKENDS:?}");
-                return self.send_error(ctx, "unsupported", &message);
             }
         };
         let tick_ms = request.tick_ms.unwrap_or(self.config().tick_ms);
@@ -476,7 +479,7 @@ struct Resolved {
 }
 
 /// The program a start request names: its text, how its keys are named, and its preset.
-fn resolve(request: &StartRequest) -> Result<Resolved, (&'static str, String)> {
+fn resolve(request: &StartRequest, backend: Backend) -> Result<Resolved, (&'static str, String)> {
     if let Some(name) = &request.preset {
         let preset = presets::find(name).ok_or_else(|| {
             let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
@@ -507,7 +510,17 @@ fn resolve(request: &StartRequest) -> Result<Resolved, (&'static str, String)> {
             preset: None,
             engine: None,
         }),
-        // Where a libdtrace backend exists it takes D as written; this is the fallback.
+        // libdtrace, where this binary has it, takes D as written.
+        Some("d") if backend == Backend::Dtrace => Ok(Resolved {
+            program: ProgramSpec {
+                script,
+                key_names: KeyNames::AsIs,
+                rewrite: None,
+            },
+            preset: None,
+            engine: Some((consumer::dtrace::ENGINE, Vec::new())),
+        }),
+        // Elsewhere D is translated to bpftrace.
         Some("d") => {
             let compiled = dlang::compile(&script).map_err(|e| ("compile", e.to_string()))?;
             Ok(Resolved {
@@ -521,6 +534,32 @@ fn resolve(request: &StartRequest) -> Result<Resolved, (&'static str, String)> {
             format!(
                 "unknown lang {:?}; use \"bpftrace\" or \"d\"",
                 other.unwrap_or("")
+            ),
+        )),
+    }
+}
+
+/// The backend that runs a start request: D scripts on libdtrace when this binary has it
+/// ([`consumer::dtrace::available`]), otherwise through the D → bpftrace translator;
+/// everything else on bpftrace. A forced `backend` must be one this server can use for it.
+fn choose_backend(request: &StartRequest) -> Result<Backend, (&'static str, String)> {
+    let d = request.lang.as_deref() == Some("d");
+    let libdtrace = consumer::dtrace::available();
+    match request.backend.as_deref() {
+        None if d && libdtrace => Ok(Backend::Dtrace),
+        Some("dtrace") if d && libdtrace => Ok(Backend::Dtrace),
+        None | Some("bpftrace") => Ok(Backend::Bpftrace),
+        Some(other) => Err((
+            "unsupported",
+            format!(
+                "backend {other:?} cannot run {} here; this server has {:?}{}",
+                if d { "D scripts" } else { "this request" },
+                backends(),
+                if libdtrace {
+                    ""
+                } else {
+                    " (libdtrace needs a build with `--features dtrace` on a DTrace host)"
+                }
             ),
         )),
     }

@@ -74,7 +74,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                     "start: needs `preset` or `script`".into(),
                 )),
                 (None, Some(_)) if request.lang.is_none() => Err(ProtocolError::BadRequest(
-                    "start: a `script` needs `lang` (\"bpftrace\")".into(),
+                    "start: a `script` needs `lang` (\"bpftrace\" or \"d\")".into(),
                 )),
                 _ => Ok(ClientMessage::Start(request)),
             }
@@ -249,6 +249,15 @@ mod tests {
             parse_client_message(r#"{"type":"stop"}"#).unwrap(),
             ClientMessage::Stop
         );
+        // The seed's own message is a start of a D script.
+        assert_eq!(
+            parse_client_message(r#"{"dscript":"syscall:::entry {}"}"#).unwrap(),
+            ClientMessage::Start(StartRequest {
+                lang: Some("d".into()),
+                script: Some("syscall:::entry {}".into()),
+                ..Default::default()
+            })
+        );
     }
 
     #[test]
@@ -318,6 +327,7 @@ mod tests {
                 },
             ],
             output: vec![],
+            ..Default::default()
         };
         let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, 0, &snapshot)).unwrap();
         assert_eq!(

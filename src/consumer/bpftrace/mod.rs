@@ -9,8 +9,7 @@ pub mod output;
 pub mod program;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -23,7 +22,7 @@ use serde_json::Value as Json;
 
 use self::output::{decode_map, Event};
 use self::program::{heat_actix_walk_trigger, Program};
-use super::{Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
+use super::{process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
 use crate::aggregation::{Aggregation, AggregationInfo, Snapshot};
 use crate::config::BpftraceConfig;
 use crate::telemetry;
@@ -192,6 +191,7 @@ impl BpftraceConsumer {
         Ok(Snapshot {
             aggregations,
             output,
+            ..Default::default()
         })
     }
 
@@ -203,18 +203,7 @@ impl BpftraceConsumer {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls (prctl, setpgid) run between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                // If the thread that owns this tracer dies (even by panic), the tracer dies too.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A terminal's Ctrl-C goes to the server, which stops tracers in order.
-                libc::setpgid(0, 0);
-                Ok(())
-            });
-        }
+        process::tie_to_owner(&mut command);
         let mut child = command.spawn().map_err(|source| ConsumerError::Spawn {
             program: self.config.path.display().to_string(),
             source,
@@ -234,18 +223,14 @@ impl BpftraceConsumer {
             kill: self.kill_switch.clone(),
             tripped: self.over_budget.clone(),
         };
-        self.readers.push(
-            std::thread::Builder::new()
-                .name("bpftrace-stdout".into())
-                .spawn(move || read_events(stdout, tx))
-                .expect("spawn reader thread"),
-        );
-        self.readers.push(
-            std::thread::Builder::new()
-                .name("bpftrace-stderr".into())
-                .spawn(move || read_stderr(stderr, &sink))
-                .expect("spawn reader thread"),
-        );
+        self.readers
+            .push(process::reader("bpftrace-stdout", move || {
+                read_events(stdout, tx)
+            }));
+        self.readers
+            .push(process::reader("bpftrace-stderr", move || {
+                process::collect_lines(stderr, &sink, STDERR_LIMIT)
+            }));
         self.child = Some(child);
         self.events = Some(rx);
         // The script goes in on stdin; closing it tells bpftrace the program is complete. A
@@ -296,18 +281,6 @@ fn read_events(stdout: impl Read, tx: mpsc::Sender<Message>) {
         }
     }
     let _ = tx.send(Message::Closed);
-}
-
-fn read_stderr(stderr: impl Read, sink: &Mutex<String>) {
-    let reader = BufReader::new(stderr);
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        let mut text = sink.lock();
-        if text.len() + line.len() < STDERR_LIMIT {
-            text.push_str(&line);
-            text.push('\n');
-        }
-    }
 }
 
 impl Consumer for BpftraceConsumer {
