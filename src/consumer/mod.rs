@@ -3,6 +3,7 @@
 //! its own thread so that no tracer call ever runs on an HTTP worker.
 
 pub mod bpftrace;
+pub mod ebpf;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 
 use crate::aggregation::{AggregationInfo, Snapshot};
-use crate::presets::KeyNames;
+use crate::presets::{KeyNames, Preset, ProcessFilter};
 use crate::session::protocol;
 use crate::telemetry::Event;
 
@@ -21,12 +22,15 @@ use crate::telemetry::Event;
 pub enum Backend {
     /// bpftrace in a child process, JSON output.
     Bpftrace,
+    /// Native BPF programs for presets, loaded in-process with libbpf.
+    Ebpf,
 }
 
 impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Bpftrace => "bpftrace",
+            Backend::Ebpf => "ebpf",
         }
     }
 }
@@ -38,6 +42,10 @@ pub struct ProgramSpec {
     pub script: String,
     /// How keys are named for people (syscall numbers → names, …).
     pub key_names: KeyNames,
+    /// The preset this program is, if any (native backends run presets by name).
+    pub preset: Option<&'static Preset>,
+    /// The process filter of a preset (already part of `script` for bpftrace).
+    pub filter: ProcessFilter,
 }
 
 /// Why a consumer could not start or keep running.
@@ -156,6 +164,8 @@ pub struct WalkOutput {
 pub struct ConsumerActor {
     session: String,
     consumer: Box<dyn Consumer>,
+    /// Runs the program instead when `consumer` cannot start it (native → bpftrace).
+    fallback: Option<Box<dyn Consumer>>,
     program: ProgramSpec,
     last_walk: Option<Instant>,
 }
@@ -169,9 +179,22 @@ impl ConsumerActor {
         ConsumerActor {
             session,
             consumer,
+            fallback: None,
             program,
             last_walk: None,
         }
+    }
+
+    /// Runs the program with `fallback` when the first consumer cannot start it.
+    pub fn with_fallback(mut self, fallback: Box<dyn Consumer>) -> ConsumerActor {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    fn begin(&mut self) -> Result<Vec<AggregationInfo>, ConsumerError> {
+        let aggregations = self.consumer.compile(&self.program)?;
+        self.consumer.go()?;
+        Ok(aggregations)
     }
 }
 
@@ -206,8 +229,22 @@ impl Handler<Begin> for ConsumerActor {
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
-        let aggregations = self.consumer.compile(&self.program)?;
-        self.consumer.go()?;
+        let aggregations = match (self.begin(), self.fallback.take()) {
+            (Ok(aggregations), _) => aggregations,
+            (Err(e), Some(fallback)) => {
+                tracing::warn!(
+                    session = %self.session,
+                    from = self.consumer.backend().as_str(),
+                    to = fallback.backend().as_str(),
+                    reason = %e,
+                    "Falling back to another backend."
+                );
+                self.consumer.stop();
+                self.consumer = fallback;
+                self.begin()?
+            }
+            (Err(e), None) => return Err(e),
+        };
         self.last_walk = Some(Instant::now());
         Ok(Started {
             backend: self.consumer.backend(),
@@ -251,18 +288,27 @@ impl Handler<Halt> for ConsumerActor {
     }
 }
 
-/// Starts a consumer thread for `backend` running `program`, for session `session`.
+/// Starts a consumer thread for `backend` running `program`, for session `session`. With
+/// `fallback`, a native program that cannot start runs on bpftrace instead.
 pub fn spawn(
     backend: Backend,
+    fallback: bool,
     session: String,
     program: ProgramSpec,
     config: &crate::config::Config,
 ) -> Addr<ConsumerActor> {
     let bpftrace = config.bpftrace.clone();
     SyncArbiter::start(1, move || {
-        let consumer: Box<dyn Consumer> = match backend {
-            Backend::Bpftrace => Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone())),
+        let make = |backend| -> Box<dyn Consumer> {
+            match backend {
+                Backend::Bpftrace => Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone())),
+                Backend::Ebpf => Box::new(ebpf::EbpfConsumer::new()),
+            }
         };
-        ConsumerActor::new(session.clone(), consumer, program.clone())
+        let actor = ConsumerActor::new(session.clone(), make(backend), program.clone());
+        match (backend, fallback) {
+            (Backend::Ebpf, true) => actor.with_fallback(make(Backend::Bpftrace)),
+            _ => actor,
+        }
     })
 }

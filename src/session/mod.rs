@@ -16,7 +16,7 @@ use crate::config::{Config, TICK_MS_RANGE};
 use crate::consumer::{
     self, Backend, Begin, ConsumerActor, ConsumerError, Halt, KillSwitch, ProgramSpec, Walk,
 };
-use crate::presets::{self, KeyNames, Preset};
+use crate::presets::{self, KeyNames, Preset, ProcessFilter};
 use crate::supervisor::{Admit, Leave, Supervisor};
 use crate::telemetry::Event;
 
@@ -25,8 +25,14 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a client may stay silent (no pong, no message) before it is dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The backends a session can run, as announced in `hello`.
-const BACKENDS: &[&str] = &["bpftrace"];
+/// The backends a session can run, as announced in `hello`: `ebpf` only where the native
+/// programs loaded at start-up (`consumer::ebpf::probe`).
+fn backends() -> &'static [&'static str] {
+    match consumer::ebpf::support() {
+        Some(Err(_)) | None => &["bpftrace"],
+        Some(Ok(())) => &["ebpf", "bpftrace"],
+    }
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -106,7 +112,7 @@ impl Session {
                 session: &self.id,
                 tick_ms: self.shared.config.tick_ms,
                 tick_ms_range: [*TICK_MS_RANGE.start(), *TICK_MS_RANGE.end()],
-                backends: BACKENDS,
+                backends: backends(),
                 presets: presets::PRESETS,
             },
         );
@@ -124,19 +130,14 @@ impl Session {
     }
 
     fn start(&mut self, request: StartRequest, ctx: &mut ws::WebsocketContext<Self>) {
-        let (script, key_names, preset) = match resolve(&request) {
+        let (program, preset) = match resolve(&request) {
             Ok(resolved) => resolved,
             Err((code, message)) => return self.send_error(ctx, code, &message),
         };
-        let backend = match request.backend.as_deref() {
-            None | Some("bpftrace") => Backend::Bpftrace,
-            Some(other) => {
-                return self.send_error(
-                    ctx,
-                    "unsupported",
-                    &format!("unknown backend {other:?}; this server has {BACKENDS:?}"),
-                )
-            }
+        let (backend, fallback) = match choose_backend(&self.id, request.backend.as_deref(), preset)
+        {
+            Ok(choice) => choice,
+            Err(message) => return self.send_error(ctx, "unsupported", &message),
         };
         let tick_ms = request.tick_ms.unwrap_or(self.shared.config.tick_ms);
         if !TICK_MS_RANGE.contains(&tick_ms) {
@@ -152,8 +153,13 @@ impl Session {
             self.send(ctx, ServerMessage::Stopped { reason: "replaced" });
         }
         let generation = self.generation;
-        let program = ProgramSpec { script, key_names };
-        let consumer = consumer::spawn(backend, self.id.clone(), program, &self.shared.config);
+        let consumer = consumer::spawn(
+            backend,
+            fallback,
+            self.id.clone(),
+            program,
+            &self.shared.config,
+        );
         self.run = Some(Run {
             generation,
             consumer: consumer.clone(),
@@ -308,10 +314,50 @@ impl Session {
     }
 }
 
-/// The program a start request names: its text, how its keys are named, and its preset.
+/// The backend for a start request and whether it may fall back to bpftrace: a preset with
+/// a native version runs natively unless bpftrace is asked for; a forced `ebpf` never falls
+/// back. Errors name what this server cannot do.
+fn choose_backend(
+    session: &str,
+    asked: Option<&str>,
+    preset: Option<&'static Preset>,
+) -> Result<(Backend, bool), String> {
+    let native = preset.and_then(|p| consumer::ebpf::find(p.name));
+    let support = consumer::ebpf::support();
+    match asked {
+        Some("bpftrace") => Ok((Backend::Bpftrace, false)),
+        Some("ebpf") => match (preset, native, support) {
+            (None, _, _) => {
+                Err("the ebpf backend runs presets only; scripts run on bpftrace".into())
+            }
+            (Some(p), None, _) => Err(format!("preset {:?} has no native eBPF version", p.name)),
+            (_, _, Some(Err(reason))) => Err(format!("the ebpf backend cannot run here: {reason}")),
+            _ => Ok((Backend::Ebpf, false)),
+        },
+        None => match (native, support) {
+            (None, _) => Ok((Backend::Bpftrace, false)),
+            (Some(n), Some(Err(reason))) => {
+                tracing::info!(%session, preset = n.preset, %reason, "Native eBPF unavailable; using bpftrace.");
+                Ok((Backend::Bpftrace, false))
+            }
+            (Some(_), _) => Ok((Backend::Ebpf, true)),
+        },
+        Some(other) => Err(format!(
+            "unknown backend {other:?}; this server has {:?}",
+            backends()
+        )),
+    }
+}
+
+/// The program a start request names (text with any process filter applied, key naming,
+/// preset), and its preset.
 fn resolve(
     request: &StartRequest,
-) -> Result<(String, KeyNames, Option<&'static Preset>), (&'static str, String)> {
+) -> Result<(ProgramSpec, Option<&'static Preset>), (&'static str, String)> {
+    let filter = ProcessFilter {
+        pid: request.pid,
+        comm: request.comm.clone(),
+    };
     if let Some(name) = &request.preset {
         let preset = presets::find(name).ok_or_else(|| {
             let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
@@ -320,11 +366,32 @@ fn resolve(
                 format!("no preset {name:?}; presets: {}", known.join(", ")),
             )
         })?;
-        return Ok((preset.script.to_owned(), preset.key_names, Some(preset)));
+        let script = preset
+            .script_with(&filter)
+            .map_err(|message| ("bad_request", message))?;
+        let program = ProgramSpec {
+            script,
+            key_names: preset.key_names,
+            preset: Some(preset),
+            filter,
+        };
+        return Ok((program, Some(preset)));
+    }
+    if !filter.is_empty() {
+        return Err((
+            "bad_request",
+            "`pid` and `comm` filter presets; a script filters with its own predicates".into(),
+        ));
     }
     let script = request.script.clone().unwrap_or_default();
+    let program = |script| ProgramSpec {
+        script,
+        key_names: KeyNames::AsIs,
+        preset: None,
+        filter: ProcessFilter::default(),
+    };
     match request.lang.as_deref() {
-        Some("bpftrace") => Ok((script, KeyNames::AsIs, None)),
+        Some("bpftrace") => Ok((program(script), None)),
         Some("d") => Err((
             "unsupported",
             "D scripts need the DTrace backend, which this server does not have".into(),

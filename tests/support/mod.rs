@@ -302,6 +302,12 @@ impl Client {
         self.expect("started", Duration::from_secs(60))
     }
 
+    /// Starts a preset on the given backend (`"bpftrace"`, `"ebpf"`) and returns `started`.
+    pub fn start_preset_on(&mut self, preset: &str, tick_ms: u64, backend: &str) -> Json {
+        self.send(serde_json::json!({"type": "start", "preset": preset, "tick_ms": tick_ms, "backend": backend}));
+        self.expect("started", Duration::from_secs(60))
+    }
+
     /// Starts a bpftrace script and returns the `started` message.
     pub fn start_script(&mut self, script: &str, tick_ms: u64) -> Json {
         self.send(serde_json::json!({"type": "start", "lang": "bpftrace", "script": script, "tick_ms": tick_ms}));
