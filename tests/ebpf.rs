@@ -257,3 +257,60 @@ fn forcing_and_refusing_backends() {
     client.send(json!({"type": "stop"}));
     client.expect("stopped", Duration::from_secs(5));
 }
+
+/// True when `b` is a bpftrace `hist` bucket: [0, 0] or [2^k, 2^(k+1) - 1].
+fn is_log2_bucket(b: &Json) -> bool {
+    match (b[0].as_i64(), b[1].as_i64()) {
+        (Some(0), Some(0)) => true,
+        (Some(lo), Some(hi)) => lo > 0 && lo.count_ones() == 1 && hi == 2 * lo - 1,
+        _ => false,
+    }
+}
+
+#[test]
+fn the_other_presets_run_natively_with_named_keys_and_log2_buckets() {
+    require_tracing();
+    let server = Server::start(&[]);
+    let softirqs = [
+        "hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer",
+        "rcu",
+    ];
+    for preset in ["runqueue-latency", "softirq-latency", "block-io-latency"] {
+        let mut client = server.connect();
+        client.expect("hello", Duration::from_secs(5));
+        let started = client.start_preset_on(preset, TEST_TICK_MS, "ebpf");
+        assert_eq!(started["backend"], "ebpf", "{preset}");
+        assert_eq!(
+            started["aggregations"],
+            json!([{"name": "@latency_us", "kind": "hist"}]),
+            "{preset}"
+        );
+        if preset == "block-io-latency" {
+            // Some I/O to see: a synced write beside the build's files (not on tmpfs).
+            let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("heat-bio");
+            std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+            std::fs::File::open(&path).unwrap().sync_all().unwrap();
+            std::fs::remove_file(&path).unwrap();
+        }
+        let frames = client.frames_for(Duration::from_millis(5 * TEST_TICK_MS));
+        let series: Vec<Json> = frames
+            .iter()
+            .flat_map(|f| f["aggregations"][0]["series"].as_array().unwrap().clone())
+            .collect();
+        assert!(
+            !series.is_empty(),
+            "{preset}: nothing measured in {} frames",
+            frames.len()
+        );
+        for s in &series {
+            let key = s["key"][0].as_str().unwrap_or_default();
+            assert!(!key.is_empty() && !key.contains('\0'), "{preset}: key {s}");
+            if preset == "softirq-latency" {
+                assert!(softirqs.contains(&key), "softirq named: {key}");
+            }
+            let buckets = s["buckets"].as_array().unwrap();
+            assert!(!buckets.is_empty());
+            assert!(buckets.iter().all(is_log2_bucket), "{preset}: {s}");
+        }
+    }
+}

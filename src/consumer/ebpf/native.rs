@@ -87,6 +87,11 @@ pub struct Native {
 /// The syscall object, shared by both syscall presets (the shape is set in `.rodata`).
 const SYSCALL_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall.bpf.o"));
 
+/// The other presets' objects, one each.
+const SOFTIRQ_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/softirq.bpf.o"));
+const RUNQUEUE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runqueue.bpf.o"));
+const BLOCKIO_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blockio.bpf.o"));
+
 /// Every native preset.
 pub const NATIVE: &[Native] = &[
     Native {
@@ -104,6 +109,30 @@ pub const NATIVE: &[Native] = &[
         hist_map: "heat_sys_hist",
         key: KeyKind::Index,
         shape: Shape::Log2Ns,
+    },
+    Native {
+        preset: "block-io-latency",
+        object_name: "heat_blockio",
+        object: BLOCKIO_OBJECT,
+        hist_map: "heat_bio_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Us,
+    },
+    Native {
+        preset: "runqueue-latency",
+        object_name: "heat_runqueue",
+        object: RUNQUEUE_OBJECT,
+        hist_map: "heat_rq_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Us,
+    },
+    Native {
+        preset: "softirq-latency",
+        object_name: "heat_softirq",
+        object: SOFTIRQ_OBJECT,
+        hist_map: "heat_si_hist",
+        key: KeyKind::Index,
+        shape: Shape::Log2Us,
     },
 ];
 

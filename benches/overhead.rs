@@ -1,0 +1,215 @@
+//! What watching costs the watched machine: ns per getppid(2) from this process with no
+//! tracing, with an empty raw tracepoint pair on sys_enter/sys_exit (the floor any syscall
+//! tracer pays), with a native `syscall-latency` session and with a bpftrace one, both run by
+//! a real heat-actix server. Prints the added cost of each, the two ratios the native backend
+//! is held to, and the time from a start request to the first frame for both backends.
+//!
+//! Run as root: `cargo bench --bench overhead`. Figures, not assertions: nothing here fails
+//! because a machine is slow.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::ObjectBuilder;
+use serde_json::{json, Value as Json};
+use tungstenite::{Message, WebSocket};
+
+/// getppid calls per measured round.
+const CALLS: u32 = 1_000_000;
+/// Rounds per configuration; the median round is reported.
+const ROUNDS: usize = 7;
+/// Walk interval of the measured sessions: the server's default, what people run.
+const SESSION_TICK_MS: u64 = 1000;
+/// Walk interval of the start-to-first-frame measurement.
+const FIRST_FRAME_TICK_MS: u64 = 100;
+/// How long to wait for the server, a `started` or a frame.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Targets from the issue: native added / floor added, native added / bpftrace added, and
+/// start to first frame beyond one tick.
+const TARGET_VS_FLOOR: f64 = 1.5;
+const TARGET_VS_BPFTRACE: f64 = 0.3;
+const TARGET_FIRST_FRAME_MS: u64 = 100;
+
+/// The empty raw tracepoint pair, built by build.rs from `src/consumer/ebpf/bpf/floor.bpf.c`.
+const FLOOR_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
+
+/// Median ns per getppid over [`ROUNDS`] rounds of [`CALLS`] calls.
+fn ns_per_getppid() -> f64 {
+    let mut rounds: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let began = Instant::now();
+            for _ in 0..CALLS {
+                // SAFETY: getppid has no arguments and cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            began.elapsed().as_nanos() as f64 / f64::from(CALLS)
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[ROUNDS / 2]
+}
+
+/// A heat-actix server child on a free loopback port.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn heat-actix");
+        let server = Server { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = write!(
+                    s,
+                    "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                );
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                if body.contains("ok") {
+                    return server;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("heat-actix did not start");
+    }
+
+    fn connect(&self) -> WebSocket<TcpStream> {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (mut ws, _) =
+            tungstenite::client(format!("ws://127.0.0.1:{}/ws", self.port), stream).unwrap();
+        next_of(&mut ws, "hello");
+        ws
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a pid and a signal; the child is ours and not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The next message of type `kind`; panics on an error message.
+fn next_of(ws: &mut WebSocket<TcpStream>, kind: &str) -> Json {
+    loop {
+        if let Message::Text(text) = ws.read().expect("server message") {
+            let m: Json = serde_json::from_str(&text).unwrap();
+            if m["type"] == kind {
+                return m;
+            }
+            assert_ne!(m["type"], "error", "{m}");
+        }
+    }
+}
+
+/// Starts `syscall-latency` on `backend`; returns the session and the time to its first frame.
+fn start_session(server: &Server, backend: &str, tick_ms: u64) -> (WebSocket<TcpStream>, Duration) {
+    let mut ws = server.connect();
+    let began = Instant::now();
+    let start = json!({"type": "start", "preset": "syscall-latency", "backend": backend, "tick_ms": tick_ms});
+    ws.send(Message::text(start.to_string())).unwrap();
+    let started = next_of(&mut ws, "started");
+    assert_eq!(started["backend"], backend);
+    next_of(&mut ws, "frame");
+    (ws, began.elapsed())
+}
+
+/// Measures getppid while a `syscall-latency` session runs on `backend`.
+fn with_session(server: &Server, backend: &str) -> f64 {
+    let (ws, _) = start_session(server, backend, SESSION_TICK_MS);
+    let ns = ns_per_getppid();
+    drop(ws);
+    ns
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("overhead: needs root to load BPF programs and run bpftrace; skipped");
+        return;
+    }
+    // `cargo bench` passes --bench; `cargo test --benches` does not run us for long.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("overhead: run with `cargo bench --bench overhead`");
+        return;
+    }
+
+    let none = ns_per_getppid();
+
+    let floor = {
+        let mut builder = ObjectBuilder::default();
+        let object = builder
+            .name("heat_floor")
+            .and_then(|b| b.open_memory(FLOOR_OBJECT))
+            .and_then(|o| o.load())
+            .expect("load the empty raw tracepoint pair");
+        let links: Vec<_> = object
+            .progs_mut()
+            .map(|p| p.attach().expect("attach the empty pair"))
+            .collect();
+        assert_eq!(links.len(), 2);
+        assert_eq!(object.maps().count(), 0, "the floor has no maps");
+        ns_per_getppid()
+    };
+
+    let server = Server::start();
+    let native = with_session(&server, "ebpf");
+    let bpftrace = with_session(&server, "bpftrace");
+    let (_, native_first) = start_session(&server, "ebpf", FIRST_FRAME_TICK_MS);
+    let (_, bpftrace_first) = start_session(&server, "bpftrace", FIRST_FRAME_TICK_MS);
+    drop(server);
+
+    let added = |ns: f64| ns - none;
+    println!("getppid loop, {CALLS} calls x {ROUNDS} rounds, median ns per syscall:");
+    println!("  no tracing                      {none:8.1} ns");
+    for (what, ns) in [
+        ("empty raw tracepoint pair", floor),
+        ("native syscall-latency (ebpf)", native),
+        ("bpftrace syscall-latency", bpftrace),
+    ] {
+        println!("  {what:<31} {ns:8.1} ns   added {:8.1} ns", added(ns));
+    }
+    let vs_floor = added(native) / added(floor);
+    let vs_bpftrace = added(native) / added(bpftrace);
+    println!(
+        "native added / floor added     = {vs_floor:.2}  (target <= {TARGET_VS_FLOOR}: {})",
+        verdict(vs_floor <= TARGET_VS_FLOOR)
+    );
+    println!(
+        "native added / bpftrace added  = {vs_bpftrace:.2}  (target <= {TARGET_VS_BPFTRACE}: {})",
+        verdict(vs_bpftrace <= TARGET_VS_BPFTRACE)
+    );
+    for (backend, took) in [("ebpf", native_first), ("bpftrace", bpftrace_first)] {
+        let beyond_tick = took.as_millis() as i64 - FIRST_FRAME_TICK_MS as i64;
+        println!(
+            "start request -> first frame, {backend:<8}: {:5} ms (tick {FIRST_FRAME_TICK_MS} ms; {beyond_tick} ms beyond it, target <= {TARGET_FIRST_FRAME_MS} for ebpf)",
+            took.as_millis()
+        );
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
