@@ -202,7 +202,7 @@ fn a_disconnect_frees_every_bpf_program_and_map() {
         .collect();
     assert_eq!(
         names,
-        BTreeSet::from(["heat_sys_enter".to_owned(), "heat_sys_exit".to_owned()])
+        BTreeSet::from(["heat_sys_enter", "heat_sys_exit", "heat_sys_switch"].map(String::from))
     );
     let map_names: Vec<String> = maps
         .iter()

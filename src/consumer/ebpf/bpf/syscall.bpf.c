@@ -1,24 +1,50 @@
 /* syscall.bpf.c: the native syscall-latency presets. Raw tracepoints on sys_enter and
- * sys_exit; the entry time and syscall number live in task storage (no hash lookup keyed by
- * tid, which is what makes bpftrace's version costly); the histogram is a per-CPU array
- * indexed by syscall number, so the exit path is one array lookup and one add. */
+ * sys_exit, and a BTF tracepoint on sched_switch.
+ *
+ * Where the entry time waits for the exit:
+ *  - fast path: a per-CPU slot holding the one syscall in flight on this CPU (thread id, entry
+ *    time, number). A syscall that returns without leaving its CPU (nearly all of them: no
+ *    sleep, no preemption) finds its entry there, with no helper beyond the clock;
+ *  - slow path: when a task is switched out with its entry still in the slot (it sleeps in the
+ *    syscall or is preempted), sched_switch moves the entry into that task's own storage
+ *    (task storage, no tid-keyed hash), where its exit finds it on whatever CPU it returns.
+ * The slot is claimed back at exit with compare-and-swap, so an entry is used at most once even
+ * if the exit program is preempted between reading the slot and clearing it.
+ *
+ * The histogram is a per-CPU array indexed by syscall number: one array lookup and one add. */
 #include "heat.h"
+#include <bpf/bpf_tracing.h>
 
 /* Syscall numbers measured: every number below this (x86_64 and the generic table end near
  * 470). Larger or negative numbers (x32, invalid calls) are not counted. */
 #define HEAT_SYSCALL_SLOTS 512
 
+/* Only the field read here; libbpf finds its offset in the running kernel's BTF (CO-RE). */
+struct task_struct {
+	int pid;
+} __attribute__((preserve_access_index));
+
+/* A syscall in flight. In the per-CPU slot `tid` says whose it is (0: nobody's); it is
+ * written last at entry, so a slot that names a task holds that task's time and number. */
 struct heat_sys_entry {
+	__u64 tid;
 	__u64 ts;
 	__u64 id;
 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct heat_sys_entry);
+} heat_sys_cpu SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct heat_sys_entry);
-} heat_sys_entry SEC(".maps");
+} heat_sys_task SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -31,16 +57,17 @@ struct {
 SEC("raw_tp/sys_enter")
 int heat_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct heat_sys_entry *e;
+	__u32 zero = 0;
+	struct heat_sys_entry *slot;
 
 	if (!heat_current_wanted())
 		return 0;
-	e = bpf_task_storage_get(&heat_sys_entry, bpf_get_current_task_btf(), 0,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!e)
+	slot = bpf_map_lookup_elem(&heat_sys_cpu, &zero);
+	if (!slot)
 		return 0;
-	e->id = ctx->args[1];
-	e->ts = bpf_ktime_get_ns();
+	slot->ts = bpf_ktime_get_ns();
+	slot->id = ctx->args[1];
+	slot->tid = (__u32)bpf_get_current_pid_tgid();
 	return 0;
 }
 
@@ -48,23 +75,54 @@ int heat_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/sys_exit")
 int heat_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct heat_sys_entry *e;
-	struct heat_hist *h;
 	__u64 now = bpf_ktime_get_ns();
-	__u32 id;
+	__u64 tid = (__u32)bpf_get_current_pid_tgid();
+	struct heat_sys_entry *slot, *e;
+	struct heat_hist *h;
+	__u64 ts, id;
+	__u32 zero = 0, key;
 
-	e = bpf_task_storage_get(&heat_sys_entry, bpf_get_current_task_btf(), 0, 0);
-	if (!e || !e->ts)
+	slot = bpf_map_lookup_elem(&heat_sys_cpu, &zero);
+	if (!slot)
 		return 0;
-	id = e->id;
-	if (e->id >= HEAT_SYSCALL_SLOTS) {
+	ts = slot->ts;
+	id = slot->id;
+	if (slot->tid != tid || __sync_val_compare_and_swap(&slot->tid, tid, 0) != tid) {
+		/* Not in the slot: the task left its CPU during the syscall. */
+		e = bpf_task_storage_get(&heat_sys_task, bpf_get_current_task_btf(), 0, 0);
+		if (!e || !e->ts)
+			return 0;
+		ts = e->ts;
+		id = e->id;
 		e->ts = 0;
-		return 0;
 	}
-	h = bpf_map_lookup_elem(&heat_sys_hist, &id);
+	if (id >= HEAT_SYSCALL_SLOTS)
+		return 0;
+	key = id;
+	h = bpf_map_lookup_elem(&heat_sys_hist, &key);
 	if (h)
-		heat_count(h, now - e->ts);
-	e->ts = 0;
+		heat_count(h, now - ts);
+	return 0;
+}
+
+/* sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+ *              unsigned int prev_state) */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(heat_sys_switch, _Bool preempt, struct task_struct *prev)
+{
+	__u32 zero = 0;
+	struct heat_sys_entry *slot, *e;
+	__u64 tid = (__u32)prev->pid;
+
+	slot = bpf_map_lookup_elem(&heat_sys_cpu, &zero);
+	if (!slot || slot->tid != tid || !tid)
+		return 0;
+	e = bpf_task_storage_get(&heat_sys_task, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (e) {
+		e->id = slot->id;
+		e->ts = slot->ts;
+	}
+	__sync_val_compare_and_swap(&slot->tid, tid, 0);
 	return 0;
 }
 
