@@ -16,10 +16,11 @@ use libbpf_rs::ObjectBuilder;
 use serde_json::{json, Value as Json};
 use tungstenite::{Message, WebSocket};
 
-/// getppid calls per measured round.
-const CALLS: u32 = 1_000_000;
-/// Rounds per configuration; the median round is reported.
-const ROUNDS: usize = 7;
+/// getppid calls per measurement.
+const CALLS: u32 = 300_000;
+/// Rounds; each measures every configuration once, in turn, so that whatever else the machine
+/// does drifts over all of them alike. Medians over rounds are reported.
+const ROUNDS: usize = 9;
 /// Walk interval of the measured sessions: the server's default, what people run.
 const SESSION_TICK_MS: u64 = 1000;
 /// Walk interval of the start-to-first-frame measurement.
@@ -35,20 +36,19 @@ const TARGET_FIRST_FRAME_MS: u64 = 100;
 /// The empty raw tracepoint pair, built by build.rs from `src/consumer/ebpf/bpf/floor.bpf.c`.
 const FLOOR_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
 
-/// Median ns per getppid over [`ROUNDS`] rounds of [`CALLS`] calls.
+/// ns per getppid over [`CALLS`] calls.
 fn ns_per_getppid() -> f64 {
-    let mut rounds: Vec<f64> = (0..ROUNDS)
-        .map(|_| {
-            let began = Instant::now();
-            for _ in 0..CALLS {
-                // SAFETY: getppid has no arguments and cannot fail.
-                unsafe { libc::syscall(libc::SYS_getppid) };
-            }
-            began.elapsed().as_nanos() as f64 / f64::from(CALLS)
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[ROUNDS / 2]
+    let began = Instant::now();
+    for _ in 0..CALLS {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    began.elapsed().as_nanos() as f64 / f64::from(CALLS)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// A heat-actix server child on a free loopback port.
@@ -140,6 +140,14 @@ fn with_session(server: &Server, backend: &str) -> f64 {
     ns
 }
 
+/// The configurations measured, in the order of each round.
+const CONFIGS: [&str; 4] = [
+    "no tracing",
+    "empty raw tracepoint pair",
+    "native syscall-latency (ebpf)",
+    "bpftrace syscall-latency",
+];
+
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -152,43 +160,53 @@ fn main() {
         return;
     }
 
-    let none = ns_per_getppid();
+    let mut builder = ObjectBuilder::default();
+    let floor = builder
+        .name("heat_floor")
+        .and_then(|b| b.open_memory(FLOOR_OBJECT))
+        .and_then(|o| o.load())
+        .expect("load the empty raw tracepoint pair");
+    assert_eq!(floor.maps().count(), 0, "the floor has no maps");
+    let server = Server::start();
 
-    let floor = {
-        let mut builder = ObjectBuilder::default();
-        let object = builder
-            .name("heat_floor")
-            .and_then(|b| b.open_memory(FLOOR_OBJECT))
-            .and_then(|o| o.load())
-            .expect("load the empty raw tracepoint pair");
-        let links: Vec<_> = object
+    // ns per call of each configuration, and its added cost over the same round's baseline.
+    let mut ns: [Vec<f64>; 4] = Default::default();
+    let mut added: [Vec<f64>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        let none = ns_per_getppid();
+        let links: Vec<_> = floor
             .progs_mut()
             .map(|p| p.attach().expect("attach the empty pair"))
             .collect();
-        assert_eq!(links.len(), 2);
-        assert_eq!(object.maps().count(), 0, "the floor has no maps");
-        ns_per_getppid()
-    };
-
-    let server = Server::start();
-    let native = with_session(&server, "ebpf");
-    let bpftrace = with_session(&server, "bpftrace");
+        let empty = ns_per_getppid();
+        drop(links);
+        let round = [
+            none,
+            empty,
+            with_session(&server, "ebpf"),
+            with_session(&server, "bpftrace"),
+        ];
+        for (i, value) in round.into_iter().enumerate() {
+            ns[i].push(value);
+            added[i].push(value - none);
+        }
+    }
     let (_, native_first) = start_session(&server, "ebpf", FIRST_FRAME_TICK_MS);
     let (_, bpftrace_first) = start_session(&server, "bpftrace", FIRST_FRAME_TICK_MS);
     drop(server);
+    let ns = ns.map(median);
+    let added = added.map(median);
 
-    let added = |ns: f64| ns - none;
-    println!("getppid loop, {CALLS} calls x {ROUNDS} rounds, median ns per syscall:");
-    println!("  no tracing                      {none:8.1} ns");
-    for (what, ns) in [
-        ("empty raw tracepoint pair", floor),
-        ("native syscall-latency (ebpf)", native),
-        ("bpftrace syscall-latency", bpftrace),
-    ] {
-        println!("  {what:<31} {ns:8.1} ns   added {:8.1} ns", added(ns));
+    println!("getppid loop, {CALLS} calls x {ROUNDS} interleaved rounds, median ns per syscall:");
+    for (i, what) in CONFIGS.iter().enumerate() {
+        if i == 0 {
+            println!("  {what:<31} {:8.1} ns", ns[i]);
+        } else {
+            println!("  {what:<31} {:8.1} ns   added {:8.1} ns", ns[i], added[i]);
+        }
     }
-    let vs_floor = added(native) / added(floor);
-    let vs_bpftrace = added(native) / added(bpftrace);
+    let vs_floor = added[2] / added[1];
+    let vs_bpftrace = added[2] / added[3];
     println!(
         "native added / floor added     = {vs_floor:.2}  (target <= {TARGET_VS_FLOOR}: {})",
         verdict(vs_floor <= TARGET_VS_FLOOR)

@@ -169,7 +169,12 @@ fn bpf_ids(pid: u32, field: &str) -> BTreeSet<u64> {
 
 /// What bpftool says about one object (`prog` or `map`), or None when it does not exist.
 fn bpftool_show(kind: &str, id: u64) -> Option<Json> {
-    let out = Command::new("bpftool")
+    // Debian puts bpftool in /usr/sbin, which a sudo PATH may lack.
+    let bpftool = ["/usr/sbin/bpftool", "bpftool"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
+        .unwrap();
+    let out = Command::new(bpftool)
         .args(["-j", kind, "show", "id", &id.to_string()])
         .output()
         .expect("bpftool is installed (apt-get install bpftool)");
