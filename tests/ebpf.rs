@@ -184,6 +184,14 @@ fn bpftool_show(kind: &str, id: u64) -> Option<Json> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// The names bpftool gives the objects `ids` of `kind` that exist.
+fn bpftool_names(kind: &str, ids: &BTreeSet<u64>) -> Vec<String> {
+    ids.iter()
+        .filter_map(|&id| bpftool_show(kind, id))
+        .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[test]
 fn a_disconnect_frees_every_bpf_program_and_map() {
     require_tracing();
@@ -200,20 +208,12 @@ fn a_disconnect_frees_every_bpf_program_and_map() {
 
     let progs = bpf_ids(server.pid(), "prog_id:");
     let maps = bpf_ids(server.pid(), "map_id:");
-    let names: BTreeSet<String> = progs
-        .iter()
-        .filter_map(|&id| bpftool_show("prog", id))
-        .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let names: BTreeSet<String> = bpftool_names("prog", &progs).into_iter().collect();
     assert_eq!(
         names,
         BTreeSet::from(["heat_sys_enter", "heat_sys_exit", "heat_sys_switch"].map(String::from))
     );
-    let map_names: Vec<String> = maps
-        .iter()
-        .filter_map(|&id| bpftool_show("map", id))
-        .map(|m| m["name"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let map_names = bpftool_names("map", &maps);
     assert!(
         !map_names.is_empty() && map_names.iter().all(|n| n.starts_with("heat_")),
         "our maps are named heat_*: {map_names:?}"

@@ -46,10 +46,6 @@ struct {
 	__type(value, struct heat_hist);
 } heat_bio_hist SEC(".maps");
 
-/* A new key's first value. In .bss, not .rodata (which holds only heat_config), and too
- * big for the stack. */
-static struct heat_hist heat_zero_hist;
-
 SEC("tracepoint/block/block_rq_issue")
 int heat_bio_issued(struct trace_event_raw_block_rq *ctx)
 {
@@ -67,7 +63,6 @@ int heat_bio_done(struct trace_event_raw_block_rq_completion *ctx)
 {
 	struct heat_bio_req req = { .dev = ctx->dev, .sector = ctx->sector };
 	struct heat_rwbs key = {};
-	struct heat_hist *h;
 	__u64 *ts, delta;
 
 	ts = bpf_map_lookup_elem(&heat_bio_issue, &req);
@@ -78,14 +73,7 @@ int heat_bio_done(struct trace_event_raw_block_rq_completion *ctx)
 	/* Copied by helper: clang would turn byte loads into loads from a moved ctx pointer,
 	 * which the verifier refuses. rwbs is NUL-terminated within its array. */
 	bpf_probe_read_kernel(key.rwbs, sizeof(ctx->rwbs), ctx->rwbs);
-	h = bpf_map_lookup_elem(&heat_bio_hist, &key);
-	if (!h) {
-		bpf_map_update_elem(&heat_bio_hist, &key, &heat_zero_hist, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&heat_bio_hist, &key);
-		if (!h)
-			return 0;
-	}
-	heat_count(h, delta);
+	heat_count_keyed(&heat_bio_hist, &key, delta);
 	return 0;
 }
 

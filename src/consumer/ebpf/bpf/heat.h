@@ -81,6 +81,25 @@ static __always_inline void heat_count(struct heat_hist *h, __u64 ns)
 		__sync_fetch_and_add(&h->slots[slot], 1);
 }
 
+/* A new key's first value. In .bss, not .rodata (which holds only heat_config), and too big
+ * for the stack; unused (and dropped) in objects whose histograms are arrays. */
+static struct heat_hist heat_zero_hist;
+
+/* Counts one latency under `key` of a per-CPU hash histogram, adding the key when it is new.
+ * A key that does not fit (the map is full) is not counted. */
+static __always_inline void heat_count_keyed(void *map, const void *key, __u64 ns)
+{
+	struct heat_hist *h = bpf_map_lookup_elem(map, key);
+
+	if (!h) {
+		bpf_map_update_elem(map, key, &heat_zero_hist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(map, key);
+		if (!h)
+			return;
+	}
+	heat_count(h, ns);
+}
+
 /* True when the current task passes the process filter. */
 static __always_inline int heat_current_wanted(void)
 {

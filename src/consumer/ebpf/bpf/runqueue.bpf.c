@@ -42,10 +42,6 @@ static __always_inline void heat_queued(struct task_struct *p)
 		*ts = bpf_ktime_get_ns();
 }
 
-/* A new key's first value. In .bss, not .rodata (which holds only heat_config), and too
- * big for the stack. */
-static struct heat_hist heat_zero_hist;
-
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(heat_rq_wakeup, struct task_struct *p)
 {
@@ -65,7 +61,6 @@ int BPF_PROG(heat_rq_switch, _Bool preempt, struct task_struct *prev, struct tas
 	     unsigned int prev_state)
 {
 	struct heat_comm key = {};
-	struct heat_hist *h;
 	__u64 *ts, delta;
 
 	/* Preempted, or yielding while runnable: it waits on a run queue again from now. */
@@ -77,14 +72,7 @@ int BPF_PROG(heat_rq_switch, _Bool preempt, struct task_struct *prev, struct tas
 	delta = bpf_ktime_get_ns() - *ts;
 	*ts = 0;
 	bpf_probe_read_kernel_str(key.comm, sizeof(key.comm), next->comm);
-	h = bpf_map_lookup_elem(&heat_rq_hist, &key);
-	if (!h) {
-		bpf_map_update_elem(&heat_rq_hist, &key, &heat_zero_hist, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&heat_rq_hist, &key);
-		if (!h)
-			return 0;
-	}
-	heat_count(h, delta);
+	heat_count_keyed(&heat_rq_hist, &key, delta);
 	return 0;
 }
 
