@@ -355,3 +355,58 @@ impl Shape {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregation::Bucket;
+
+    #[test]
+    fn keys_read_as_numbers_or_nul_padded_text() {
+        assert_eq!(
+            KeyKind::Index.decode(&110u32.to_ne_bytes()),
+            vec![KeyPart::Int(110)]
+        );
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        assert_eq!(
+            KeyKind::Text(16).decode(&comm),
+            vec![KeyPart::Str("bash".into())]
+        );
+    }
+
+    #[test]
+    fn counts_become_only_their_non_empty_buckets() {
+        let mut counts = vec![0u64; native::SLOTS];
+        counts[1] = 5; // [0, 1] us
+        counts[33] = 2; // [64, inf) us
+        assert_eq!(
+            Shape::LinearUs0To64By2.buckets(&counts),
+            vec![
+                Bucket {
+                    lo: Some(0),
+                    hi: Some(1),
+                    count: 5
+                },
+                Bucket {
+                    lo: Some(64),
+                    hi: None,
+                    count: 2
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_config_is_laid_out_as_in_heat_h() {
+        let config = HeatConfig {
+            shape: 2,
+            pid: 7,
+            comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        };
+        let bytes = config.bytes();
+        assert_eq!(bytes.len(), std::mem::size_of::<HeatConfig>());
+        assert_eq!(&bytes[0..8], &[2, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&bytes[8..11], b"cat");
+    }
+}
