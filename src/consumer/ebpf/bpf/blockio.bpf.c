@@ -39,12 +39,7 @@ struct {
 	__type(value, __u64);
 } heat_bio_issue SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, HEAT_BIO_KEYS);
-	__type(key, struct heat_rwbs);
-	__type(value, struct heat_hist);
-} heat_bio_hist SEC(".maps");
+HEAT_HASH_HIST(heat_bio_hist, struct heat_rwbs, HEAT_BIO_KEYS);
 
 SEC("tracepoint/block/block_rq_issue")
 int heat_bio_issued(struct trace_event_raw_block_rq *ctx)

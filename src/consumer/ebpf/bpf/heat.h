@@ -81,6 +81,24 @@ static __always_inline void heat_count(struct heat_hist *h, __u64 ns)
 		__sync_fetch_and_add(&h->slots[slot], 1);
 }
 
+/* A per-CPU histogram array indexed by a small number (syscall number, softirq vector). */
+#define HEAT_ARRAY_HIST(name, entries)                         \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);       \
+		__uint(max_entries, entries);                  \
+		__type(key, __u32);                            \
+		__type(value, struct heat_hist);               \
+	} name SEC(".maps")
+
+/* A per-CPU histogram hash keyed by key_type (a comm, an rwbs string). */
+#define HEAT_HASH_HIST(name, key_type, entries)                \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);        \
+		__uint(max_entries, entries);                  \
+		__type(key, key_type);                         \
+		__type(value, struct heat_hist);               \
+	} name SEC(".maps")
+
 /* A new key's first value. In .bss, not .rodata (which holds only heat_config), and too big
  * for the stack; unused (and dropped) in objects whose histograms are arrays. */
 static struct heat_hist heat_zero_hist;

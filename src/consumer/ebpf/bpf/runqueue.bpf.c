@@ -27,12 +27,7 @@ struct {
 	__type(value, __u64);
 } heat_rq_queued SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, HEAT_RQ_KEYS);
-	__type(key, struct heat_comm);
-	__type(value, struct heat_hist);
-} heat_rq_hist SEC(".maps");
+HEAT_HASH_HIST(heat_rq_hist, struct heat_comm, HEAT_RQ_KEYS);
 
 static __always_inline void heat_queued(struct task_struct *p)
 {

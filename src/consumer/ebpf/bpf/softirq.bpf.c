@@ -13,12 +13,7 @@ struct {
 	__type(value, __u64);
 } heat_si_entry SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, HEAT_SOFTIRQS);
-	__type(key, __u32);
-	__type(value, struct heat_hist);
-} heat_si_hist SEC(".maps");
+HEAT_ARRAY_HIST(heat_si_hist, HEAT_SOFTIRQS);
 
 /* softirq_entry(unsigned int vec_nr) */
 SEC("raw_tp/softirq_entry")

@@ -46,12 +46,7 @@ struct {
 	__type(value, struct heat_sys_entry);
 } heat_sys_task SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, HEAT_SYSCALL_SLOTS);
-	__type(key, __u32);
-	__type(value, struct heat_hist);
-} heat_sys_hist SEC(".maps");
+HEAT_ARRAY_HIST(heat_sys_hist, HEAT_SYSCALL_SLOTS);
 
 /* sys_enter(struct pt_regs *regs, long id) */
 SEC("raw_tp/sys_enter")
