@@ -166,6 +166,26 @@ mod tests {
         assert_eq!(s.bounds(64), (Some(i64::MAX), None));
     }
 
+    /// The constant after `#define NAME` in `bpf/heat.h`.
+    fn heat_h_constant(name: &str) -> u64 {
+        let header = include_str!("bpf/heat.h");
+        let line = header
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+            .unwrap_or_else(|| panic!("{name} in heat.h"));
+        line.trim().trim_end_matches("ULL").parse().unwrap()
+    }
+
+    #[test]
+    fn the_bpf_side_divides_by_2000_exactly_with_a_multiplication() {
+        let mul = heat_h_constant("HEAT_DIV_2000_MUL");
+        let top = heat_h_constant("HEAT_LHIST_TOP_NS");
+        assert_eq!(top, (LINEAR.1 * 1000) as u64);
+        for ns in 0..top {
+            assert_eq!((ns * mul) >> 32, ns / 2000, "{ns}");
+        }
+    }
+
     #[test]
     fn every_native_preset_exists_and_embeds_an_object() {
         for n in NATIVE {

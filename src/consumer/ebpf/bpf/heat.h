@@ -14,6 +14,12 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+/* The lhist top bucket starts at 64 us. */
+#define HEAT_LHIST_TOP_NS 64000ULL
+/* ceil(2^32 / 2000): (x * this) >> 32 == x / 2000 for every x < HEAT_LHIST_TOP_NS (a division
+ * is the dearest instruction on the hot path; the Rust tests check the identity exhaustively). */
+#define HEAT_DIV_2000_MUL 2147484ULL
+
 /* Slots per histogram: enough for log2 of a u64 (value 0, then 64 powers of two). */
 #define HEAT_SLOTS 65
 /* Length of a task's comm, with its NUL (TASK_COMM_LEN). */
@@ -62,8 +68,10 @@ static __always_inline __u32 heat_slot(__u64 ns)
 	__u64 v;
 
 	if (heat_config.shape == HEAT_SHAPE_LHIST_US_0_64_2) {
-		v = ns / 1000;
-		return v >= 64 ? 33 : 1 + (__u32)(v / 2);
+		if (ns >= HEAT_LHIST_TOP_NS)
+			return 33;
+		/* 1 + ns / 2000 without a division: exact for every ns below the top bucket. */
+		return 1 + (__u32)((ns * HEAT_DIV_2000_MUL) >> 32);
 	}
 	v = heat_config.shape == HEAT_SHAPE_LOG2_US ? ns / 1000 : ns;
 	return v == 0 ? 0 : 1 + heat_log2(v);

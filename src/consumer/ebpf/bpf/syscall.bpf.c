@@ -2,9 +2,11 @@
  * sys_exit, and a BTF tracepoint on sched_switch.
  *
  * Where the entry time waits for the exit:
- *  - fast path: a per-CPU slot holding the one syscall in flight on this CPU (thread id, entry
- *    time, number). A syscall that returns without leaving its CPU (nearly all of them: no
- *    sleep, no preemption) finds its entry there, with no helper beyond the clock;
+ *  - fast path: a per-CPU slot holding the one syscall in flight on this CPU (owner, entry
+ *    time, number). The owner is the task's saved user registers, which both raw tracepoints
+ *    get as their first argument: a free, unique name for the task. A syscall that returns
+ *    without leaving its CPU (nearly all of them: no sleep, no preemption) finds its entry
+ *    there, with no helper beyond the clock;
  *  - slow path: when a task is switched out with its entry still in the slot (it sleeps in the
  *    syscall or is preempted), sched_switch moves the entry into that task's own storage
  *    (task storage, no tid-keyed hash), where its exit finds it on whatever CPU it returns.
@@ -19,15 +21,13 @@
  * 470). Larger or negative numbers (x32, invalid calls) are not counted. */
 #define HEAT_SYSCALL_SLOTS 512
 
-/* Only the field read here; libbpf finds its offset in the running kernel's BTF (CO-RE). */
-struct task_struct {
-	int pid;
-} __attribute__((preserve_access_index));
+struct task_struct;
 
-/* A syscall in flight. In the per-CPU slot `tid` says whose it is (0: nobody's); it is
- * written last at entry, so a slot that names a task holds that task's time and number. */
+/* A syscall in flight. In the per-CPU slot `owner` says whose it is (the address of the
+ * task's pt_regs; 0: nobody's); it is written last at entry, so a slot that names a task holds
+ * that task's time and number. */
 struct heat_sys_entry {
-	__u64 tid;
+	__u64 owner;
 	__u64 ts;
 	__u64 id;
 };
@@ -62,7 +62,7 @@ int heat_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	slot->ts = bpf_ktime_get_ns();
 	slot->id = ctx->args[1];
-	slot->tid = (__u32)bpf_get_current_pid_tgid();
+	slot->owner = ctx->args[0];
 	return 0;
 }
 
@@ -71,7 +71,7 @@ SEC("raw_tp/sys_exit")
 int heat_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u64 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 owner = ctx->args[0];
 	struct heat_sys_entry *slot, *e;
 	struct heat_hist *h;
 	__u64 ts, id;
@@ -82,7 +82,7 @@ int heat_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	ts = slot->ts;
 	id = slot->id;
-	if (slot->tid != tid || __sync_val_compare_and_swap(&slot->tid, tid, 0) != tid) {
+	if (slot->owner != owner || __sync_val_compare_and_swap(&slot->owner, owner, 0) != owner) {
 		/* Not in the slot: the task left its CPU during the syscall. */
 		e = bpf_task_storage_get(&heat_sys_task, bpf_get_current_task_btf(), 0, 0);
 		if (!e || !e->ts)
@@ -107,17 +107,20 @@ int BPF_PROG(heat_sys_switch, _Bool preempt, struct task_struct *prev)
 {
 	__u32 zero = 0;
 	struct heat_sys_entry *slot, *e;
-	__u64 tid = (__u32)prev->pid;
+	__u64 owner;
 
 	slot = bpf_map_lookup_elem(&heat_sys_cpu, &zero);
-	if (!slot || slot->tid != tid || !tid)
+	if (!slot || !slot->owner)
+		return 0;
+	owner = (__u64)bpf_task_pt_regs(prev);
+	if (slot->owner != owner)
 		return 0;
 	e = bpf_task_storage_get(&heat_sys_task, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (e) {
 		e->id = slot->id;
 		e->ts = slot->ts;
 	}
-	__sync_val_compare_and_swap(&slot->tid, tid, 0);
+	__sync_val_compare_and_swap(&slot->owner, owner, 0);
 	return 0;
 }
 
