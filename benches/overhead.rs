@@ -158,7 +158,14 @@ fn has_children(pid: u32) -> bool {
 /// The next message of type `kind`; panics on an error message.
 fn next_of(ws: &mut WebSocket<TcpStream>, kind: &str) -> Json {
     loop {
-        if let Message::Text(text) = ws.read().expect("server message") {
+        let message = match ws.read() {
+            // A read with a timeout fails so after a stop and continue (signal(7)); retry.
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            other => other.expect("server message"),
+        };
+        if let Message::Text(text) = message {
             let m: Json = serde_json::from_str(&text).unwrap();
             if m["type"] == kind {
                 return m;

@@ -250,10 +250,14 @@ impl Client {
                     return Received::Closed(frame.map(|f| (f.code, f.reason.to_string())));
                 }
                 Ok(_) => {}
+                // EINTR too: a read with SO_RCVTIMEO fails so after the process is stopped and
+                // continued, even without a signal handler (signal(7)).
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) =>
                 {
                     if Instant::now() >= deadline {
