@@ -44,6 +44,12 @@ fn main() -> anyhow::Result<()> {
         warn!("Not running as root: tracers will fail to attach.");
     }
 
+    // Loading a BPF object blocks; done here, before any arbiter runs.
+    match heat_actix::consumer::ebpf::probe() {
+        Ok(()) => info!("Native eBPF presets available."),
+        Err(reason) => warn!(%reason, "Native eBPF presets unavailable: presets run on bpftrace."),
+    }
+
     actix_web::rt::System::new().block_on(async move {
         let running = server::start(config.clone()).with_context(|| format!("cannot listen on {}", config.bind))?;
         for addr in &running.bound {

@@ -38,7 +38,14 @@ fn a_thousand_sessions_leave_nothing_behind() {
                     for i in (w..CYCLES).step_by(PARALLEL) {
                         let mut client = server.connect();
                         client.expect("hello", Duration::from_secs(10));
-                        client.send(json!({"type": "start", "preset": "syscall-latency", "tick_ms": 100}));
+                        // Every other session runs on bpftrace, the rest natively where the
+                        // kernel allows (in-process BPF programs and maps).
+                        let backend = if (i / PARALLEL / 4) % 2 == 0 { "bpftrace" } else { "auto" };
+                        let mut start = json!({"type": "start", "preset": "syscall-latency", "tick_ms": 100});
+                        if backend == "bpftrace" {
+                            start["backend"] = json!("bpftrace");
+                        }
+                        client.send(start);
                         let kind = (i / PARALLEL) % 4;
                         kinds[kind] += 1;
                         match kind {

@@ -22,7 +22,7 @@ fn syscall_latency_counts_every_getppid_under_its_name() {
         .iter()
         .any(|p| p["name"] == "syscall-latency"));
 
-    let started = client.start_preset("syscall-latency", TEST_TICK_MS);
+    let started = client.start_preset_on("syscall-latency", TEST_TICK_MS, "bpftrace");
     assert_eq!(started["backend"], "bpftrace");
     assert_eq!(started["unit"], "us");
     assert_eq!(started["aggregations"][0]["kind"], "lhist");
@@ -169,7 +169,7 @@ fn a_disconnect_kills_the_tracer_and_frees_its_thread_and_fds() {
 
     let mut client = server.connect();
     client.expect("hello", Duration::from_secs(5));
-    client.start_preset("syscall-latency", TEST_TICK_MS);
+    client.start_preset_on("syscall-latency", TEST_TICK_MS, "bpftrace");
     let first = server.bpftrace_children();
     assert_eq!(first.len(), 1, "one tracer for one program");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", first[0])).unwrap();
@@ -183,7 +183,7 @@ fn a_disconnect_kills_the_tracer_and_frees_its_thread_and_fds() {
         "the script goes in on stdin, never on the command line"
     );
     // A new start replaces the program: the old tracer is gone, a new one runs.
-    client.send(json!({"type": "start", "preset": "runqueue-latency", "tick_ms": TEST_TICK_MS}));
+    client.send(json!({"type": "start", "preset": "runqueue-latency", "tick_ms": TEST_TICK_MS, "backend": "bpftrace"}));
     assert_eq!(
         client.expect("stopped", Duration::from_secs(5))["reason"],
         "replaced"
@@ -327,7 +327,7 @@ fn a_tracer_killed_from_outside_is_reported_and_released() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     client.expect("hello", Duration::from_secs(5));
-    client.start_preset("syscall-latency", TEST_TICK_MS);
+    client.start_preset_on("syscall-latency", TEST_TICK_MS, "bpftrace");
     let tracer = server.bpftrace_children()[0];
     // SAFETY: kill takes a pid and a signal; the pid is a live child of the server.
     unsafe { libc::kill(tracer as libc::pid_t, libc::SIGKILL) };
@@ -347,5 +347,5 @@ fn a_tracer_killed_from_outside_is_reported_and_released() {
             >= 1.0
     );
     // The session can start again.
-    client.start_preset("syscall-latency", TEST_TICK_MS);
+    client.start_preset_on("syscall-latency", TEST_TICK_MS, "bpftrace");
 }

@@ -363,12 +363,20 @@ fn sigterm_stops_every_tracer_before_exit() {
     require_tracing();
     let mut server = Server::start(&[]);
     let mut clients: Vec<Client> = (0..2).map(|_| server.connect()).collect();
-    for client in &mut clients {
+    // One program on bpftrace (a child process), one natively where the kernel allows it
+    // (BPF programs held by the server itself).
+    for (client, backend) in clients.iter_mut().zip([json!("bpftrace"), json!(null)]) {
         client.expect("hello", 5 * SECOND);
-        client.start_preset("syscall-latency", 200);
+        let mut start = json!({"type": "start", "preset": "syscall-latency", "tick_ms": 200});
+        if !backend.is_null() {
+            start["backend"] = backend;
+        }
+        client.send(start);
+        client.expect("started", 30 * SECOND);
     }
     let tracers = server.bpftrace_children();
-    assert_eq!(tracers.len(), 2);
+    assert_eq!(tracers.len(), 1);
+    let programs = support::bpf_ids(server.pid(), "prog_id:");
     // SAFETY: kill takes a pid and a signal; the server is our child.
     unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + 10 * SECOND;
@@ -384,6 +392,12 @@ fn sigterm_stops_every_tracer_before_exit() {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "tracer {pid} outlived the server"
+        );
+    }
+    for id in programs {
+        assert!(
+            support::bpftool_show("prog", id).is_none(),
+            "BPF program {id} outlived the server"
         );
     }
     let log = server.log();

@@ -4,6 +4,7 @@
 
 pub mod bpftrace;
 pub mod dtrace;
+pub mod ebpf;
 pub mod process;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 
 use crate::aggregation::{AggregationInfo, Snapshot};
-use crate::presets::KeyNames;
+use crate::presets::{KeyNames, Preset, ProcessFilter};
 use crate::session::protocol;
 use crate::telemetry::Event;
 
@@ -25,6 +26,8 @@ pub enum Backend {
     Bpftrace,
     /// libdtrace in a child process (`heat-actix __dtrace-consumer`); D scripts.
     Dtrace,
+    /// Native BPF programs for presets, loaded in-process with libbpf.
+    Ebpf,
 }
 
 impl Backend {
@@ -32,6 +35,7 @@ impl Backend {
         match self {
             Backend::Bpftrace => "bpftrace",
             Backend::Dtrace => "dtrace",
+            Backend::Ebpf => "ebpf",
         }
     }
 }
@@ -46,6 +50,10 @@ pub struct ProgramSpec {
     /// What a program written in another language (D) needs done to the backend's output so
     /// that frames say what that language means (kinds, bucket edges, key names).
     pub rewrite: Option<Arc<dyn SnapshotRewrite>>,
+    /// The preset this program is, if any (native backends run presets by name).
+    pub preset: Option<&'static Preset>,
+    /// The process filter of a preset (already part of `script` for bpftrace).
+    pub filter: ProcessFilter,
 }
 
 /// Reshapes what a backend reports, on the consumer thread, before anything is sent.
@@ -176,6 +184,8 @@ pub struct WalkOutput {
 pub struct ConsumerActor {
     session: String,
     consumer: Box<dyn Consumer>,
+    /// Runs the program instead when `consumer` cannot start it (native → bpftrace).
+    fallback: Option<Box<dyn Consumer>>,
     program: ProgramSpec,
     max_keys: usize,
     last_walk: Option<Instant>,
@@ -191,10 +201,23 @@ impl ConsumerActor {
         ConsumerActor {
             session,
             consumer,
+            fallback: None,
             program,
             max_keys,
             last_walk: None,
         }
+    }
+
+    /// Runs the program with `fallback` when the first consumer cannot start it.
+    pub fn with_fallback(mut self, fallback: Box<dyn Consumer>) -> ConsumerActor {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    fn begin(&mut self) -> Result<Vec<AggregationInfo>, ConsumerError> {
+        let aggregations = self.consumer.compile(&self.program)?;
+        self.consumer.go()?;
+        Ok(aggregations)
     }
 }
 
@@ -237,11 +260,25 @@ impl Handler<Begin> for ConsumerActor {
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
-        let mut aggregations = self.consumer.compile(&self.program)?;
+        let mut aggregations = match (self.begin(), self.fallback.take()) {
+            (Ok(aggregations), _) => aggregations,
+            (Err(e), Some(fallback)) => {
+                tracing::warn!(
+                    session = %self.session,
+                    from = self.consumer.backend().as_str(),
+                    to = fallback.backend().as_str(),
+                    reason = %e,
+                    "Falling back to another backend."
+                );
+                self.consumer.stop();
+                self.consumer = fallback;
+                self.begin()?
+            }
+            (Err(e), None) => return Err(e),
+        };
         if let Some(rewrite) = &self.program.rewrite {
             rewrite.infos(&mut aggregations);
         }
-        self.consumer.go()?;
         self.last_walk = Some(Instant::now());
         Ok(Started {
             backend: self.consumer.backend(),
@@ -300,9 +337,11 @@ impl Handler<Halt> for ConsumerActor {
     }
 }
 
-/// Starts a consumer thread for `backend` running `program`, for session `session`.
+/// Starts a consumer thread for `backend` running `program`, for session `session`. With
+/// `fallback`, a native program that cannot start runs on bpftrace instead.
 pub fn spawn(
     backend: Backend,
+    fallback: bool,
     session: String,
     program: ProgramSpec,
     config: &crate::config::Config,
@@ -311,12 +350,19 @@ pub fn spawn(
     let budget = config.limits.output_budget_bytes_per_s;
     let max_keys = config.limits.max_keys_per_aggregation;
     SyncArbiter::start(1, move || {
-        let consumer: Box<dyn Consumer> = match backend {
-            Backend::Bpftrace => {
-                Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
+        let make = |backend| -> Box<dyn Consumer> {
+            match backend {
+                Backend::Bpftrace => {
+                    Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
+                }
+                Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
+                Backend::Ebpf => Box::new(ebpf::EbpfConsumer::new()),
             }
-            Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
         };
-        ConsumerActor::new(session.clone(), consumer, program.clone(), max_keys)
+        let actor = ConsumerActor::new(session.clone(), make(backend), program.clone(), max_keys);
+        match (backend, fallback) {
+            (Backend::Ebpf, true) => actor.with_fallback(make(Backend::Bpftrace)),
+            _ => actor,
+        }
     })
 }

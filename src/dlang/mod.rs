@@ -73,6 +73,8 @@ pub fn compile(source: &str) -> Result<Compiled, DError> {
             script: out.bpftrace,
             key_names: KeyNames::AsIs,
             rewrite: Some(Arc::new(out.rewrite)),
+            preset: None,
+            filter: crate::presets::ProcessFilter::default(),
         },
         notes: out.notes,
     })

@@ -90,6 +90,102 @@ pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
 
+/// Where each preset that takes a [`ProcessFilter`] applies it: the probe (as written in its
+/// `.bt`) whose block gets the filter as a predicate. That probe runs in the measured task's
+/// context (syscall entry, block I/O issue), so `pid` and `comm` there name the right process.
+const FILTER_SITES: &[(&str, &str)] = &[
+    ("syscall-latency", "tracepoint:raw_syscalls:sys_enter"),
+    ("syscall-latency-log2", "tracepoint:raw_syscalls:sys_enter"),
+    ("block-io-latency", "tracepoint:block:block_rq_issue"),
+];
+
+/// Restricts a preset to one process and/or one command name (start fields `pid`, `comm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessFilter {
+    /// Process id (thread group id, as `pid` in bpftrace).
+    pub pid: Option<u32>,
+    /// Command name (`comm`), at most 15 bytes.
+    pub comm: Option<String>,
+}
+
+impl ProcessFilter {
+    pub fn is_empty(&self) -> bool {
+        self.pid.is_none() && self.comm.is_none()
+    }
+
+    /// The comm as the kernel stores it: NUL-padded to 16 bytes (empty: no filter).
+    pub fn comm_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        if let Some(comm) = &self.comm {
+            let n = comm.len().min(15);
+            out[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        }
+        out
+    }
+
+    /// The filter as a bpftrace predicate expression; the protocol only admits comm text
+    /// without quotes or backslashes, so it can be quoted as is.
+    fn predicate(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(pid) = self.pid {
+            parts.push(format!("pid == {pid}"));
+        }
+        if let Some(comm) = &self.comm {
+            parts.push(format!("comm == \"{comm}\""));
+        }
+        parts.join(" && ")
+    }
+}
+
+impl Preset {
+    /// The preset's bpftrace program restricted by `filter`: the filter becomes (part of) the
+    /// predicate of the probe named in `FILTER_SITES`. Errors when the preset cannot be
+    /// filtered.
+    pub fn script_with(&self, filter: &ProcessFilter) -> Result<String, String> {
+        if filter.is_empty() {
+            return Ok(self.script.to_owned());
+        }
+        let no_filter = || {
+            let takes: Vec<&str> = FILTER_SITES.iter().map(|(p, _)| *p).collect();
+            format!(
+                "preset {:?} cannot be filtered by process; these can: {}",
+                self.name,
+                takes.join(", ")
+            )
+        };
+        let site = FILTER_SITES
+            .iter()
+            .find(|(p, _)| *p == self.name)
+            .map(|(_, probe)| *probe)
+            .ok_or_else(no_filter)?;
+        let predicate = filter.predicate();
+        let mut out = String::with_capacity(self.script.len() + predicate.len() + 8);
+        let mut lines = self.script.lines().peekable();
+        let mut found = false;
+        while let Some(line) = lines.next() {
+            out.push_str(line);
+            out.push('\n');
+            if line.trim_end() != site {
+                continue;
+            }
+            found = true;
+            match lines.peek().map(|l| l.trim()) {
+                Some(next) if next.starts_with('/') && next.ends_with('/') && next.len() > 1 => {
+                    let inner = &next[1..next.len() - 1];
+                    out.push_str(&format!("/({inner}) && {predicate}/\n"));
+                    lines.next();
+                }
+                _ => out.push_str(&format!("/{predicate}/\n")),
+            }
+        }
+        if found {
+            Ok(out)
+        } else {
+            Err(no_filter())
+        }
+    }
+}
+
 /// Softirq vector names, by vector number (`include/linux/interrupt.h`).
 const SOFTIRQ_NAMES: [&str; 10] = [
     "hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu",
@@ -146,6 +242,38 @@ mod tests {
                 p.name
             );
         }
+    }
+
+    #[test]
+    fn filters_become_predicates_at_their_probe() {
+        let filter = ProcessFilter {
+            pid: Some(42),
+            comm: Some("cat".into()),
+        };
+        for (name, site) in FILTER_SITES {
+            let script = find(name).unwrap().script_with(&filter).unwrap();
+            let at = script.find(site).expect("the site is in the script");
+            let next = script[at..].lines().nth(1).unwrap();
+            assert_eq!(next, "/pid == 42 && comm == \"cat\"/", "{name}");
+            assert_eq!(aggregation_maps(&script).len(), 1);
+        }
+        let plain = find("syscall-latency").unwrap();
+        assert_eq!(
+            plain.script_with(&ProcessFilter::default()).unwrap(),
+            plain.script
+        );
+        let only_pid = ProcessFilter {
+            pid: Some(7),
+            comm: None,
+        };
+        let err = find("softirq-latency").unwrap().script_with(&only_pid);
+        assert!(err.unwrap_err().contains("cannot be filtered"));
+        let comm = ProcessFilter {
+            comm: Some("a-very-long-command-name".into()),
+            ..Default::default()
+        };
+        assert_eq!(&comm.comm_bytes()[..15], b"a-very-long-com");
+        assert_eq!(comm.comm_bytes()[15], 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::consumer::{
     self, Backend, Begin, ConsumerActor, ConsumerError, Halt, KillSwitch, ProgramSpec, Walk,
 };
 use crate::dlang;
-use crate::presets::{self, KeyNames, Preset};
+use crate::presets::{self, KeyNames, Preset, ProcessFilter};
 use crate::supervisor::{Admit, Leave, Supervisor};
 use crate::telemetry::Event;
 
@@ -33,12 +33,15 @@ const MAX_FRAMES_IN_FLIGHT: u64 = 4;
 /// Close code for a connection refused for want of a valid token (4000–4999 are ours).
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 
-/// The backends a session can run, as announced in `hello`.
+/// The backends a session can run, as announced in `hello`: `ebpf` only where the native
+/// programs loaded at start-up (`consumer::ebpf::probe`), `dtrace` only in a build with libdtrace.
 fn backends() -> &'static [&'static str] {
-    if consumer::dtrace::available() {
-        &["bpftrace", "dtrace"]
-    } else {
-        &["bpftrace"]
+    let native = matches!(consumer::ebpf::support(), Some(Ok(())));
+    match (native, consumer::dtrace::available()) {
+        (true, true) => &["ebpf", "bpftrace", "dtrace"],
+        (true, false) => &["ebpf", "bpftrace"],
+        (false, true) => &["bpftrace", "dtrace"],
+        (false, false) => &["bpftrace"],
     }
 }
 
@@ -216,15 +219,28 @@ impl Session {
         if let Err((reason, message)) = self.admit_start(&request) {
             return self.refuse(ctx, reason, &message);
         }
-        let backend = match choose_backend(&request) {
-            Ok(backend) => backend,
-            Err((code, message)) => return self.send_error(ctx, code, &message),
+        let preset = match request
+            .preset
+            .as_deref()
+            .map(|name| (name, presets::find(name)))
+        {
+            None => None,
+            Some((_, Some(preset))) => Some(preset),
+            Some((name, None)) => {
+                let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
+                let message = format!("no preset {name:?}; presets: {}", known.join(", "));
+                return self.send_error(ctx, "unknown_preset", &message);
+            }
+        };
+        let (backend, fallback) = match choose_backend(&self.id, &request, preset) {
+            Ok(choice) => choice,
+            Err(message) => return self.send_error(ctx, "unsupported", &message),
         };
         let Resolved {
             program,
             preset,
             engine,
-        } = match resolve(&request, backend) {
+        } = match resolve(&request, preset, backend) {
             Ok(resolved) => resolved,
             Err((code, message)) => {
                 if code == "compile" {
@@ -252,7 +268,7 @@ impl Session {
             self.send(ctx, ServerMessage::Stopped { reason: "replaced" });
         }
         let generation = self.generation;
-        let consumer = consumer::spawn(backend, self.id.clone(), program, self.config());
+        let consumer = consumer::spawn(backend, fallback, self.id.clone(), program, self.config());
         self.run = Some(Run {
             generation,
             consumer: consumer.clone(),
@@ -478,20 +494,76 @@ struct Resolved {
     engine: Option<(&'static str, Vec<String>)>,
 }
 
-/// The program a start request names: its text, how its keys are named, and its preset.
-fn resolve(request: &StartRequest, backend: Backend) -> Result<Resolved, (&'static str, String)> {
-    if let Some(name) = &request.preset {
-        let preset = presets::find(name).ok_or_else(|| {
-            let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
-            (
-                "unknown_preset",
-                format!("no preset {name:?}; presets: {}", known.join(", ")),
-            )
-        })?;
+/// The backend for a start request and whether it may fall back to bpftrace. A preset with a
+/// native version runs natively unless bpftrace is asked for (a forced `ebpf` never falls
+/// back); D scripts run on libdtrace when this binary has it ([`consumer::dtrace::available`]),
+/// otherwise through the D → bpftrace translator; everything else on bpftrace. Errors name what
+/// this server cannot do.
+fn choose_backend(
+    session: &str,
+    request: &StartRequest,
+    preset: Option<&'static Preset>,
+) -> Result<(Backend, bool), String> {
+    let d = request.lang.as_deref() == Some("d") && preset.is_none();
+    let libdtrace = consumer::dtrace::available();
+    let native = preset.and_then(|p| consumer::ebpf::find(p.name));
+    let support = consumer::ebpf::support();
+    match request.backend.as_deref() {
+        None if d && libdtrace => Ok((Backend::Dtrace, false)),
+        Some("dtrace") if d && libdtrace => Ok((Backend::Dtrace, false)),
+        Some("dtrace") => Err(format!(
+            "the dtrace backend runs D scripts with libdtrace{}",
+            if libdtrace {
+                ""
+            } else {
+                ", which needs a build with `--features dtrace` on a DTrace host"
+            }
+        )),
+        Some("bpftrace") => Ok((Backend::Bpftrace, false)),
+        Some("ebpf") => match (preset, native, support) {
+            (None, _, _) => {
+                Err("the ebpf backend runs presets only; scripts run on bpftrace".into())
+            }
+            (Some(p), None, _) => Err(format!("preset {:?} has no native eBPF version", p.name)),
+            (_, _, Some(Err(reason))) => Err(format!("the ebpf backend cannot run here: {reason}")),
+            _ => Ok((Backend::Ebpf, false)),
+        },
+        None => match (native, support) {
+            (None, _) => Ok((Backend::Bpftrace, false)),
+            (Some(n), Some(Err(reason))) => {
+                tracing::info!(%session, preset = n.preset, %reason, "Native eBPF unavailable; using bpftrace.");
+                Ok((Backend::Bpftrace, false))
+            }
+            (Some(_), _) => Ok((Backend::Ebpf, true)),
+        },
+        Some(other) => Err(format!(
+            "unknown backend {other:?}; this server has {:?}",
+            backends()
+        )),
+    }
+}
+
+/// The program a start request names (text with any process filter applied, key naming,
+/// preset), for the backend that will run it.
+fn resolve(
+    request: &StartRequest,
+    preset: Option<&'static Preset>,
+    backend: Backend,
+) -> Result<Resolved, (&'static str, String)> {
+    let filter = ProcessFilter {
+        pid: request.pid,
+        comm: request.comm.clone(),
+    };
+    if let Some(preset) = preset {
+        let script = preset
+            .script_with(&filter)
+            .map_err(|message| ("bad_request", message))?;
         let program = ProgramSpec {
-            script: preset.script.to_owned(),
+            script,
             key_names: preset.key_names,
             rewrite: None,
+            preset: Some(preset),
+            filter,
         };
         return Ok(Resolved {
             program,
@@ -499,24 +571,29 @@ fn resolve(request: &StartRequest, backend: Backend) -> Result<Resolved, (&'stat
             engine: None,
         });
     }
+    if !filter.is_empty() {
+        return Err((
+            "bad_request",
+            "`pid` and `comm` filter presets; a script filters with its own predicates".into(),
+        ));
+    }
     let script = request.script.clone().unwrap_or_default();
+    let program = |script| ProgramSpec {
+        script,
+        key_names: KeyNames::AsIs,
+        rewrite: None,
+        preset: None,
+        filter: ProcessFilter::default(),
+    };
     match request.lang.as_deref() {
         Some("bpftrace") => Ok(Resolved {
-            program: ProgramSpec {
-                script,
-                key_names: KeyNames::AsIs,
-                rewrite: None,
-            },
+            program: program(script),
             preset: None,
             engine: None,
         }),
         // libdtrace, where this binary has it, takes D as written.
         Some("d") if backend == Backend::Dtrace => Ok(Resolved {
-            program: ProgramSpec {
-                script,
-                key_names: KeyNames::AsIs,
-                rewrite: None,
-            },
+            program: program(script),
             preset: None,
             engine: Some((consumer::dtrace::ENGINE, Vec::new())),
         }),
@@ -534,32 +611,6 @@ fn resolve(request: &StartRequest, backend: Backend) -> Result<Resolved, (&'stat
             format!(
                 "unknown lang {:?}; use \"bpftrace\" or \"d\"",
                 other.unwrap_or("")
-            ),
-        )),
-    }
-}
-
-/// The backend that runs a start request: D scripts on libdtrace when this binary has it
-/// ([`consumer::dtrace::available`]), otherwise through the D → bpftrace translator;
-/// everything else on bpftrace. A forced `backend` must be one this server can use for it.
-fn choose_backend(request: &StartRequest) -> Result<Backend, (&'static str, String)> {
-    let d = request.lang.as_deref() == Some("d");
-    let libdtrace = consumer::dtrace::available();
-    match request.backend.as_deref() {
-        None if d && libdtrace => Ok(Backend::Dtrace),
-        Some("dtrace") if d && libdtrace => Ok(Backend::Dtrace),
-        None | Some("bpftrace") => Ok(Backend::Bpftrace),
-        Some(other) => Err((
-            "unsupported",
-            format!(
-                "backend {other:?} cannot run {} here; this server has {:?}{}",
-                if d { "D scripts" } else { "this request" },
-                backends(),
-                if libdtrace {
-                    ""
-                } else {
-                    " (libdtrace needs a build with `--features dtrace` on a DTrace host)"
-                }
             ),
         )),
     }

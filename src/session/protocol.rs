@@ -25,7 +25,14 @@ pub struct StartRequest {
     pub script: Option<String>,
     pub tick_ms: Option<u64>,
     pub backend: Option<String>,
+    /// Only this process is measured (presets only).
+    pub pid: Option<u32>,
+    /// Only tasks with this command name are measured (presets only).
+    pub comm: Option<String>,
 }
+
+/// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
+const COMM_MAX: usize = 15;
 
 /// Why a client message was refused.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -120,6 +127,29 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
             "lang" => request.lang = text(value)?,
             "script" => request.script = text(value)?,
             "backend" => request.backend = text(value)?,
+            "pid" => {
+                let pid = value
+                    .as_u64()
+                    .filter(|p| (1..=i32::MAX as u64).contains(p))
+                    .ok_or_else(|| {
+                        ProtocolError::BadRequest("start: `pid` must be a process id".into())
+                    })?;
+                request.pid = Some(pid as u32);
+            }
+            "comm" => {
+                let comm = text(value)?.unwrap_or_default();
+                // Quotes, backslashes and control characters are refused: the bpftrace
+                // backend quotes the comm into its predicate.
+                let plain = comm
+                    .chars()
+                    .all(|c| !c.is_control() && c != '"' && c != '\\');
+                if comm.is_empty() || comm.len() > COMM_MAX || !plain {
+                    return Err(ProtocolError::BadRequest(format!(
+                        "start: `comm` must be 1..={COMM_MAX} bytes without quotes or backslashes"
+                    )));
+                }
+                request.comm = Some(comm);
+            }
             "tick_ms" => {
                 let ms = value.as_u64().ok_or_else(|| {
                     ProtocolError::BadRequest(
@@ -241,6 +271,15 @@ mod tests {
                 ..Default::default()
             })
         );
+        assert_eq!(
+            parse_client_message(r#"{"type":"start","preset":"p","pid":42,"comm":"cat"}"#).unwrap(),
+            ClientMessage::Start(StartRequest {
+                preset: Some("p".into()),
+                pid: Some(42),
+                comm: Some("cat".into()),
+                ..Default::default()
+            })
+        );
         assert!(matches!(
             parse_client_message(r#"{"type":"start","lang":"bpftrace","script":"BEGIN{}"}"#),
             Ok(ClientMessage::Start(_))
@@ -273,6 +312,13 @@ mod tests {
                 "not both",
             ),
             (r#"{"type":"start","script":"b"}"#, "needs `lang`"),
+            (r#"{"type":"start","preset":"a","pid":-1}"#, "`pid`"),
+            (r#"{"type":"start","preset":"a","pid":0}"#, "`pid`"),
+            (r#"{"type":"start","preset":"a","comm":"a\"b"}"#, "`comm`"),
+            (
+                r#"{"type":"start","preset":"a","comm":"sixteen-bytes-xx"}"#,
+                "`comm`",
+            ),
             (r#"{"type":"start","preset":"a","colour":"red"}"#, "colour"),
             (
                 r#"{"type":"start","preset":"a","tick_ms":"fast"}"#,

@@ -337,6 +337,8 @@ impl Client {
                     return Received::Closed(frame.map(|f| (f.code, f.reason.to_string())));
                 }
                 Ok(_) => {}
+                // EINTR too: a read with SO_RCVTIMEO fails so after the process is stopped and
+                // continued, even without a signal handler (signal(7)).
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
@@ -397,6 +399,12 @@ impl Client {
     /// Starts a preset and returns the `started` message.
     pub fn start_preset(&mut self, preset: &str, tick_ms: u64) -> Json {
         self.send(serde_json::json!({"type": "start", "preset": preset, "tick_ms": tick_ms}));
+        self.expect("started", Duration::from_secs(60))
+    }
+
+    /// Starts a preset on the given backend (`"bpftrace"`, `"ebpf"`) and returns `started`.
+    pub fn start_preset_on(&mut self, preset: &str, tick_ms: u64, backend: &str) -> Json {
+        self.send(serde_json::json!({"type": "start", "preset": preset, "tick_ms": tick_ms, "backend": backend}));
         self.expect("started", Duration::from_secs(60))
     }
 
@@ -476,4 +484,48 @@ pub fn getppid_n(n: usize) {
 pub fn gettid() -> i64 {
     // SAFETY: gettid has no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+/// BPF object ids (`prog_id` or `map_id`) the process holds open, from /proc/PID/fdinfo.
+pub fn bpf_ids(pid: u32, field: &str) -> std::collections::BTreeSet<u64> {
+    let mut ids = std::collections::BTreeSet::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            if let Some(id) = line.strip_prefix(field).and_then(|r| r.trim().parse().ok()) {
+                ids.insert(id);
+            }
+        }
+    }
+    ids
+}
+
+/// What bpftool says about one object (`prog` or `map`), or None when it does not exist.
+pub fn bpftool_show(kind: &str, id: u64) -> Option<serde_json::Value> {
+    // Debian puts bpftool in /usr/sbin, which a sudo PATH may lack.
+    let bpftool = ["/usr/sbin/bpftool", "bpftool"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
+        .unwrap();
+    let out = std::process::Command::new(bpftool)
+        .args(["-j", kind, "show", "id", &id.to_string()])
+        .output()
+        .expect("bpftool is installed (apt-get install bpftool)");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The names bpftool gives the objects `ids` of `kind` that exist.
+pub fn bpftool_names(kind: &str, ids: &std::collections::BTreeSet<u64>) -> Vec<String> {
+    ids.iter()
+        .filter_map(|&id| bpftool_show(kind, id))
+        .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }

@@ -367,6 +367,8 @@ mod tests {
             script: script.into(),
             key_names: KeyNames::AsIs,
             rewrite: None,
+            preset: None,
+            filter: crate::presets::ProcessFilter::default(),
         }
     }
 

@@ -1,0 +1,149 @@
+/* heat.h: what every heat-actix BPF program shares: the histogram value, the two bucket
+ * shapes (bpftrace's lhist and hist, so native frames carry the very same buckets), and the
+ * process filter that user space writes into .rodata before load.
+ *
+ * Delta semantics: histogram slots are per-CPU counters that only ever grow. User space never
+ * resets them; each walk reads every CPU's counters, sums them and sends the difference from
+ * the previous walk's sums. Each slot is a naturally aligned u64 copied whole by the kernel, so
+ * an increment is either in this walk's reading or in the next one: no event is lost between
+ * a read and a reset (there is no reset) and none is counted twice.
+ */
+#ifndef HEAT_H
+#define HEAT_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* The lhist top bucket starts at 64 us. */
+#define HEAT_LHIST_TOP_NS 64000ULL
+/* ceil(2^32 / 2000): (x * this) >> 32 == x / 2000 for every x < HEAT_LHIST_TOP_NS (a division
+ * is the dearest instruction on the hot path; the Rust tests check the identity exhaustively). */
+#define HEAT_DIV_2000_MUL 2147484ULL
+
+/* Slots per histogram: enough for log2 of a u64 (value 0, then 64 powers of two). */
+#define HEAT_SLOTS 65
+/* Length of a task's comm, with its NUL (TASK_COMM_LEN). */
+#define HEAT_COMM_LEN 16
+
+/* Bucket shapes, chosen per preset through heat_config.shape. */
+#define HEAT_SHAPE_LHIST_US_0_64_2 0 /* bpftrace lhist(us, 0, 64, 2) */
+#define HEAT_SHAPE_LOG2_NS 1         /* bpftrace hist(ns) */
+#define HEAT_SHAPE_LOG2_US 2         /* bpftrace hist(us) */
+
+struct heat_hist {
+	__u64 slots[HEAT_SLOTS];
+};
+
+/* Set by user space before load (the verifier then prunes the branches not taken). It must
+ * stay the only read-only datum: user space writes it at offset 0 of .rodata. */
+struct heat_config {
+	__u32 shape; /* HEAT_SHAPE_* */
+	__u32 pid;   /* only this process (thread group id); 0 measures every process */
+	char comm[HEAT_COMM_LEN]; /* only tasks with this comm; empty measures every task */
+};
+
+const volatile struct heat_config heat_config = {};
+
+/* Index of the highest set bit of a non-zero v (floor(log2 v)), without loops. */
+static __always_inline __u32 heat_log2(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	shift = (v > 0xffffffffULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xffffULL) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xffULL) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xfULL) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3ULL) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+/* The slot of a latency of ns nanoseconds under heat_config.shape. Slot layouts, which user space
+ * turns back into bucket bounds:
+ *  lhist 0..64 step 2: slot 0 below 0 (never used, latencies are not negative), slot 1 + i
+ *    for [2i, 2i + 1], slot 33 for 64 and up;
+ *  log2: slot 0 for the value 0, slot 1 + k for [2^k, 2^(k+1) - 1]. */
+static __always_inline __u32 heat_slot(__u64 ns)
+{
+	__u64 v;
+
+	if (heat_config.shape == HEAT_SHAPE_LHIST_US_0_64_2) {
+		if (ns >= HEAT_LHIST_TOP_NS)
+			return 33;
+		/* 1 + ns / 2000 without a division: exact for every ns below the top bucket. */
+		return 1 + (__u32)((ns * HEAT_DIV_2000_MUL) >> 32);
+	}
+	v = heat_config.shape == HEAT_SHAPE_LOG2_US ? ns / 1000 : ns;
+	return v == 0 ? 0 : 1 + heat_log2(v);
+}
+
+/* Counts one latency into a histogram. The add is atomic: tracing programs run with
+ * migration disabled but may be preempted, so two tasks can share a CPU's slot. */
+static __always_inline void heat_count(struct heat_hist *h, __u64 ns)
+{
+	__u32 slot = heat_slot(ns);
+
+	/* clang knows the slot is in range and would drop the check the verifier needs. */
+	asm volatile("" : "+r"(slot));
+	if (slot < HEAT_SLOTS)
+		__sync_fetch_and_add(&h->slots[slot], 1);
+}
+
+/* A per-CPU histogram array indexed by a small number (syscall number, softirq vector). */
+#define HEAT_ARRAY_HIST(name, entries)                         \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);       \
+		__uint(max_entries, entries);                  \
+		__type(key, __u32);                            \
+		__type(value, struct heat_hist);               \
+	} name SEC(".maps")
+
+/* A per-CPU histogram hash keyed by key_type (a comm, an rwbs string). */
+#define HEAT_HASH_HIST(name, key_type, entries)                \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);        \
+		__uint(max_entries, entries);                  \
+		__type(key, key_type);                         \
+		__type(value, struct heat_hist);               \
+	} name SEC(".maps")
+
+/* A new key's first value. In .bss, not .rodata (which holds only heat_config), and too big
+ * for the stack; unused (and dropped) in objects whose histograms are arrays. */
+static struct heat_hist heat_zero_hist;
+
+/* Counts one latency under `key` of a per-CPU hash histogram, adding the key when it is new.
+ * A key that does not fit (the map is full) is not counted. */
+static __always_inline void heat_count_keyed(void *map, const void *key, __u64 ns)
+{
+	struct heat_hist *h = bpf_map_lookup_elem(map, key);
+
+	if (!h) {
+		bpf_map_update_elem(map, key, &heat_zero_hist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(map, key);
+		if (!h)
+			return;
+	}
+	heat_count(h, ns);
+}
+
+/* True when the current task passes the process filter. */
+static __always_inline int heat_current_wanted(void)
+{
+	char comm[HEAT_COMM_LEN];
+
+	if (heat_config.pid && (bpf_get_current_pid_tgid() >> 32) != heat_config.pid)
+		return 0;
+	if (!heat_config.comm[0])
+		return 1;
+	bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+	for (int i = 0; i < HEAT_COMM_LEN; i++) {
+		if (comm[i] != heat_config.comm[i])
+			return 0;
+		if (!comm[i])
+			break;
+	}
+	return 1;
+}
+
+#endif

@@ -1,0 +1,413 @@
+//! The native eBPF backend: preset programs written in BPF C (`bpf/*.bpf.c`, compiled by
+//! `build.rs` with clang and embedded in the binary), loaded in-process with libbpf-rs, on the
+//! session's consumer thread. No bpftrace process, no script compiler, no JSON.
+//!
+//! Why libbpf-rs rather than aya: libbpf is the kernel's reference loader, so task storage,
+//! CO-RE relocations, `.rodata` constants and raw tracepoint links behave exactly as the kernel
+//! documents them; the BPF side is plain C built by the clang that Debian ships.
+//!
+//! Delta semantics (see `bpf/heat.h`): the kernel only ever adds to per-CPU counters; each
+//! walk sums every CPU's counters and reports the difference from the previous walk's sums.
+//! Nothing is reset, so no event can fall between a read and a reset, and none is counted twice.
+
+mod native;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
+
+pub use self::native::{find, Native, NATIVE};
+use self::native::{KeyKind, Shape};
+use super::{Backend, Consumer, ConsumerError, ProgramSpec};
+use crate::aggregation::{Aggregation, AggregationInfo, KeyPart, Series, Snapshot};
+use crate::presets::ProcessFilter;
+
+/// Why the native backend cannot run a program.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// The preset has no native version.
+    #[error("preset {0:?} has no native eBPF version")]
+    NoNative(String),
+    /// A custom script was sent; only presets run natively.
+    #[error("the eBPF backend runs presets only; scripts need bpftrace")]
+    NotPreset,
+    /// libbpf could not open, load (verify) or attach the object; `log` is libbpf's own text.
+    #[error("{step} {object}: {source}{log}")]
+    Libbpf {
+        step: &'static str,
+        object: &'static str,
+        source: libbpf_rs::Error,
+        log: String,
+    },
+    /// The object does not look like the program this build expects (a build problem).
+    #[error("{object}: {what}")]
+    Layout {
+        object: &'static str,
+        what: &'static str,
+    },
+}
+
+impl From<EbpfError> for ConsumerError {
+    fn from(e: EbpfError) -> ConsumerError {
+        ConsumerError::Compile(e.to_string())
+    }
+}
+
+/// The `.rodata` of every heat object: `struct heat_config` in `bpf/heat.h`.
+#[repr(C)]
+struct HeatConfig {
+    shape: u32,
+    pid: u32,
+    comm: [u8; 16],
+}
+
+impl HeatConfig {
+    fn bytes(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[0..4].copy_from_slice(&self.shape.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.pid.to_ne_bytes());
+        out[8..24].copy_from_slice(&self.comm);
+        out
+    }
+}
+
+/// Whether this kernel runs the native programs, found once at start-up by [`probe`].
+static SUPPORT: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Loads and attaches the syscall program once, then frees it: proves BPF, BTF, task storage
+/// and raw tracepoints all work here. Call it at start-up, off any async arbiter.
+pub fn probe() -> &'static Result<(), String> {
+    SUPPORT.get_or_init(|| {
+        let native = find("syscall-latency").expect("syscall-latency is native");
+        let filter = ProcessFilter::default();
+        Loaded::load(native, &filter)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// What [`probe`] found, or `None` before it ran (then a start tries, and falls back).
+pub fn support() -> Option<&'static Result<(), String>> {
+    SUPPORT.get()
+}
+
+thread_local! {
+    /// libbpf's messages while this thread loads an object, so an error can quote the verifier.
+    static LIBBPF_LOG: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Most bytes of libbpf's text kept for one error message.
+const LIBBPF_LOG_LIMIT: usize = 16 * 1024;
+
+fn libbpf_print(level: libbpf_rs::PrintLevel, message: String) {
+    let captured = LIBBPF_LOG.with(|log| {
+        let mut log = log.borrow_mut();
+        match log.as_mut() {
+            Some(text) if text.len() + message.len() < LIBBPF_LOG_LIMIT => {
+                text.push_str(&message);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    });
+    if !captured {
+        tracing::debug!(?level, message = message.trim_end(), "libbpf.");
+    }
+}
+
+/// Runs `f` with libbpf's messages captured; returns them with `f`'s result.
+fn with_libbpf_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_print)));
+    });
+    LIBBPF_LOG.with(|log| *log.borrow_mut() = Some(String::new()));
+    let result = f();
+    let text = LIBBPF_LOG
+        .with(|log| log.borrow_mut().take())
+        .unwrap_or_default();
+    (result, text)
+}
+
+/// One loaded, attached native program. Dropping it detaches the links, then closes every
+/// program and map fd: nothing of ours stays in the kernel.
+struct Loaded {
+    native: &'static Native,
+    // Field order is drop order: links first (detach), then the object (programs, maps).
+    _links: Vec<Link>,
+    object: Object,
+    /// Each key's counter sums at the previous walk, to report differences.
+    previous: HashMap<Vec<u8>, Vec<u64>>,
+}
+
+impl Loaded {
+    fn load(native: &'static Native, filter: &ProcessFilter) -> Result<Loaded, EbpfError> {
+        let libbpf = |step, log: &str| {
+            let log = if log.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\n{}", log.trim_end())
+            };
+            move |source| EbpfError::Libbpf {
+                step,
+                object: native.object_name,
+                source,
+                log,
+            }
+        };
+        let (opened, log) = with_libbpf_log(|| {
+            let mut builder = ObjectBuilder::default();
+            builder
+                .name(native.object_name)
+                .and_then(|b| b.open_memory(native.object))
+        });
+        let mut opened = opened.map_err(libbpf("open", &log))?;
+        let config = HeatConfig {
+            shape: native.shape.code(),
+            pid: filter.pid.unwrap_or(0),
+            comm: filter.comm_bytes(),
+        };
+        let mut rodata = opened
+            .maps_mut()
+            .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+            .ok_or(EbpfError::Layout {
+                object: native.object_name,
+                what: "no .rodata",
+            })?;
+        let initial = rodata.initial_value_mut().ok_or(EbpfError::Layout {
+            object: native.object_name,
+            what: "no .rodata contents",
+        })?;
+        // heat.h keeps struct heat_config the only read-only datum, so it sits at offset 0.
+        if initial.len() != std::mem::size_of::<HeatConfig>() {
+            return Err(EbpfError::Layout {
+                object: native.object_name,
+                what: ".rodata is not exactly struct heat_config",
+            });
+        }
+        initial.copy_from_slice(&config.bytes());
+
+        let (object, log) = with_libbpf_log(|| opened.load());
+        let object = object.map_err(libbpf("load", &log))?;
+        let mut links = Vec::new();
+        for program in object.progs_mut() {
+            let (link, log) = with_libbpf_log(|| program.attach());
+            links.push(link.map_err(libbpf("attach", &log))?);
+        }
+        Ok(Loaded {
+            native,
+            _links: links,
+            object,
+            previous: HashMap::new(),
+        })
+    }
+
+    /// Sums every CPU's counters per key and returns what was added since the previous walk.
+    fn walk(&mut self, info: &AggregationInfo) -> Result<Aggregation, EbpfError> {
+        let native = self.native;
+        let map = self
+            .object
+            .maps()
+            .find(|m| m.name() == native.hist_map)
+            .ok_or(EbpfError::Layout {
+                object: native.object_name,
+                what: "histogram map missing",
+            })?;
+        let keys: Vec<Vec<u8>> = match native.key {
+            KeyKind::Index => (0..map.max_entries())
+                .map(|i| i.to_ne_bytes().to_vec())
+                .collect(),
+            KeyKind::Text(_) => map.keys().collect(),
+        };
+        let mut series = Vec::new();
+        for key in keys {
+            let per_cpu =
+                map.lookup_percpu(&key, MapFlags::ANY)
+                    .map_err(|source| EbpfError::Libbpf {
+                        step: "read",
+                        object: native.object_name,
+                        source,
+                        log: String::new(),
+                    })?;
+            let Some(per_cpu) = per_cpu else { continue };
+            let mut totals = vec![0u64; native::SLOTS];
+            for cpu in &per_cpu {
+                for (slot, chunk) in totals.iter_mut().zip(cpu.chunks_exact(8)) {
+                    *slot += u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+                }
+            }
+            let before = self.previous.get(&key);
+            let delta: Vec<u64> = totals
+                .iter()
+                .enumerate()
+                .map(|(i, now)| now.saturating_sub(before.map_or(0, |b| b[i])))
+                .collect();
+            if delta.iter().any(|&n| n > 0) {
+                series.push(Series::histogram(
+                    native.key.decode(&key),
+                    native.shape.buckets(&delta),
+                ));
+                self.previous.insert(key, totals);
+            }
+        }
+        series.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Aggregation {
+            name: info.name.clone(),
+            kind: info.kind,
+            series,
+            folded: 0,
+        })
+    }
+}
+
+/// A native preset running in this process, on its session's consumer thread.
+#[derive(Default)]
+pub struct EbpfConsumer {
+    program: Option<(&'static Native, ProcessFilter, AggregationInfo)>,
+    loaded: Option<Loaded>,
+}
+
+impl EbpfConsumer {
+    pub fn new() -> EbpfConsumer {
+        EbpfConsumer::default()
+    }
+}
+
+impl Consumer for EbpfConsumer {
+    fn backend(&self) -> Backend {
+        Backend::Ebpf
+    }
+
+    fn compile(&mut self, spec: &ProgramSpec) -> Result<Vec<AggregationInfo>, ConsumerError> {
+        let preset = spec.preset.ok_or(EbpfError::NotPreset)?;
+        let native = find(preset.name).ok_or_else(|| EbpfError::NoNative(preset.name.into()))?;
+        // The bpftrace version's own aggregation, so `started` is the same for both backends.
+        let info = crate::consumer::bpftrace::program::aggregation_maps(preset.script)
+            .into_iter()
+            .next()
+            .map(|m| m.info)
+            .ok_or(EbpfError::Layout {
+                object: native.object_name,
+                what: "the preset's bpftrace version has no aggregation",
+            })?;
+        self.program = Some((native, spec.filter.clone(), info.clone()));
+        Ok(vec![info])
+    }
+
+    fn go(&mut self) -> Result<(), ConsumerError> {
+        let (native, filter, _) = self
+            .program
+            .as_ref()
+            .ok_or(ConsumerError::State("not compiled"))?;
+        self.loaded = Some(Loaded::load(native, filter)?);
+        Ok(())
+    }
+
+    fn walk(&mut self) -> Result<Snapshot, ConsumerError> {
+        let (Some((_, _, info)), Some(loaded)) = (self.program.as_ref(), self.loaded.as_mut())
+        else {
+            return Err(ConsumerError::State("not running"));
+        };
+        let aggregation = loaded
+            .walk(info)
+            .map_err(|e| ConsumerError::Exited(e.to_string()))?;
+        Ok(Snapshot {
+            aggregations: vec![aggregation],
+            ..Snapshot::default()
+        })
+    }
+
+    fn stop(&mut self) {
+        self.loaded = None;
+    }
+}
+
+impl KeyKind {
+    /// The key part a map key stands for.
+    fn decode(self, key: &[u8]) -> Vec<KeyPart> {
+        match self {
+            KeyKind::Index => {
+                let n = u32::from_ne_bytes(key[..4].try_into().expect("u32 key"));
+                vec![KeyPart::Int(i64::from(n))]
+            }
+            KeyKind::Text(_) => {
+                let end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+                vec![KeyPart::Str(
+                    String::from_utf8_lossy(&key[..end]).into_owned(),
+                )]
+            }
+        }
+    }
+}
+
+impl Shape {
+    /// Bucket bounds of each slot, as bpftrace prints them for the same function.
+    fn buckets(self, counts: &[u64]) -> Vec<crate::aggregation::Bucket> {
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(slot, &count)| {
+                let (lo, hi) = self.bounds(slot);
+                crate::aggregation::Bucket { lo, hi, count }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregation::Bucket;
+
+    #[test]
+    fn keys_read_as_numbers_or_nul_padded_text() {
+        assert_eq!(
+            KeyKind::Index.decode(&110u32.to_ne_bytes()),
+            vec![KeyPart::Int(110)]
+        );
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        assert_eq!(
+            KeyKind::Text(16).decode(&comm),
+            vec![KeyPart::Str("bash".into())]
+        );
+    }
+
+    #[test]
+    fn counts_become_only_their_non_empty_buckets() {
+        let mut counts = vec![0u64; native::SLOTS];
+        counts[1] = 5; // [0, 1] us
+        counts[33] = 2; // [64, inf) us
+        assert_eq!(
+            Shape::LinearUs0To64By2.buckets(&counts),
+            vec![
+                Bucket {
+                    lo: Some(0),
+                    hi: Some(1),
+                    count: 5
+                },
+                Bucket {
+                    lo: Some(64),
+                    hi: None,
+                    count: 2
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_config_is_laid_out_as_in_heat_h() {
+        let config = HeatConfig {
+            shape: 2,
+            pid: 7,
+            comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        };
+        let bytes = config.bytes();
+        assert_eq!(bytes.len(), std::mem::size_of::<HeatConfig>());
+        assert_eq!(&bytes[0..8], &[2, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&bytes[8..11], b"cat");
+    }
+}

@@ -1,0 +1,197 @@
+//! Which presets have a native version, and how each one's maps read: the BPF object, the
+//! histogram map, what its keys are, and the bucket shape (mirroring the bpftrace version's
+//! `lhist`/`hist`, so both backends send identical buckets).
+
+/// Counter slots per histogram value (`HEAT_SLOTS` in `bpf/heat.h`).
+pub const SLOTS: usize = 65;
+
+/// How a histogram map's keys read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// An array index that is the key itself (syscall number, softirq vector).
+    Index,
+    /// A NUL-padded string of this many bytes (comm, rwbs).
+    Text(usize),
+}
+
+/// The bucket layout of a histogram, as the BPF side counts it (`HEAT_SHAPE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// bpftrace `lhist(us, 0, 64, 2)`.
+    LinearUs0To64By2,
+    /// bpftrace `hist(ns)`.
+    Log2Ns,
+    /// bpftrace `hist(us)`.
+    Log2Us,
+}
+
+/// The linear layout of [`Shape::LinearUs0To64By2`]: min, max, step.
+const LINEAR: (i64, i64, i64) = (0, 64, 2);
+
+impl Shape {
+    /// The value of `heat_config.shape` that selects this shape.
+    pub fn code(self) -> u32 {
+        match self {
+            Shape::LinearUs0To64By2 => 0,
+            Shape::Log2Ns => 1,
+            Shape::Log2Us => 2,
+        }
+    }
+
+    /// Inclusive bounds of a slot, `None` for an open end.
+    pub fn bounds(self, slot: usize) -> (Option<i64>, Option<i64>) {
+        match self {
+            Shape::LinearUs0To64By2 => {
+                let (min, max, step) = LINEAR;
+                let inner = ((max - min) / step) as usize;
+                match slot {
+                    0 => (None, Some(min - 1)),
+                    s if s <= inner => {
+                        let lo = min + (s as i64 - 1) * step;
+                        (Some(lo), Some(lo + step - 1))
+                    }
+                    _ => (Some(max), None),
+                }
+            }
+            Shape::Log2Ns | Shape::Log2Us => match slot {
+                0 => (Some(0), Some(0)),
+                s => {
+                    let k = (s - 1) as u32;
+                    match (1i64.checked_shl(k).filter(|v| *v > 0), k) {
+                        (Some(lo), 62) => (Some(lo), Some(i64::MAX)),
+                        (Some(lo), _) => (Some(lo), Some(lo * 2 - 1)),
+                        (None, _) => (Some(i64::MAX), None),
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// A preset that runs natively.
+#[derive(Debug)]
+pub struct Native {
+    /// The preset's name (as in `presets::PRESETS`).
+    pub preset: &'static str,
+    /// libbpf's object name: prefixes the internal maps (`heat_sys.rodata`), so they are ours
+    /// to recognise in `bpftool map list`.
+    pub object_name: &'static str,
+    /// The compiled BPF object.
+    pub object: &'static [u8],
+    /// The per-CPU histogram map walks read.
+    pub hist_map: &'static str,
+    pub key: KeyKind,
+    pub shape: Shape,
+}
+
+/// The syscall object, shared by both syscall presets (the shape is set in `.rodata`).
+const SYSCALL_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall.bpf.o"));
+
+/// The other presets' objects, one each.
+const SOFTIRQ_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/softirq.bpf.o"));
+const RUNQUEUE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runqueue.bpf.o"));
+const BLOCKIO_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blockio.bpf.o"));
+
+/// Every native preset.
+pub const NATIVE: &[Native] = &[
+    Native {
+        preset: "syscall-latency",
+        object_name: "heat_syscall",
+        object: SYSCALL_OBJECT,
+        hist_map: "heat_sys_hist",
+        key: KeyKind::Index,
+        shape: Shape::LinearUs0To64By2,
+    },
+    Native {
+        preset: "syscall-latency-log2",
+        object_name: "heat_syscall",
+        object: SYSCALL_OBJECT,
+        hist_map: "heat_sys_hist",
+        key: KeyKind::Index,
+        shape: Shape::Log2Ns,
+    },
+    Native {
+        preset: "block-io-latency",
+        object_name: "heat_blockio",
+        object: BLOCKIO_OBJECT,
+        hist_map: "heat_bio_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Us,
+    },
+    Native {
+        preset: "runqueue-latency",
+        object_name: "heat_runqueue",
+        object: RUNQUEUE_OBJECT,
+        hist_map: "heat_rq_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Us,
+    },
+    Native {
+        preset: "softirq-latency",
+        object_name: "heat_softirq",
+        object: SOFTIRQ_OBJECT,
+        hist_map: "heat_si_hist",
+        key: KeyKind::Index,
+        shape: Shape::Log2Us,
+    },
+];
+
+/// The native version of preset `name`.
+pub fn find(name: &str) -> Option<&'static Native> {
+    NATIVE.iter().find(|n| n.preset == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_slots_are_bpftraces_lhist_buckets() {
+        let s = Shape::LinearUs0To64By2;
+        assert_eq!(s.bounds(0), (None, Some(-1)));
+        assert_eq!(s.bounds(1), (Some(0), Some(1)));
+        assert_eq!(s.bounds(2), (Some(2), Some(3)));
+        assert_eq!(s.bounds(32), (Some(62), Some(63)));
+        assert_eq!(s.bounds(33), (Some(64), None));
+    }
+
+    #[test]
+    fn log2_slots_are_bpftraces_hist_buckets() {
+        let s = Shape::Log2Ns;
+        assert_eq!(s.bounds(0), (Some(0), Some(0)));
+        assert_eq!(s.bounds(1), (Some(1), Some(1)));
+        assert_eq!(s.bounds(2), (Some(2), Some(3)));
+        assert_eq!(s.bounds(3), (Some(4), Some(7)));
+        assert_eq!(s.bounds(63), (Some(1 << 62), Some(i64::MAX)));
+        assert_eq!(s.bounds(64), (Some(i64::MAX), None));
+    }
+
+    /// The constant after `#define NAME` in `bpf/heat.h`.
+    fn heat_h_constant(name: &str) -> u64 {
+        let header = include_str!("bpf/heat.h");
+        let line = header
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+            .unwrap_or_else(|| panic!("{name} in heat.h"));
+        line.trim().trim_end_matches("ULL").parse().unwrap()
+    }
+
+    #[test]
+    fn the_bpf_side_divides_by_2000_exactly_with_a_multiplication() {
+        let mul = heat_h_constant("HEAT_DIV_2000_MUL");
+        let top = heat_h_constant("HEAT_LHIST_TOP_NS");
+        assert_eq!(top, (LINEAR.1 * 1000) as u64);
+        for ns in 0..top {
+            assert_eq!((ns * mul) >> 32, ns / 2000, "{ns}");
+        }
+    }
+
+    #[test]
+    fn every_native_preset_exists_and_embeds_an_object() {
+        for n in NATIVE {
+            assert!(crate::presets::find(n.preset).is_some(), "{}", n.preset);
+            assert!(n.object.starts_with(b"\x7fELF"), "{}", n.preset);
+            assert!(n.object_name.starts_with("heat_"));
+        }
+    }
+}
