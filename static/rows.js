@@ -38,7 +38,11 @@ export class LinearRows {
 }
 
 export class Log2Rows {
-  constructor() { this.kind = 'log2'; this.low = null; this.high = null; this.rows = []; }
+  constructor() {
+    this.kind = 'log2'; this.low = null; this.high = null; this.rows = [];
+    // Logical index of an open top bucket ([2^31, null] from bpftrace 0.17's hist), if seen.
+    this.open = null;
+  }
 
   // logical index: -1 negatives, 0 → [0,0], p+1 → [2^p, 2^(p+1)-1]
   static logical(lo) {
@@ -54,13 +58,18 @@ export class Log2Rows {
     return [a, 2 * a - 1];
   }
 
-  ensure(lo) {
+  ensure(lo, hi) {
     const l = Log2Rows.logical(lo);
-    if (this.low !== null && l >= this.low && l <= this.high) return false;
+    const opens = lo != null && lo > 0 && hi == null && this.open !== l;
+    if (!opens && this.low !== null && l >= this.low && l <= this.high) return false;
+    if (opens) this.open = l;
     this.low = this.low === null ? l : Math.min(this.low, l);
     this.high = this.high === null ? l : Math.max(this.high, l);
     this.rows = [];
-    for (let i = this.low; i <= this.high; i++) this.rows.push(Log2Rows.bounds(i));
+    for (let i = this.low; i <= this.high; i++) {
+      const [a, b] = Log2Rows.bounds(i);
+      this.rows.push(i === this.open ? [a, null] : [a, b]);
+    }
     return true;
   }
 

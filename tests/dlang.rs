@@ -111,6 +111,8 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             @c[probefunc] = count(); @s = sum(4); @mx = max(11); @nmx = max(-5);
             @div = sum(-7 / 2); @rem = sum(-7 % 2); @shr = sum(-7 >> 1); @q7 = sum(7 / -2);
             @cpu = sum(cpu - 100);
+            @qbig = quantize(5000000000); @qneg = quantize(-5000000000);
+            @qmin = quantize(-9223372036854775807 - 1); @qmax = quantize(9223372036854775807);
         }}"
     );
     client.send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": TEST_TICK_MS}));
@@ -137,7 +139,11 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
             "sum",
             "sum",
             "sum",
-            "sum"
+            "sum",
+            "quantize",
+            "quantize",
+            "quantize",
+            "quantize"
         ]
     );
     const N: usize = 300;
@@ -180,6 +186,19 @@ fn d_aggregations_carry_dtrace_kinds_and_bucket_edges() {
         !maxima.is_empty() && maxima.iter().all(|m| *m == 11),
         "{maxima:?}"
     );
+    // Beyond 32 bits, where bpftrace 0.17's own hist() stops telling buckets apart.
+    for (index, edges, what) in [
+        (14, (1 << 32, (1 << 33) - 1), "quantize(5000000000)"),
+        (15, (-((1 << 33) - 1), -(1 << 32)), "quantize(-5000000000)"),
+        (16, (i64::MIN, -(1 << 62)), "quantize(INT64_MIN)"),
+        (17, (1 << 62, i64::MAX), "quantize(INT64_MAX)"),
+    ] {
+        assert_eq!(
+            buckets_of(&frames, index),
+            [(Some(edges.0), Some(edges.1), n)],
+            "{what}"
+        );
+    }
 }
 
 #[test]

@@ -17,6 +17,8 @@ const TEST_TICK_MS: u64 = 200;
 /// Length of the sleeps both backends must bucket alike: in the middle of the log2 bucket
 /// [2^24, 2^25 - 1] ns (16.8 ms to 33.6 ms), far from both edges.
 const SLEEP: Duration = Duration::from_millis(22);
+/// A sleep past 2^31 ns, where bpftrace 0.17's hist() puts everything in one open bucket.
+const LONG_SLEEP: Duration = Duration::from_millis(2300);
 /// The log2 bucket that [`SLEEP`] falls in (unless wake-up is delayed by over 11 ms).
 const SLEEP_BUCKET: (i64, i64) = (1 << 24, (1 << 25) - 1);
 
@@ -119,22 +121,41 @@ fn native_and_bpftrace_put_the_same_sleeps_in_the_same_bucket() {
             (backend, client)
         })
         .collect();
-    for _ in 0..SLEEPS {
-        raw_nanosleep(SLEEP);
-    }
+    // The sleeps run on their own thread so that both sockets are read (and their flow-control
+    // pings answered) the whole time, also through the long sleep.
+    let sleeper = std::thread::spawn(|| {
+        for _ in 0..SLEEPS {
+            raw_nanosleep(SLEEP);
+        }
+        raw_nanosleep(LONG_SLEEP);
+    });
+    let window = LONG_SLEEP + SLEEP * SLEEPS as u32 + Duration::from_millis(4 * TEST_TICK_MS);
+    let frames: Vec<(&str, Vec<Json>)> = std::thread::scope(|scope| {
+        let readers: Vec<_> = clients
+            .iter_mut()
+            .map(|(backend, client)| scope.spawn(move || (*backend, client.frames_for(window))))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    sleeper.join().unwrap();
     let mut seen = Vec::new();
-    for (backend, client) in &mut clients {
-        let frames = client.frames_for(Duration::from_millis(4 * TEST_TICK_MS));
-        let buckets = buckets_for(&frames, "nanosleep");
+    for (backend, frames) in &frames {
+        let buckets = buckets_for(frames, "nanosleep");
         let total: i64 = buckets.iter().map(|b| b.2).sum();
         assert_eq!(
-            total, SLEEPS,
+            total,
+            SLEEPS + 1,
             "{backend}: every sleep counted once: {buckets:?}"
         );
         let mut by_edges = BTreeMap::new();
         for (lo, hi, n) in buckets {
             *by_edges.entry((lo, hi)).or_insert(0) += n;
         }
+        assert_eq!(
+            by_edges.get(&(1 << 31, i64::MAX)),
+            Some(&1),
+            "{backend}: the long sleep is in hist's open top bucket: {by_edges:?}"
+        );
         seen.push(by_edges);
     }
     assert_eq!(

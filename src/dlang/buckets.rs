@@ -40,6 +40,21 @@ pub fn quantize_edges(v: i64) -> Edges {
     }
 }
 
+/// The index of the zero bucket in [`quantize_table`]: 63 negative buckets come before it.
+pub const QUANTIZE_ZERO_INDEX: i64 = 63;
+
+/// Every `quantize` bucket in order: the 63 negative ones, zero, the 63 positive ones. The
+/// translated program aggregates a value's index in this table.
+pub fn quantize_table() -> Vec<Edges> {
+    let negative = (0..62).rev().map(|k| quantize_edges(-(1i64 << k)));
+    let positive = (0..63).map(|k| quantize_edges(1i64 << k));
+    std::iter::once(quantize_edges(i64::MIN))
+        .chain(negative)
+        .chain(std::iter::once(quantize_edges(0)))
+        .chain(positive)
+        .collect()
+}
+
 /// The `lquantize` bucket holding `v`, for `levels = (limit - base) / step`.
 pub fn lquantize_edges(v: i64, base: i64, levels: i64, step: i64) -> Edges {
     let top = base + levels * step;
@@ -118,8 +133,6 @@ pub enum Relabel {
     None,
     /// A scalar aggregated negated (`max(x)` as `-min(-x)`).
     Negate,
-    /// bpftrace `hist(|v|)` with a last key part that is 1 for negative values.
-    Quantize,
     /// bpftrace `lhist(v, base, base + levels * step, step)`.
     Lquantize { base: i64, levels: i64, step: i64 },
     /// bpftrace `lhist(index, 0, len, 1)` over a bucket index the program computes; entry `i`
@@ -162,12 +175,7 @@ impl SnapshotRewrite for DRewrite {
             };
             agg.kind = plan.kind;
             for series in &mut agg.series {
-                if plan.relabel == Relabel::Quantize {
-                    let negative = series.key.pop() == Some(KeyPart::Int(1));
-                    if let Value::Buckets(buckets) = &mut series.value {
-                        relabel_quantize(buckets, negative);
-                    }
-                } else if let Value::Buckets(buckets) = &mut series.value {
+                if let Value::Buckets(buckets) = &mut series.value {
                     relabel(&plan.relabel, buckets);
                 } else if let (Relabel::Negate, Value::Scalar(v)) =
                     (&plan.relabel, &mut series.value)
@@ -180,29 +188,16 @@ impl SnapshotRewrite for DRewrite {
                     }
                 }
             }
-            if plan.relabel == Relabel::Quantize || !plan.syscall_keys.is_empty() {
+            if !plan.syscall_keys.is_empty() {
                 agg.merge_equal_keys();
             }
         }
     }
 }
 
-/// bpftrace's hist of `|v|` has exactly DTrace's positive edges; negative values mirror them.
-fn relabel_quantize(buckets: &mut [Bucket], negative: bool) {
-    if !negative {
-        return;
-    }
-    for b in buckets.iter_mut() {
-        let (lo, hi) = (b.lo, b.hi);
-        b.lo = hi.map(|h| -h);
-        b.hi = lo.map(|l| -l);
-    }
-    buckets.sort_by_key(|b| (b.lo, b.hi));
-}
-
 fn relabel(how: &Relabel, buckets: &mut Vec<Bucket>) {
     match how {
-        Relabel::None | Relabel::Negate | Relabel::Quantize => {}
+        Relabel::None | Relabel::Negate => {}
         Relabel::Lquantize { base, levels, step } => {
             for b in buckets.iter_mut() {
                 let probe = b.lo.unwrap_or(base - 1);
@@ -229,6 +224,19 @@ fn relabel(how: &Relabel, buckets: &mut Vec<Bucket>) {
 mod tests {
     use super::*;
     use crate::aggregation::{Aggregation, Series};
+
+    #[test]
+    fn the_quantize_table_is_every_bucket_in_order() {
+        let table = quantize_table();
+        assert_eq!(table.len(), 127);
+        assert_eq!(table[QUANTIZE_ZERO_INDEX as usize], (Some(0), Some(0)));
+        assert_eq!(table[0], (Some(i64::MIN), Some(-(1 << 62))));
+        assert_eq!(table[126], (Some(1 << 62), Some(i64::MAX)));
+        for pair in table.windows(2) {
+            let (hi, next_lo) = (pair[0].1.unwrap(), pair[1].0.unwrap());
+            assert_eq!(hi + 1, next_lo, "{pair:?} leave a gap or overlap");
+        }
+    }
 
     #[test]
     fn quantize_has_a_zero_bucket_and_mirrored_powers_of_two() {
@@ -335,7 +343,7 @@ mod tests {
                     kind: AggKind::Quantize,
                     layout: None,
                     syscall_keys: vec![0],
-                    relabel: Relabel::Quantize,
+                    relabel: Relabel::Table(quantize_table()),
                 },
                 AggPlan {
                     name: "@mx".into(),
@@ -368,16 +376,14 @@ mod tests {
                     folded: 0,
                     name: "@q".into(),
                     kind: AggKind::Hist,
-                    series: vec![
-                        Series::histogram(
-                            vec![KeyPart::Int(read), KeyPart::Int(0)],
-                            vec![bucket(Some(0), Some(0), 2), bucket(Some(4), Some(7), 1)],
-                        ),
-                        Series::histogram(
-                            vec![KeyPart::Int(read), KeyPart::Int(1)],
-                            vec![bucket(Some(1), Some(1), 5), bucket(Some(2), Some(3), 3)],
-                        ),
-                    ],
+                    series: vec![Series::histogram(
+                        vec![KeyPart::Int(read)],
+                        [61, 62, 63, 66]
+                            .into_iter()
+                            .zip([3, 5, 2, 1])
+                            .map(|(i, n)| bucket(Some(i), Some(i), n))
+                            .collect(),
+                    )],
                 },
                 Aggregation {
                     folded: 0,
@@ -404,7 +410,7 @@ mod tests {
         rewrite.snapshot(&mut snap);
         let q = &snap.aggregations[0];
         assert_eq!(q.kind, AggKind::Quantize);
-        assert_eq!(q.series.len(), 1, "sign halves merge into one series");
+        assert_eq!(q.series.len(), 1);
         assert_eq!(q.series[0].key, vec![KeyPart::Str("read".into())]);
         assert_eq!(
             q.series[0].value,

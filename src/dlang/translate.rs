@@ -269,7 +269,7 @@ impl Translator {
         let thread = scope == Scope::Thread;
         let mut parts: Vec<String> = Vec::new();
         if thread {
-            parts.push(ctx.tid.to_owned());
+            parts.push(thread_key(ctx));
         }
         let mut key_types = Vec::new();
         for k in keys.unwrap_or_default() {
@@ -376,23 +376,23 @@ impl Translator {
             Ok(tr.text)
         };
         let mut prelude = String::new();
-        let (kind, call, layout, relabel, signature, extra_key) = match function {
+        let (kind, call, layout, relabel, signature) = match function {
             "count" => {
                 arity(0, "count()")?;
-                (AggKind::Count, "count()".to_owned(), None, Relabel::None, "count()".to_owned(), None)
+                (AggKind::Count, "count()".to_owned(), None, Relabel::None, "count()".to_owned())
             }
             "max" => {
                 arity(1, "max()")?;
                 let v = value(self, 0)?;
                 // bpftrace 0.17's max() loses all-negative maxima (it prints nothing); its
                 // min() does not, and max(x) = -min(-x).
-                (AggKind::Max, format!("min(-({v}))"), None, Relabel::Negate, "max()".to_owned(), None)
+                (AggKind::Max, format!("min(-({v}))"), None, Relabel::Negate, "max()".to_owned())
             }
             "sum" | "avg" | "min" => {
                 arity(1, &format!("{function}()"))?;
                 let v = value(self, 0)?;
                 let kind = AggKind::from_bpftrace(function).expect("bpftrace has these three");
-                (kind, format!("{function}({v})"), None, Relabel::None, format!("{function}()"), None)
+                (kind, format!("{function}({v})"), None, Relabel::None, format!("{function}()"))
             }
             "quantize" => {
                 if args.len() == 2 {
@@ -402,14 +402,16 @@ impl Translator {
                 let v = value(self, 0)?;
                 let s = self.scratch_var();
                 let _ = writeln!(prelude, "\t{s} = (int64)({v});");
-                // hist() has no negative buckets: |v| is bucketed, the sign goes in the key.
+                // bpftrace 0.17's hist() has no negative buckets and one bucket for everything
+                // from 2^31 up: aggregate DTrace's own bucket index instead.
+                let index = quantize_index(&s, self.scratch_var(), self.scratch_var(), &mut prelude);
+                let table = buckets::quantize_table();
                 (
                     AggKind::Quantize,
-                    format!("hist({s} < 0 ? -{s} : {s})"),
+                    format!("lhist({index}, 0, {}, 1)", table.len()),
                     None,
-                    Relabel::Quantize,
+                    Relabel::Table(table),
                     "quantize()".to_owned(),
-                    Some(format!("{s} < 0")),
                 )
             }
             "lquantize" => {
@@ -446,7 +448,7 @@ impl Translator {
                     if levels > LHIST_MAX_BUCKETS {
                         return Err(DError::at(fpos, format!("lquantize() with {levels} levels: bpftrace 0.17 allows at most {LHIST_MAX_BUCKETS}")));
                     }
-                    (AggKind::Lquantize, format!("lhist({v}, {base}, {top}, {step})"), layout, Relabel::Lquantize { base, levels, step }, signature, None)
+                    (AggKind::Lquantize, format!("lhist({v}, {base}, {top}, {step})"), layout, Relabel::Lquantize { base, levels, step }, signature)
                 } else {
                     // lhist() refuses a negative minimum: aggregate DTrace's bucket index.
                     if levels + 2 > LHIST_MAX_BUCKETS {
@@ -459,7 +461,7 @@ impl Translator {
                         levels + 1
                     );
                     let table = buckets::lquantize_table(base, levels, step);
-                    (AggKind::Lquantize, format!("lhist({index}, 0, {}, 1)", table.len()), layout, Relabel::Table(table), signature, None)
+                    (AggKind::Lquantize, format!("lhist({index}, 0, {}, 1)", table.len()), layout, Relabel::Table(table), signature)
                 }
             }
             "llquantize" => {
@@ -480,7 +482,7 @@ impl Translator {
                 let _ = writeln!(prelude, "\t{s} = (int64)({v});");
                 let index = llquantize_index(&s, factor, low as u32, high as u32, nsteps);
                 let signature = format!("llquantize({factor}, {low}, {high}, {nsteps})");
-                (AggKind::Llquantize, format!("lhist({index}, 0, {}, 1)", table.len()), None, Relabel::Table(table), signature, None)
+                (AggKind::Llquantize, format!("lhist({index}, 0, {}, 1)", table.len()), None, Relabel::Table(table), signature)
             }
             "stddev" => return Err(DError::at(fpos, "stddev() has no bpftrace 0.17 equivalent")),
             other => {
@@ -535,7 +537,6 @@ impl Translator {
                 },
             )),
         }
-        key_text.extend(extra_key);
         body.push_str(&prelude);
         let target = if key_text.is_empty() {
             name.to_owned()
@@ -836,6 +837,42 @@ fn constant(e: &Expr, what: &str) -> Result<i64, DError> {
     }
 }
 
+/// The map key standing for "this thread" in `self->` variables. Every CPU's idle thread has
+/// tid 0, so where a probe can fire in one (sched, profile, io completions) the CPU is part of
+/// the key: otherwise one CPU's idle thread reads another's `self->ts`.
+fn thread_key(ctx: &ProbeCtx) -> String {
+    let tid = ctx.tid;
+    if ctx.provider == "syscall" {
+        return tid.to_owned();
+    }
+    format!("(int64){tid} + ({tid} == 0 ? ((int64)cpu + 1) << 32 : 0)")
+}
+
+/// Writes the statements computing `floor(log2(|v|))` of scratch variable `v` into `prelude`
+/// (bpftrace 0.17 has no log2 of a 64-bit value) and returns the expression of `v`'s index in
+/// [`buckets::quantize_table`]. Magnitudes are capped at 2^62, DTrace's outermost buckets.
+fn quantize_index(v: &str, magnitude: String, log2: String, prelude: &mut String) -> String {
+    const CAP: i64 = 1 << 62;
+    let (m, k) = (magnitude, log2);
+    let _ = writeln!(
+        prelude,
+        "\t{m} = {v} < 0 ? ({v} <= -{CAP} ? {CAP} : -{v}) : ({v} >= {CAP} ? {CAP} : {v});\n\t{k} = 0;"
+    );
+    for shift in [32, 16, 8, 4, 2, 1] {
+        let _ = writeln!(
+            prelude,
+            "\tif ({m} >= {}) {{ {k} = {k} + {shift}; {m} = {m} >> {shift}; }}",
+            1i64 << shift
+        );
+    }
+    let zero = buckets::QUANTIZE_ZERO_INDEX;
+    format!(
+        "({v} == 0 ? {zero} : ({v} > 0 ? {} + {k} : {} - {k}))",
+        zero + 1,
+        zero - 1
+    )
+}
+
 /// The bpftrace expression computing the llquantize bucket index of scratch variable `v`.
 fn llquantize_index(v: &str, factor: i64, low: u32, high: u32, nsteps: i64) -> String {
     let mut this = factor.pow(low);
@@ -927,17 +964,22 @@ mod tests {
     }
 
     #[test]
-    fn quantize_keeps_the_sign_in_a_hidden_key() {
+    fn quantize_aggregates_dtraces_bucket_index() {
         let out = tr("syscall::read:return { @bytes[execname] = quantize(arg0); }");
+        let p = &out.bpftrace;
+        assert!(p.contains("$__v1 = (int64)(args->ret);"), "{p}");
         assert!(
-            out.bpftrace.contains("$__v1 = (int64)(args->ret);"),
-            "{}",
-            out.bpftrace
+            p.contains("if ($__v2 >= 4294967296) { $__v3 = $__v3 + 32; $__v2 = $__v2 >> 32; }"),
+            "{p}"
         );
-        assert!(out
-            .bpftrace
-            .contains("@bytes[comm, $__v1 < 0] = hist($__v1 < 0 ? -$__v1 : $__v1);"));
-        assert_eq!(out.rewrite.plans[0].relabel, Relabel::Quantize);
+        assert!(
+            p.contains("@bytes[comm] = lhist(($__v1 == 0 ? 63 : ($__v1 > 0 ? 64 + $__v3 : 62 - $__v3)), 0, 127, 1);"),
+            "{p}"
+        );
+        assert_eq!(
+            out.rewrite.plans[0].relabel,
+            Relabel::Table(buckets::quantize_table())
+        );
     }
 
     #[test]
@@ -1047,9 +1089,13 @@ mod tests {
     #[test]
     fn on_cpu_keys_thread_variables_by_the_next_thread() {
         let out = tr("sched:::off-cpu { self->ts = timestamp; } sched:::on-cpu /self->ts/ { @[execname] = quantize(timestamp - self->ts); self->ts = 0; }");
-        assert!(out.bpftrace.contains("@__self_ts[tid] = nsecs;"));
-        assert!(out.bpftrace.contains("/(@__self_ts[args->next_pid])/"));
-        assert!(out.bpftrace.contains("@[args->next_comm, $__v1 < 0]"));
+        assert!(out
+            .bpftrace
+            .contains("@__self_ts[(int64)tid + (tid == 0 ? ((int64)cpu + 1) << 32 : 0)] = nsecs;"));
+        assert!(out.bpftrace.contains(
+            "/(@__self_ts[(int64)args->next_pid + (args->next_pid == 0 ? ((int64)cpu + 1) << 32 : 0)])/"
+        ));
+        assert!(out.bpftrace.contains("@[args->next_comm] = lhist("));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   one of those (keyed). Multi-part keys are joined with `,` (`"bash,257"`).
 //! - buckets `{"min": lo, "max": hi, "count": n}`, inclusive; `min` is missing on the bucket
 //!   below the range, `max` on the bucket above it.
+//! - bpftrace 0.17's `hist()` counts every value from 2^31 up in one bucket and prints it as
+//!   `{"min": -2147483648, "max": 0}` (its text output says `[2G, 4G)`); that is the open-ended
+//!   top bucket `[2^31, …)`. No real bucket of `hist` or `lhist` has those edges.
 //! - a keyed map with no entries prints nothing; an unkeyed scalar prints 0.
 //! - `{"type": "attached_probes", "data": {"probes": N}}` once attached, `printf` as
 //!   `{"type": "printf", "data": "text"}`.
@@ -175,11 +178,21 @@ fn decode_stats(stats: &Map<String, Json>) -> Option<Value> {
     })
 }
 
+/// Where bpftrace 0.17's `hist()` top bucket starts: its log2 stops at 32 bits.
+pub const HIST_TOP: i64 = 1 << 31;
+
+/// How bpftrace 0.17 prints that top bucket's edges (a 32-bit overflow).
+const HIST_TOP_PRINTED: (Option<i64>, Option<i64>) = (Some(i32::MIN as i64), Some(0));
+
 fn decode_bucket(b: &Json) -> Option<Bucket> {
     let b = b.as_object()?;
+    let mut edges = (b.get("min").and_then(int), b.get("max").and_then(int));
+    if edges == HIST_TOP_PRINTED {
+        edges = (Some(HIST_TOP), None);
+    }
     Some(Bucket {
-        lo: b.get("min").and_then(int),
-        hi: b.get("max").and_then(int),
+        lo: edges.0,
+        hi: edges.1,
         count: b.get("count").and_then(Json::as_u64)?,
     })
 }
@@ -219,6 +232,30 @@ mod tests {
             Event::Map { name, value } => (name, value),
             other => panic!("not a map: {other:?}"),
         }
+    }
+
+    #[test]
+    fn bpftrace_0_17s_overflowed_hist_top_bucket_opens_at_2_to_the_31() {
+        // Printed by bpftrace 0.17 for `@n = hist(1 << 30); @n = hist(nsecs); @n = hist(1 << 31);`.
+        let (_, v) = map_event(
+            r#"{"type": "hist", "data": {"@n": [{"min": 1073741824, "max": 2147483647, "count": 1}, {"min": -2147483648, "max": 0, "count": 2}]}}"#,
+        );
+        let agg = decode_map(&spec("@n", AggKind::Hist, 0), &v).unwrap();
+        assert_eq!(
+            agg.series[0].value,
+            Value::Buckets(vec![
+                Bucket {
+                    lo: Some(1 << 30),
+                    hi: Some((1 << 31) - 1),
+                    count: 1
+                },
+                Bucket {
+                    lo: Some(1 << 31),
+                    hi: None,
+                    count: 2
+                }
+            ])
+        );
     }
 
     #[test]

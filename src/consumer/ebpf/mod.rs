@@ -343,17 +343,18 @@ impl KeyKind {
 }
 
 impl Shape {
-    /// Bucket bounds of each slot, as bpftrace prints them for the same function.
+    /// Bucket bounds of each slot, as bpftrace prints them for the same function; slots that
+    /// share one bucket (the log2 top) are summed into it.
     fn buckets(self, counts: &[u64]) -> Vec<crate::aggregation::Bucket> {
-        counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(slot, &count)| {
-                let (lo, hi) = self.bounds(slot);
-                crate::aggregation::Bucket { lo, hi, count }
-            })
-            .collect()
+        let mut buckets: Vec<crate::aggregation::Bucket> = Vec::new();
+        for (slot, &count) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let (lo, hi) = self.bounds(slot);
+            match buckets.last_mut() {
+                Some(last) if (last.lo, last.hi) == (lo, hi) => last.count += count,
+                _ => buckets.push(crate::aggregation::Bucket { lo, hi, count }),
+            }
+        }
+        buckets
     }
 }
 
@@ -393,6 +394,30 @@ mod tests {
                     lo: Some(64),
                     hi: None,
                     count: 2
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn log2_slots_from_2_to_the_31_sum_into_the_open_top_bucket() {
+        let mut counts = vec![0u64; native::SLOTS];
+        counts[31] = 1; // [2^30, 2^31 - 1]
+        counts[32] = 2; // from 2^31
+        counts[40] = 3;
+        counts[64] = 4;
+        assert_eq!(
+            Shape::Log2Ns.buckets(&counts),
+            vec![
+                Bucket {
+                    lo: Some(1 << 30),
+                    hi: Some((1 << 31) - 1),
+                    count: 1
+                },
+                Bucket {
+                    lo: Some(1 << 31),
+                    hi: None,
+                    count: 9
                 },
             ]
         );

@@ -2,6 +2,8 @@
 //! histogram map, what its keys are, and the bucket shape (mirroring the bpftrace version's
 //! `lhist`/`hist`, so both backends send identical buckets).
 
+use crate::consumer::bpftrace::output::HIST_TOP;
+
 /// Counter slots per histogram value (`HEAT_SLOTS` in `bpf/heat.h`).
 pub const SLOTS: usize = 65;
 
@@ -53,16 +55,14 @@ impl Shape {
                     _ => (Some(max), None),
                 }
             }
+            // bpftrace 0.17's hist() stops at 2^31 (see `HIST_TOP`); the slots above it are
+            // counted exactly but sent as its one open top bucket, so both backends agree.
             Shape::Log2Ns | Shape::Log2Us => match slot {
                 0 => (Some(0), Some(0)),
-                s => {
-                    let k = (s - 1) as u32;
-                    match (1i64.checked_shl(k).filter(|v| *v > 0), k) {
-                        (Some(lo), 62) => (Some(lo), Some(i64::MAX)),
-                        (Some(lo), _) => (Some(lo), Some(lo * 2 - 1)),
-                        (None, _) => (Some(i64::MAX), None),
-                    }
-                }
+                s => match 1i64 << (s - 1).min(31) {
+                    HIST_TOP => (Some(HIST_TOP), None),
+                    lo => (Some(lo), Some(lo * 2 - 1)),
+                },
             },
         }
     }
@@ -162,8 +162,9 @@ mod tests {
         assert_eq!(s.bounds(1), (Some(1), Some(1)));
         assert_eq!(s.bounds(2), (Some(2), Some(3)));
         assert_eq!(s.bounds(3), (Some(4), Some(7)));
-        assert_eq!(s.bounds(63), (Some(1 << 62), Some(i64::MAX)));
-        assert_eq!(s.bounds(64), (Some(i64::MAX), None));
+        assert_eq!(s.bounds(31), (Some(1 << 30), Some((1 << 31) - 1)));
+        assert_eq!(s.bounds(32), (Some(1 << 31), None));
+        assert_eq!(s.bounds(64), (Some(1 << 31), None));
     }
 
     /// The constant after `#define NAME` in `bpf/heat.h`.
