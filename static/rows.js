@@ -60,7 +60,7 @@ export class Log2Rows {
 
   ensure(lo, hi) {
     const l = Log2Rows.logical(lo);
-    const opens = lo != null && lo > 0 && hi == null && this.open !== l;
+    const opens = lo != null && lo > 0 && hi === null && this.open !== l;
     if (!opens && this.low !== null && l >= this.low && l <= this.high) return false;
     if (opens) this.open = l;
     this.low = this.low === null ? l : Math.min(this.low, l);

@@ -56,6 +56,7 @@ export async function startServer({ tickMs = 500, port = null } = {}) {
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(t);
+      rmSync(config, { force: true });
     },
   };
 }

@@ -41,6 +41,8 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     log: PathBuf,
+    /// The config file written for this server; removed with it.
+    config: PathBuf,
     tls: bool,
 }
 
@@ -87,6 +89,7 @@ impl Server {
             child,
             port,
             log,
+            config: config_path,
             tls,
         };
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
@@ -210,6 +213,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
         // SAFETY: kill takes a pid and a signal; the child is ours and not yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
