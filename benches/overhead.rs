@@ -1,6 +1,7 @@
 //! What watching costs the watched machine: ns per getppid(2) from this process with no
 //! tracing, with an empty raw tracepoint pair on sys_enter/sys_exit (the floor any syscall
-//! tracer pays), with a native `syscall-latency` session and with a bpftrace one, both run by
+//! tracer pays), with a pair that only reads the clock at entry and exit (the floor any syscall
+//! latency tracer pays), with a native `syscall-latency` session and with a bpftrace one, both run by
 //! a real heat-actix server. Prints the added cost of each, the two ratios the native backend
 //! is held to, and the time from a start request to the first frame for both backends.
 //!
@@ -39,6 +40,8 @@ const TARGET_FIRST_FRAME_MS: u64 = 100;
 
 /// The empty raw tracepoint pair, built by build.rs from `src/consumer/ebpf/bpf/floor.bpf.c`.
 const FLOOR_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
+/// The clock-only pair, from `src/consumer/ebpf/bpf/clock_floor.bpf.c`.
+const CLOCK_FLOOR_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clock_floor.bpf.o"));
 
 /// This thread's CPU time (user + system). Time spent descheduled is not in it, so the
 /// figures hold on a machine that is busy with other work; BPF programs that run in this
@@ -198,12 +201,33 @@ fn with_session(server: &Server, backend: &str) -> f64 {
 }
 
 /// The configurations measured, in the order of each round.
-const CONFIGS: [&str; 4] = [
+const CONFIGS: [&str; 5] = [
     "no tracing",
     "empty raw tracepoint pair",
+    "clock-only raw tracepoint pair",
     "native syscall-latency (ebpf)",
     "bpftrace syscall-latency",
 ];
+
+/// Loads one of the floor objects, which are not the server's.
+fn load_floor(name: &str, object: &[u8]) -> libbpf_rs::Object {
+    ObjectBuilder::default()
+        .name(name)
+        .and_then(|b| b.open_memory(object))
+        .and_then(|o| o.load())
+        .unwrap_or_else(|e| panic!("load {name}: {e}"))
+}
+
+/// ns per getppid with every program of `object` attached.
+fn with_programs(object: &mut libbpf_rs::Object) -> f64 {
+    let links: Vec<_> = object
+        .progs_mut()
+        .map(|p| p.attach().expect("attach a floor program"))
+        .collect();
+    let ns = ns_per_getppid();
+    drop(links);
+    ns
+}
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
@@ -217,28 +241,18 @@ fn main() {
         return;
     }
 
-    let mut builder = ObjectBuilder::default();
-    let floor = builder
-        .name("heat_floor")
-        .and_then(|b| b.open_memory(FLOOR_OBJECT))
-        .and_then(|o| o.load())
-        .expect("load the empty raw tracepoint pair");
+    let mut floor = load_floor("heat_floor", FLOOR_OBJECT);
     assert_eq!(floor.maps().count(), 0, "the floor has no maps");
+    let mut clock_floor = load_floor("heat_clock_floor", CLOCK_FLOOR_OBJECT);
     let server = Server::start();
 
     // ns per call of each configuration, round by round.
-    let mut ns: [Vec<f64>; 4] = Default::default();
+    let mut ns: [Vec<f64>; 5] = Default::default();
     for _ in 0..ROUNDS {
-        let none = ns_per_getppid();
-        let links: Vec<_> = floor
-            .progs_mut()
-            .map(|p| p.attach().expect("attach the empty pair"))
-            .collect();
-        let empty = ns_per_getppid();
-        drop(links);
         let round = [
-            none,
-            empty,
+            ns_per_getppid(),
+            with_programs(&mut floor),
+            with_programs(&mut clock_floor),
             with_session(&server, "ebpf"),
             with_session(&server, "bpftrace"),
         ];
@@ -260,8 +274,10 @@ fn main() {
             println!("  {what:<31} {:8.1} ns   added {:8.1} ns", ns[i], added[i]);
         }
     }
-    let vs_floor = added[2] / added[1];
-    let vs_bpftrace = added[2] / added[3];
+    let vs_floor = added[3] / added[1];
+    let vs_bpftrace = added[3] / added[4];
+    let clock_vs_floor = added[2] / added[1];
+    let vs_clock = added[3] / added[2];
     println!(
         "native added / floor added     = {vs_floor:.2}  (target <= {TARGET_VS_FLOOR}: {})",
         verdict(vs_floor <= TARGET_VS_FLOOR)
@@ -270,6 +286,10 @@ fn main() {
         "native added / bpftrace added  = {vs_bpftrace:.2}  (target <= {TARGET_VS_BPFTRACE}: {})",
         verdict(vs_bpftrace <= TARGET_VS_BPFTRACE)
     );
+    println!(
+        "clock-only added / floor added = {clock_vs_floor:.2}  (two clock reads alone; above {TARGET_VS_FLOOR}, no latency tracer can meet the floor target here)"
+    );
+    println!("native added / clock-only added = {vs_clock:.2}  (what the native program costs beyond its clock reads)");
     for (backend, took) in [("ebpf", native_first), ("bpftrace", bpftrace_first)] {
         let beyond_tick = took.as_millis() as i64 - FIRST_FRAME_TICK_MS as i64;
         println!(

@@ -348,6 +348,9 @@ function renderPresetHint() {
     ui.presetHint.append(p.description || '');
     const tags = [p.lang, p.unit && `unit: ${p.unit}`].filter(Boolean).join(' · ');
     if (tags) ui.presetHint.append(el('span', { class: 'tags', text: tags }));
+    // Why this preset runs on bpftrace when its native version was the first choice.
+    const why = S.started && S.started.preset === p.name ? S.started.fallback : null;
+    if (why) ui.presetHint.append(el('ul', { class: 'notes' }, el('li', { text: `on bpftrace: ${why}` })));
   } else {
     ui.presetHint.append('Runs the script below with bpftrace, or as D (compiled to bpftrace) when it looks like D. Ctrl+Enter starts it.');
     // What a D translation only approximates, as `started.notes` says.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 use support::{
     bpf_ids, bpftool_names, bpftool_show, getppid_n, require_tracing, total_for_key, Server,
+    TEST_CONFIG,
 };
 
 /// Walk interval the tests ask for.
@@ -239,6 +240,71 @@ fn forcing_and_refusing_backends() {
     assert_eq!(server.bpftrace_children().len(), 1);
     client.send(json!({"type": "stop"}));
     client.expect("stopped", Duration::from_secs(5));
+}
+
+/// Starts `syscall-latency` with no backend asked for; the `started` message and one frame.
+fn start_unforced(server: &Server) -> (Json, Json) {
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.send(json!({"type": "start", "preset": "syscall-latency", "tick_ms": TEST_TICK_MS}));
+    let started = client.expect("started", Duration::from_secs(60));
+    let frame = client.expect("frame", Duration::from_secs(10));
+    (started, frame)
+}
+
+#[test]
+fn a_native_program_that_fails_to_load_falls_back_to_bpftrace_and_says_why() {
+    require_tracing();
+    let server = Server::start_with(TEST_CONFIG, &[], &[("HEAT_ACTIX_FAULT", "ebpf_load")]);
+    let (started, frame) = start_unforced(&server);
+    assert_eq!(started["backend"], "bpftrace", "{started}");
+    let why = started["fallback"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("ebpf could not start it: the native program failed to load"),
+        "{started}"
+    );
+    assert_eq!(frame["aggregations"][0]["name"], "@latency_us");
+    assert!(server.log().contains("Falling back to another backend."));
+    // Asked for by name, the native backend does not fall back: the error says why.
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.send(json!({"type": "start", "preset": "syscall-latency", "backend": "ebpf"}));
+    let error = client.expect("error", Duration::from_secs(10));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("the native program failed to load"),
+        "{error}"
+    );
+}
+
+#[test]
+fn without_native_support_presets_run_on_bpftrace_and_say_why() {
+    require_tracing();
+    let server = Server::start_with(TEST_CONFIG, &[], &[("HEAT_ACTIX_FAULT", "ebpf_probe")]);
+    assert!(server
+        .log()
+        .contains("Native eBPF presets unavailable: presets run on bpftrace."));
+    let (started, frame) = start_unforced(&server);
+    assert_eq!(started["backend"], "bpftrace", "{started}");
+    assert!(
+        started["fallback"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ebpf cannot run here: native programs refused at start-up"),
+        "{started}"
+    );
+    assert_eq!(frame["aggregations"][0]["name"], "@latency_us");
+    assert!(
+        bpf_ids(server.pid(), "prog_id:").is_empty(),
+        "nothing native loaded"
+    );
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.send(json!({"type": "start", "preset": "syscall-latency", "backend": "ebpf"}));
+    let error = client.expect("error", Duration::from_secs(10));
+    assert_eq!(error["code"], "unsupported", "{error}");
 }
 
 /// True when `b` is a bpftrace `hist` bucket: [0, 0] or [2^k, 2^(k+1) - 1].

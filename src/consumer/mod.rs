@@ -165,6 +165,8 @@ impl KillSwitch {
 #[derive(Debug, Clone)]
 pub struct Started {
     pub backend: Backend,
+    /// Why the program runs on `backend` and not the backend first chosen, when it fell back.
+    pub fallback: Option<String>,
     pub aggregations: Vec<AggregationInfo>,
     pub kill_switch: Option<KillSwitch>,
     pub startup: Duration,
@@ -221,9 +223,11 @@ impl ConsumerActor {
     }
 }
 
-/// Test hook: `HEAT_ACTIX_FAULT=consumer_panic` makes every consumer thread panic on its second
-/// walk, so tests can prove a consumer crash does not take the server down. Unset in production.
-fn fault_injected(name: &str) -> bool {
+/// Test hooks, a comma-separated list in `HEAT_ACTIX_FAULT` (unset in production), so tests can
+/// reach failures a healthy machine never shows: `consumer_panic` makes every consumer thread
+/// panic on its second walk; `ebpf_probe` makes the start-up probe find no native support;
+/// `ebpf_load` makes every native program fail to load (after a good probe).
+pub(crate) fn fault_injected(name: &str) -> bool {
     std::env::var("HEAT_ACTIX_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
 }
 
@@ -260,9 +264,14 @@ impl Handler<Begin> for ConsumerActor {
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
+        let mut fell_back = None;
         let mut aggregations = match (self.begin(), self.fallback.take()) {
             (Ok(aggregations), _) => aggregations,
             (Err(e), Some(fallback)) => {
+                fell_back = Some(format!(
+                    "{} could not start it: {e}",
+                    self.consumer.backend().as_str()
+                ));
                 tracing::warn!(
                     session = %self.session,
                     from = self.consumer.backend().as_str(),
@@ -282,6 +291,7 @@ impl Handler<Begin> for ConsumerActor {
         self.last_walk = Some(Instant::now());
         Ok(Started {
             backend: self.consumer.backend(),
+            fallback: fell_back,
             aggregations,
             kill_switch: self.consumer.kill_switch(),
             startup: began.elapsed(),

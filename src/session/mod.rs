@@ -232,7 +232,11 @@ impl Session {
                 return self.send_error(ctx, "unknown_preset", &message);
             }
         };
-        let (backend, fallback) = match choose_backend(&self.id, &request, preset) {
+        let Choice {
+            backend,
+            fallback,
+            why_not_native,
+        } = match choose_backend(&self.id, &request, preset) {
             Ok(choice) => choice,
             Err(message) => return self.send_error(ctx, "unsupported", &message),
         };
@@ -316,6 +320,7 @@ impl Session {
                                 aggregations: &started.aggregations,
                                 engine: engine.as_ref().map(|e| e.0),
                                 notes: engine.as_ref().map(|e| e.1.as_slice()),
+                                fallback: started.fallback.as_deref().or(why_not_native.as_deref()),
                             },
                         );
                     }
@@ -494,6 +499,25 @@ struct Resolved {
     engine: Option<(&'static str, Vec<String>)>,
 }
 
+/// Where a start request runs.
+struct Choice {
+    backend: Backend,
+    /// Whether a native program that cannot start may run on bpftrace instead.
+    fallback: bool,
+    /// Why a preset with a native version runs on bpftrace although nobody asked for it.
+    why_not_native: Option<String>,
+}
+
+impl Choice {
+    fn on(backend: Backend) -> Choice {
+        Choice {
+            backend,
+            fallback: false,
+            why_not_native: None,
+        }
+    }
+}
+
 /// The backend for a start request and whether it may fall back to bpftrace. A preset with a
 /// native version runs natively unless bpftrace is asked for (a forced `ebpf` never falls
 /// back); D scripts run on libdtrace when this binary has it ([`consumer::dtrace::available`]),
@@ -503,14 +527,14 @@ fn choose_backend(
     session: &str,
     request: &StartRequest,
     preset: Option<&'static Preset>,
-) -> Result<(Backend, bool), String> {
+) -> Result<Choice, String> {
     let d = request.lang.as_deref() == Some("d") && preset.is_none();
     let libdtrace = consumer::dtrace::available();
     let native = preset.and_then(|p| consumer::ebpf::find(p.name));
     let support = consumer::ebpf::support();
     match request.backend.as_deref() {
-        None if d && libdtrace => Ok((Backend::Dtrace, false)),
-        Some("dtrace") if d && libdtrace => Ok((Backend::Dtrace, false)),
+        None if d && libdtrace => Ok(Choice::on(Backend::Dtrace)),
+        Some("dtrace") if d && libdtrace => Ok(Choice::on(Backend::Dtrace)),
         Some("dtrace") => Err(format!(
             "the dtrace backend runs D scripts with libdtrace{}",
             if libdtrace {
@@ -519,22 +543,28 @@ fn choose_backend(
                 ", which needs a build with `--features dtrace` on a DTrace host"
             }
         )),
-        Some("bpftrace") => Ok((Backend::Bpftrace, false)),
+        Some("bpftrace") => Ok(Choice::on(Backend::Bpftrace)),
         Some("ebpf") => match (preset, native, support) {
             (None, _, _) => {
                 Err("the ebpf backend runs presets only; scripts run on bpftrace".into())
             }
             (Some(p), None, _) => Err(format!("preset {:?} has no native eBPF version", p.name)),
             (_, _, Some(Err(reason))) => Err(format!("the ebpf backend cannot run here: {reason}")),
-            _ => Ok((Backend::Ebpf, false)),
+            _ => Ok(Choice::on(Backend::Ebpf)),
         },
         None => match (native, support) {
-            (None, _) => Ok((Backend::Bpftrace, false)),
+            (None, _) => Ok(Choice::on(Backend::Bpftrace)),
             (Some(n), Some(Err(reason))) => {
                 tracing::info!(%session, preset = n.preset, %reason, "Native eBPF unavailable; using bpftrace.");
-                Ok((Backend::Bpftrace, false))
+                Ok(Choice {
+                    why_not_native: Some(format!("ebpf cannot run here: {reason}")),
+                    ..Choice::on(Backend::Bpftrace)
+                })
             }
-            (Some(_), _) => Ok((Backend::Ebpf, true)),
+            (Some(_), _) => Ok(Choice {
+                fallback: true,
+                ..Choice::on(Backend::Ebpf)
+            }),
         },
         Some(other) => Err(format!(
             "unknown backend {other:?}; this server has {:?}",

@@ -202,6 +202,9 @@ pub enum ServerMessage<'a> {
         /// What the engine only approximates; absent when there is no engine.
         #[serde(skip_serializing_if = "Option::is_none")]
         notes: Option<&'a [String]>,
+        /// Why a preset runs on bpftrace when its native version was the first choice.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<&'a str>,
     },
     Stopped {
         reason: &'static str,

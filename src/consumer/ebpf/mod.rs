@@ -40,6 +40,9 @@ pub enum EbpfError {
         source: libbpf_rs::Error,
         log: String,
     },
+    /// A test asked for this failure (`HEAT_ACTIX_FAULT`), to exercise the fallback paths.
+    #[error("{0} (HEAT_ACTIX_FAULT test hook)")]
+    Injected(&'static str),
     /// The object does not look like the program this build expects (a build problem).
     #[error("{object}: {what}")]
     Layout {
@@ -79,6 +82,9 @@ static SUPPORT: OnceLock<Result<(), String>> = OnceLock::new();
 /// and raw tracepoints all work here. Call it at start-up, off any async arbiter.
 pub fn probe() -> &'static Result<(), String> {
     SUPPORT.get_or_init(|| {
+        if crate::consumer::fault_injected("ebpf_probe") {
+            return Err(EbpfError::Injected("native programs refused at start-up").to_string());
+        }
         let native = find("syscall-latency").expect("syscall-latency is native");
         let filter = ProcessFilter::default();
         Loaded::load(native, &filter)
@@ -301,6 +307,9 @@ impl Consumer for EbpfConsumer {
             .program
             .as_ref()
             .ok_or(ConsumerError::State("not compiled"))?;
+        if crate::consumer::fault_injected("ebpf_load") {
+            return Err(EbpfError::Injected("the native program failed to load").into());
+        }
         self.loaded = Some(Loaded::load(native, filter)?);
         Ok(())
     }
