@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    compile_bpf();
+    // Only Linux runs the native eBPF backend; DTrace hosts (illumos, FreeBSD, macOS) build
+    // without clang's BPF target or libbpf's headers.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        compile_bpf();
+    }
     #[cfg(feature = "dtrace")]
     dtrace::bind();
 }

@@ -14,4 +14,5 @@ pub mod session;
 pub mod supervisor;
 pub mod syscalls;
 pub mod telemetry;
+#[cfg(target_os = "linux")]
 pub mod tracefs;

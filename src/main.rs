@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use heat_actix::cli::{Cli, Command};
-use heat_actix::{config, server, supervisor::EvictAll, tracefs};
+use heat_actix::{config, server, supervisor::EvictAll};
 use tracing::{info, warn};
 
 /// How long shutdown waits for sessions to stop their tracers.
@@ -35,9 +35,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    match tracefs::ensure_mounted()? {
-        tracefs::Tracefs::MountedNow => info!(path = "/sys/kernel/tracing", "Mounted tracefs."),
-        tracefs::Tracefs::AlreadyMounted => {}
+    // bpftrace needs tracefs; DTrace hosts have no such thing.
+    #[cfg(target_os = "linux")]
+    match heat_actix::tracefs::ensure_mounted()? {
+        heat_actix::tracefs::Tracefs::MountedNow => {
+            info!(path = "/sys/kernel/tracing", "Mounted tracefs.")
+        }
+        heat_actix::tracefs::Tracefs::AlreadyMounted => {}
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -4,10 +4,16 @@
 
 pub mod bpftrace;
 pub mod dtrace;
+#[cfg(target_os = "linux")]
+pub mod ebpf;
+#[cfg(not(target_os = "linux"))]
+#[path = "ebpf_elsewhere.rs"]
 pub mod ebpf;
 pub mod process;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -130,10 +136,11 @@ pub trait Consumer {
 /// Ends a tracer process from any thread, without racing pid reuse: it holds a pidfd, which
 /// names that one process even after it is reaped.
 #[derive(Debug, Clone)]
-pub struct KillSwitch(Arc<OwnedFd>);
+pub struct KillSwitch(#[cfg_attr(not(target_os = "linux"), allow(dead_code))] Arc<OwnedFd>);
 
 impl KillSwitch {
     /// A kill switch for the child `pid`, which must not have been reaped yet.
+    #[cfg(target_os = "linux")]
     pub fn for_child(pid: u32) -> std::io::Result<KillSwitch> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -146,7 +153,16 @@ impl KillSwitch {
         })))
     }
 
+    /// Without pidfds (illumos, FreeBSD, macOS) a signal by pid could reach a process that
+    /// reused the pid after the owner thread reaped the tracer; there is no kill switch there,
+    /// and the owner thread stops its tracer (which also dies when its stdin closes).
+    #[cfg(not(target_os = "linux"))]
+    pub fn for_child(_pid: u32) -> std::io::Result<KillSwitch> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
     /// Sends SIGKILL; harmless when the process is already gone.
+    #[cfg(target_os = "linux")]
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal reads only its integer arguments; a null siginfo is allowed.
         unsafe {
@@ -159,6 +175,10 @@ impl KillSwitch {
             );
         }
     }
+
+    /// Never called: no kill switch exists without pidfds (see `for_child`).
+    #[cfg(not(target_os = "linux"))]
+    pub fn kill(&self) {}
 }
 
 /// What a successful start reports back to the session.
