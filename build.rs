@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
+    // Oracle's DTrace for Linux differs from illumos' (dtrace_init, dtrace_go's flags, key and
+    // signature placement, no vtimestamp); the code branches on this cfg, which only the
+    // `dtrace` feature's header check sets.
+    println!("cargo::rustc-check-cfg=cfg(dtrace_oracle)");
     // Only Linux runs the native eBPF backend; DTrace hosts (illumos, FreeBSD, macOS) build
     // without clang's BPF target or libbpf's headers.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
@@ -80,9 +84,6 @@ mod dtrace {
             println!("cargo:rerun-if-env-changed={var}");
         }
         println!("cargo:rerun-if-changed=build.rs");
-        // Oracle's DTrace for Linux differs from illumos' (dtrace_init, dtrace_go's flags,
-        // key and signature placement); the glue branches on this cfg.
-        println!("cargo::rustc-check-cfg=cfg(dtrace_oracle)");
 
         let extra: Vec<PathBuf> = std::env::var("DTRACE_INCLUDE_DIR")
             .map(|v| std::env::split_paths(&v).collect())

@@ -621,12 +621,16 @@ fn resolve(
             preset: None,
             engine: None,
         }),
-        // libdtrace, where this binary has it, takes D as written.
-        Some("d") if backend == Backend::Dtrace => Ok(Resolved {
-            program: program(script),
-            preset: None,
-            engine: Some((consumer::dtrace::ENGINE, Vec::new())),
-        }),
+        // libdtrace, where this binary has it, takes D as written, bar what it lacks.
+        Some("d") if backend == Backend::Dtrace => {
+            let (script, notes) =
+                consumer::dtrace::script::adapt(&script, consumer::dtrace::script::HAS_VTIMESTAMP);
+            Ok(Resolved {
+                program: program(script),
+                preset: None,
+                engine: Some((consumer::dtrace::ENGINE, notes)),
+            })
+        }
         // Elsewhere D is translated to bpftrace.
         Some("d") => {
             let compiled = dlang::compile(&script).map_err(|e| ("compile", e.to_string()))?;

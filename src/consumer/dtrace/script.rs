@@ -1,6 +1,7 @@
 //! What heat-actix reads from a D script before libdtrace sees it: whether it asks for
-//! destructive actions (always refused), and which aggregations it will produce (announced in
-//! `started`). Pure text work, so it runs and is tested on hosts without libdtrace.
+//! destructive actions (always refused), which aggregations it will produce (announced in
+//! `started`), and what this libdtrace cannot run as written (adapted, and said so). Pure text
+//! work, so it runs and is tested on hosts without libdtrace.
 
 use crate::aggregation::{AggKind, AggregationInfo, Layout};
 
@@ -104,6 +105,62 @@ fn skip_space(code: &[u8], at: usize) -> usize {
     (at..code.len())
         .find(|&i| !code[i].is_ascii_whitespace())
         .unwrap_or(code.len())
+}
+
+/// Whether this build's libdtrace implements `vtimestamp`. Oracle's DTrace 2.x does not: its
+/// own test suite marks the variable as still missing, and 2.0.0 fails every probe that reads
+/// it with "illegal operation", so a script using it would send only errors.
+pub const HAS_VTIMESTAMP: bool = !cfg!(dtrace_oracle);
+
+/// What stands in for `vtimestamp` where libdtrace lacks it, and the note `started` carries.
+const VTIMESTAMP_STAND_IN: &str = "timestamp";
+const VTIMESTAMP_NOTE: &str = "vtimestamp (the thread's on-CPU time) is approximated by \
+    timestamp: this libdtrace (Oracle DTrace 2.x) does not implement vtimestamp. Latencies \
+    include time spent off-CPU.";
+
+/// The script this libdtrace will run, and notes on what was adapted: with `has_vtimestamp`
+/// false, the built-in `vtimestamp` becomes `timestamp` (never a member or variable of that
+/// name, a comment or a string).
+pub fn adapt(script: &str, has_vtimestamp: bool) -> (String, Vec<String>) {
+    if has_vtimestamp {
+        return (script.to_owned(), Vec::new());
+    }
+    // code_only keeps one char per char, so indices into both agree.
+    let code: Vec<char> = code_only(script).chars().collect();
+    let text: Vec<char> = script.chars().collect();
+    let word: Vec<char> = "vtimestamp".chars().collect();
+    let ident = |c: Option<&char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_');
+    let mut out = String::with_capacity(script.len());
+    let mut replaced = false;
+    let mut i = 0;
+    while i < text.len() {
+        let end = i + word.len();
+        let builtin = code.get(i..end) == Some(&word[..])
+            && !(i > 0 && ident(code.get(i - 1)))
+            && !ident(code.get(end))
+            && !after_member_access(&code[..i]);
+        if builtin {
+            out.push_str(VTIMESTAMP_STAND_IN);
+            replaced = true;
+            i = end;
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    let notes = if replaced {
+        vec![VTIMESTAMP_NOTE.to_owned()]
+    } else {
+        Vec::new()
+    };
+    (out, notes)
+}
+
+/// Whether code ending here is `x->` or `x.`, so the next identifier names a member.
+fn after_member_access(before: &[char]) -> bool {
+    let trimmed: String = before.iter().collect();
+    let trimmed = trimmed.trim_end();
+    trimmed.ends_with("->") || trimmed.ends_with('.')
 }
 
 /// Refuses a script that asks for destructive actions, naming the line.
@@ -238,6 +295,36 @@ fn lquantize_layout(args: &[&str]) -> Option<Layout> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vtimestamp_becomes_timestamp_only_where_it_is_the_builtin() {
+        let script = "/* vtimestamp */ syscall:::entry { self->vtimestamp = vtimestamp; }\n\
+            syscall:::return /self->vtimestamp/ { @t = quantize(vtimestamp - self->vtimestamp);\n\
+            printf(\"vtimestamp\"); this->x = myvtimestamp + vtimestamp_2; }";
+        let (adapted, notes) = adapt(script, false);
+        assert_eq!(
+            adapted,
+            "/* vtimestamp */ syscall:::entry { self->vtimestamp = timestamp; }\n\
+            syscall:::return /self->vtimestamp/ { @t = quantize(timestamp - self->vtimestamp);\n\
+            printf(\"vtimestamp\"); this->x = myvtimestamp + vtimestamp_2; }"
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("approximated by timestamp"), "{notes:?}");
+    }
+
+    #[test]
+    fn scripts_run_as_written_where_libdtrace_has_vtimestamp() {
+        let seed = crate::dlang::SEED;
+        assert_eq!(adapt(seed, true), (seed.to_owned(), Vec::new()));
+        let (adapted, notes) = adapt("BEGIN { x = timestamp; }", false);
+        assert_eq!(
+            (adapted.as_str(), notes.len()),
+            ("BEGIN { x = timestamp; }", 0)
+        );
+        // Multi-byte text before the word keeps the indices of code and script in step.
+        let (adapted, _) = adapt("/* é */ BEGIN { t = vtimestamp; }", false);
+        assert_eq!(adapted, "/* é */ BEGIN { t = timestamp; }");
+    }
 
     const SEED: &str = "syscall:::entry\n{\nself->syscall_entry_ts[probefunc] = vtimestamp;\n}\nsyscall:::return\n/self->syscall_entry_ts[probefunc]/\n{\n\n@time[probefunc] = lquantize((vtimestamp - self->syscall_entry_ts[probefunc] ) / 1000, 0, 63, 2);\nself->syscall_entry_ts[probefunc] = 0;\n}";
 
