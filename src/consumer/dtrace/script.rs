@@ -135,8 +135,9 @@ pub fn adapt(script: &str, has_vtimestamp: bool) -> (String, Vec<String>) {
     let mut i = 0;
     while i < text.len() {
         let end = i + word.len();
+        let starts_word = i == 0 || !ident(code.get(i - 1));
         let builtin = code.get(i..end) == Some(&word[..])
-            && !(i > 0 && ident(code.get(i - 1)))
+            && starts_word
             && !ident(code.get(end))
             && !after_member_access(&code[..i]);
         if builtin {
