@@ -4,7 +4,9 @@
 //!
 //! Environment: `BPF_CLANG` (the clang to use), `DTRACE_INCLUDE_DIR` (where `dtrace.h` is, plus
 //! any extra dirs separated by `:`), `DTRACE_LIB_DIR` (where libdtrace is), `DTRACE_CLANG_ARGS`
-//! (extra clang arguments, whitespace-separated, e.g. `-D_KERNEL_STRUCTURES`).
+//! (extra clang arguments, whitespace-separated, e.g. `-D_KERNEL_STRUCTURES`). For macOS targets,
+//! `SDKROOT` (else `xcrun --sdk macosx --show-sdk-path`) names the SDK whose `usr/include` holds
+//! the system headers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,7 +76,7 @@ fn compile_bpf() {
 
 #[cfg(feature = "dtrace")]
 mod dtrace {
-    use super::{Path, PathBuf};
+    use super::{Command, Path, PathBuf};
 
     /// Where `dtrace.h` lives on the platforms that install it.
     const DEFAULT_INCLUDE_DIRS: &[&str] = &["/usr/include", "/usr/local/include"];
@@ -88,9 +90,11 @@ mod dtrace {
         let extra: Vec<PathBuf> = std::env::var("DTRACE_INCLUDE_DIR")
             .map(|v| std::env::split_paths(&v).collect())
             .unwrap_or_default();
+        let sdk = macos_sdk();
         let dirs: Vec<PathBuf> = extra
             .iter()
             .cloned()
+            .chain(sdk.iter().map(|s| s.join("usr/include")))
             .chain(DEFAULT_INCLUDE_DIRS.iter().map(PathBuf::from))
             .collect();
         let header = dirs
@@ -124,6 +128,11 @@ mod dtrace {
         for dir in &extra {
             builder = builder.clang_arg(format!("-I{}", dir.display()));
         }
+        // dtrace.h's own includes (sys/dtrace.h, mach/machine.h, …) are SDK headers too; a
+        // sysroot in DTRACE_CLANG_ARGS, which come later, still wins.
+        if let Some(sdk) = &sdk {
+            builder = builder.clang_arg("-isysroot").clang_arg(sdk.display().to_string());
+        }
         if let Ok(args) = std::env::var("DTRACE_CLANG_ARGS") {
             builder = builder.clang_args(args.split_whitespace().map(str::to_owned));
         }
@@ -140,5 +149,27 @@ mod dtrace {
             );
         }
         println!("cargo:rustc-link-lib=dylib=dtrace");
+    }
+
+    /// The macOS SDK when building for macOS: Apple's dtrace project installs its public
+    /// `dtrace.h` under `/usr/include`, which since macOS 10.14 exists only in the SDK. `None`
+    /// for other targets, or when no SDK can be found (a cross build names its headers with
+    /// DTRACE_INCLUDE_DIR and DTRACE_CLANG_ARGS).
+    fn macos_sdk() -> Option<PathBuf> {
+        if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("macos") {
+            return None;
+        }
+        println!("cargo:rerun-if-env-changed=SDKROOT");
+        if let Some(root) = std::env::var_os("SDKROOT").filter(|r| !r.is_empty()) {
+            return Some(PathBuf::from(root));
+        }
+        let out = Command::new("xcrun")
+            .args(["--sdk", "macosx", "--show-sdk-path"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        let path = String::from_utf8(out.stdout).ok()?;
+        let path = path.trim();
+        (!path.is_empty()).then(|| PathBuf::from(path))
     }
 }
