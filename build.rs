@@ -131,7 +131,9 @@ mod dtrace {
         // dtrace.h's own includes (sys/dtrace.h, mach/machine.h, …) are SDK headers too; a
         // sysroot in DTRACE_CLANG_ARGS, which come later, still wins.
         if let Some(sdk) = &sdk {
-            builder = builder.clang_arg("-isysroot").clang_arg(sdk.display().to_string());
+            builder = builder
+                .clang_arg("-isysroot")
+                .clang_arg(sdk.display().to_string());
         }
         if let Ok(args) = std::env::var("DTRACE_CLANG_ARGS") {
             builder = builder.clang_args(args.split_whitespace().map(str::to_owned));
