@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         heat_actix::tracefs::Tracefs::AlreadyMounted => {}
     }
     // SAFETY: geteuid has no preconditions.
+    #[cfg(unix)]
     if unsafe { libc::geteuid() } != 0 {
         warn!("Not running as root: tracers will fail to attach.");
     }
@@ -98,6 +99,7 @@ fn hash_token() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 async fn wait_for_signal() -> &'static str {
     use actix_web::rt::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
@@ -105,6 +107,16 @@ async fn wait_for_signal() -> &'static str {
     tokio_select(&mut term, &mut int).await
 }
 
+/// Windows has no SIGTERM: Ctrl-C (or Ctrl-Break) in the console is the stop request.
+#[cfg(windows)]
+async fn wait_for_signal() -> &'static str {
+    actix_web::rt::signal::ctrl_c()
+        .await
+        .expect("install the Ctrl-C handler");
+    "Ctrl-C"
+}
+
+#[cfg(unix)]
 async fn tokio_select(
     term: &mut actix_web::rt::signal::unix::Signal,
     int: &mut actix_web::rt::signal::unix::Signal,

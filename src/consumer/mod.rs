@@ -11,9 +11,8 @@ pub mod ebpf;
 pub mod ebpf;
 pub mod process;
 
-use std::os::fd::OwnedFd;
 #[cfg(target_os = "linux")]
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -136,7 +135,12 @@ pub trait Consumer {
 /// Ends a tracer process from any thread, without racing pid reuse: it holds a pidfd, which
 /// names that one process even after it is reaped.
 #[derive(Debug, Clone)]
-pub struct KillSwitch(#[cfg_attr(not(target_os = "linux"), allow(dead_code))] Arc<OwnedFd>);
+pub struct KillSwitch(
+    #[cfg(target_os = "linux")] Arc<OwnedFd>,
+    /// Without pidfds there is no kill switch: this cannot be built.
+    #[cfg(not(target_os = "linux"))]
+    std::convert::Infallible,
+);
 
 impl KillSwitch {
     /// A kill switch for the child `pid`, which must not have been reaped yet.
@@ -176,9 +180,11 @@ impl KillSwitch {
         }
     }
 
-    /// Never called: no kill switch exists without pidfds (see `for_child`).
+    /// No kill switch exists without pidfds (see `for_child`).
     #[cfg(not(target_os = "linux"))]
-    pub fn kill(&self) {}
+    pub fn kill(&self) {
+        match self.0 {}
+    }
 }
 
 /// What a successful start reports back to the session.

@@ -2,7 +2,10 @@
 //! that owns it, it is out of the terminal's process group, and its stderr is kept, capped.
 
 use std::io::{BufRead, BufReader, Read};
+#[cfg(unix)]
 use std::os::unix::process::CommandExt;
+#[cfg(windows)]
+use std::os::windows::process::CommandExt;
 use std::process::Command;
 use std::thread::JoinHandle;
 
@@ -10,7 +13,9 @@ use parking_lot::Mutex;
 
 /// Makes the child of `command` die when the thread that spawned it dies (even by panic), and
 /// puts it in its own process group, so a terminal's Ctrl-C goes to the server, which stops
-/// tracers in order.
+/// tracers in order. Where there is no parent-death signal (everywhere but Linux), the DTrace
+/// consumer ends when its stdin closes, which happens when its owner drops it or dies.
+#[cfg(unix)]
 pub fn tie_to_owner(command: &mut Command) {
     // SAFETY: only async-signal-safe calls (prctl, setpgid) run between fork and exec.
     unsafe {
@@ -23,6 +28,15 @@ pub fn tie_to_owner(command: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Windows: a new process group keeps the console's Ctrl-C away from the child; the DTrace
+/// consumer ends when its stdin closes (its owner dropped it or died).
+#[cfg(windows)]
+pub fn tie_to_owner(command: &mut Command) {
+    /// `CREATE_NEW_PROCESS_GROUP` from the Windows SDK's process creation flags.
+    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+    command.creation_flags(CREATE_NEW_PROCESS_GROUP);
 }
 
 /// Runs `body` on a named thread that reads one of a child's pipes until it closes.
