@@ -61,6 +61,9 @@ struct Collected {
     /// Elements that could not be decoded; reported as errors of the walk.
     undecodable: Vec<String>,
     dropped_messages: usize,
+    /// What the script printed, from the buffered handler (see [`Output`]).
+    #[cfg(windows)]
+    printed: Vec<u8>,
 }
 
 impl Collected {
@@ -78,10 +81,7 @@ pub struct Libdtrace {
     handle: *mut sys::dtrace_hdl_t,
     program: *mut sys::dtrace_prog_t,
     collected: Box<Collected>,
-    /// Where libdtrace prints what the script prints (`printf`, `trace`): a temporary file,
-    /// read back after each walk. (A null FILE would route output to a buffered handler, but
-    /// Oracle's libdtrace never flushes probe output to it.)
-    output: *mut libc::FILE,
+    output: Output,
     running: bool,
 }
 
@@ -91,7 +91,7 @@ impl Libdtrace {
             handle: ptr::null_mut(),
             program: ptr::null_mut(),
             collected: Box::default(),
-            output: ptr::null_mut(),
+            output: Output::new(),
             running: false,
         }
     }
@@ -109,20 +109,109 @@ impl Libdtrace {
     fn arg(&mut self) -> *mut c_void {
         (&mut *self.collected as *mut Collected).cast()
     }
+}
 
-    /// What the script printed during the last `dtrace_work`, at most
-    /// [`OUTPUT_BYTES_PER_WALK`] bytes of it.
-    fn read_output(&mut self) -> String {
+/// Where libdtrace prints what the script prints (`printf`, `trace`): a temporary file, read
+/// back after each walk. (A null FILE would route output to the buffered handler, but Oracle's
+/// libdtrace never flushes probe output to it.)
+#[cfg(not(windows))]
+struct Output {
+    file: *mut libc::FILE,
+}
+
+#[cfg(not(windows))]
+impl Output {
+    fn new() -> Output {
+        Output {
+            file: ptr::null_mut(),
+        }
+    }
+
+    /// Nothing to install: output goes to the file.
+    ///
+    /// # Safety
+    /// As for the other handlers: `handle` is open and `arg` is [`Libdtrace::arg`].
+    unsafe fn install(_: *mut sys::dtrace_hdl_t, _: *mut c_void) -> bool {
+        true
+    }
+
+    /// The FILE to hand this walk's `dtrace_work`: created on first use, emptied each walk.
+    fn start(&mut self) -> Result<*mut sys::FILE, String> {
+        if self.file.is_null() {
+            // SAFETY: tmpfile has no preconditions; a null result is handled here.
+            self.file = unsafe { libc::tmpfile() };
+            if self.file.is_null() {
+                return Err("cannot create a file for the output".into());
+            }
+        }
+        // SAFETY: `file` is an open FILE of ours; rewind and ftruncate only empty it.
+        unsafe {
+            libc::rewind(self.file);
+            libc::ftruncate(libc::fileno(self.file), 0);
+        }
+        Ok(self.file.cast())
+    }
+
+    /// What the script printed during the walk, at most [`OUTPUT_BYTES_PER_WALK`] bytes of it.
+    fn finish(&mut self, _: &mut Collected) -> Vec<u8> {
         let mut bytes = vec![0u8; OUTPUT_BYTES_PER_WALK];
-        // SAFETY: `output` is an open FILE; fread writes at most `bytes.len()` bytes.
+        // SAFETY: `file` is open (start ran before the walk); fread writes at most
+        // `bytes.len()` bytes.
         let read = unsafe {
-            libc::fflush(self.output);
-            libc::rewind(self.output);
-            libc::fread(bytes.as_mut_ptr().cast(), 1, bytes.len(), self.output)
+            libc::fflush(self.file);
+            libc::rewind(self.file);
+            libc::fread(bytes.as_mut_ptr().cast(), 1, bytes.len(), self.file)
         };
         bytes.truncate(read);
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     }
+
+    fn close(&mut self) {
+        if !self.file.is_null() {
+            // SAFETY: `file` came from tmpfile and is closed once.
+            unsafe { libc::fclose(self.file) };
+            self.file = ptr::null_mut();
+        }
+    }
+}
+
+/// Where libdtrace prints what the script prints (`printf`, `trace`) on Windows: nowhere but
+/// the buffered handler ([`on_buffered`]), which keeps it in [`Collected`]. A FILE must not
+/// cross into dtrace.dll: it uses the UCRT's stdio, and the FILE of another C runtime (the
+/// msvcrt.dll that the windows-gnu target links, or a static CRT) is not one it can write to.
+/// Its libdtrace, OpenDTrace's illumos-derived one, hands each record's output to the handler
+/// as the record is consumed.
+#[cfg(windows)]
+struct Output;
+
+#[cfg(windows)]
+impl Output {
+    fn new() -> Output {
+        Output
+    }
+
+    /// Installs [`on_buffered`], which a null FILE in `dtrace_work` requires.
+    ///
+    /// # Safety
+    /// As for the other handlers: `handle` is open and `arg` is [`Libdtrace::arg`].
+    unsafe fn install(handle: *mut sys::dtrace_hdl_t, arg: *mut c_void) -> bool {
+        // SAFETY: the caller promises an open handle and our `arg`; the handler is an
+        // `extern "C"` function of the declared type.
+        unsafe { sys::dtrace_handle_buffered(handle, Some(on_buffered), arg) == 0 }
+    }
+
+    /// No FILE: a null one routes the walk's output to the buffered handler.
+    fn start(&mut self) -> Result<*mut sys::FILE, String> {
+        Ok(ptr::null_mut())
+    }
+
+    /// What the buffered handler collected during the walk (at most
+    /// [`OUTPUT_BYTES_PER_WALK`] bytes).
+    fn finish(&mut self, collected: &mut Collected) -> Vec<u8> {
+        std::mem::take(&mut collected.printed)
+    }
+
+    fn close(&mut self) {}
 }
 
 impl Default for Libdtrace {
@@ -206,6 +295,7 @@ impl Tracer for Libdtrace {
         let installed = unsafe {
             sys::dtrace_handle_drop(handle, Some(on_drop), arg) == 0
                 && sys::dtrace_handle_err(handle, Some(on_error), arg) == 0
+                && Output::install(handle, arg)
         };
         if !installed {
             return Err((
@@ -263,34 +353,19 @@ impl Tracer for Libdtrace {
             return Err((Stage::Protocol, "not running".into()));
         }
         *self.collected = Collected::default();
-        if self.output.is_null() {
-            // SAFETY: tmpfile has no preconditions; a null result is handled here.
-            self.output = unsafe { libc::tmpfile() };
-            if self.output.is_null() {
-                return Err((Stage::Walk, "cannot create a file for the output".into()));
-            }
-        }
-        // SAFETY: `output` is an open FILE of ours; rewind and ftruncate only empty it.
-        unsafe {
-            libc::rewind(self.output);
-            libc::ftruncate(libc::fileno(self.output), 0);
-        }
+        let output = self.output.start().map_err(|e| (Stage::Walk, e))?;
         let arg = self.arg();
         // SAFETY (all calls below): the handle is open and enabled; the callbacks are
         // `extern "C"` functions of the declared types; `arg` points into `self.collected`,
-        // alive for the whole walk; `output` is an open FILE.
+        // alive for the whole walk; `output` is an open FILE, or null with the buffered
+        // handler installed.
         unsafe {
             // Status first: it runs the drop handler for dynamic and speculative drops.
             if sys::dtrace_status(self.handle) == -1 {
                 return Err((Stage::Walk, self.error()));
             }
-            let status = sys::dtrace_work(
-                self.handle,
-                self.output.cast(),
-                Some(on_probe),
-                Some(on_record),
-                arg,
-            );
+            let status =
+                sys::dtrace_work(self.handle, output, Some(on_probe), Some(on_record), arg);
             if status == sys::DTRACE_WORKSTATUS_ERROR {
                 return Err((Stage::Walk, self.error()));
             }
@@ -301,7 +376,8 @@ impl Tracer for Libdtrace {
                 return Err((Stage::Walk, self.error()));
             }
         }
-        let printed = self.read_output();
+        let printed = self.output.finish(&mut self.collected);
+        let printed = String::from_utf8_lossy(&printed);
         let collected = std::mem::take(&mut *self.collected);
         let mut errors = collected.errors;
         errors.extend(collected.undecodable);
@@ -324,11 +400,7 @@ impl Tracer for Libdtrace {
     }
 
     fn stop(&mut self) {
-        if !self.output.is_null() {
-            // SAFETY: `output` came from tmpfile and is closed once.
-            unsafe { libc::fclose(self.output) };
-            self.output = ptr::null_mut();
-        }
+        self.output.close();
         if !self.handle.is_null() {
             // SAFETY: the handle is open; dtrace_stop disables tracing (harmless when it never
             // started) and dtrace_close frees the handle and its programs, after which neither
@@ -372,6 +444,27 @@ unsafe extern "C" fn on_error(error: *const sys::dtrace_errdata_t, arg: *mut c_v
     // SAFETY: libdtrace passes a valid error record and our `arg` (installed in compile).
     let (c, message) = unsafe { (collected(arg), text((*error).dteda_msg)) };
     Collected::note(&mut c.errors, &mut c.dropped_messages, message);
+    sys::DTRACE_HANDLE_OK as c_int
+}
+
+/// Keeps what the script printed (Windows' [`Output`]), up to [`OUTPUT_BYTES_PER_WALK`]
+/// bytes a walk; the rest is not kept, as with the file elsewhere.
+#[cfg(windows)]
+unsafe extern "C" fn on_buffered(data: *const sys::dtrace_bufdata_t, arg: *mut c_void) -> c_int {
+    // SAFETY: libdtrace passes a valid buffer record, whose text is null or NUL-terminated and
+    // valid during the call, and our `arg` (installed in compile).
+    let (c, printed) = unsafe {
+        let printed = (*data).dtbda_buffered;
+        let printed = if printed.is_null() {
+            &[][..]
+        } else {
+            CStr::from_ptr(printed).to_bytes()
+        };
+        (collected(arg), printed)
+    };
+    let room = OUTPUT_BYTES_PER_WALK.saturating_sub(c.printed.len());
+    let kept = &printed[..printed.len().min(room)];
+    c.printed.extend_from_slice(kept);
     sys::DTRACE_HANDLE_OK as c_int
 }
 
