@@ -97,6 +97,7 @@ const JSON_VALUE_LIMIT: usize = 256 * 1024 * 1024;
 pub fn events(reader: impl BufRead) -> impl Iterator<Item = Event> {
     let mut lines = reader.lines();
     let mut pending = String::new();
+    let mut depth = Depth::default();
     std::iter::from_fn(move || loop {
         let Some(Ok(line)) = lines.next() else {
             return None;
@@ -104,8 +105,17 @@ pub fn events(reader: impl BufRead) -> impl Iterator<Item = Event> {
         if pending.is_empty() && line.trim().is_empty() {
             continue;
         }
+        depth.scan(&line);
         pending.push_str(&line);
         pending.push('\n');
+        // A pretty-printed value is parsed once its brackets close, not at every line (which
+        // would parse a large map quadratically often); text that does not open a value is
+        // parsed (and found not to be JSON) at once.
+        let opens_value = pending.trim_start().starts_with(['{', '[']);
+        if opens_value && depth.open() && pending.len() < JSON_VALUE_LIMIT {
+            continue;
+        }
+        depth = Depth::default();
         match serde_json::from_str::<Json>(&pending) {
             Ok(json) => {
                 pending.clear();
@@ -115,6 +125,40 @@ pub fn events(reader: impl BufRead) -> impl Iterator<Item = Event> {
             Err(_) => return Some(Event::Text(std::mem::take(&mut pending))),
         }
     })
+}
+
+/// How deeply nested the JSON text seen so far is, strings skipped.
+#[derive(Debug, Default)]
+struct Depth {
+    level: i64,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Depth {
+    fn scan(&mut self, text: &str) {
+        for c in text.chars() {
+            if self.in_string {
+                match (self.escaped, c) {
+                    (true, _) => self.escaped = false,
+                    (false, '\\') => self.escaped = true,
+                    (false, '"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => self.in_string = true,
+                '{' | '[' => self.level += 1,
+                '}' | ']' => self.level -= 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.level > 0 || self.in_string
+    }
 }
 
 /// Decodes the printed value of one aggregation map.
@@ -255,6 +299,23 @@ mod tests {
                     count: 2
                 }
             ])
+        );
+    }
+
+    #[test]
+    fn a_pretty_printed_value_is_parsed_once_its_brackets_close() {
+        let input = "{\n  \"type\": \"printf\",\n  \"data\": \"a } and a \\\" in text\"\n}\nplain { text\n{\"type\": \"map\", \"data\": {\"@n\": 3}}\n";
+        let got: Vec<Event> = events(input.as_bytes()).collect();
+        assert_eq!(
+            got,
+            vec![
+                Event::Text("a } and a \" in text".into()),
+                Event::Text("plain { text\n".into()),
+                Event::Map {
+                    name: "@n".into(),
+                    value: serde_json::json!(3)
+                },
+            ]
         );
     }
 
