@@ -26,13 +26,17 @@ fn bpftrace_line() -> String {
         buckets.push(serde_json::json!({"min": 64, "count": 3 + key % 11}));
         map.insert(key.to_string(), serde_json::Value::Array(buckets));
     }
-    serde_json::json!({"type": "hist", "data": {"@latency_us": map}}).to_string()
+    // `type` first, as bpftrace prints it (a json! object would sort it after `data`).
+    format!(
+        r#"{{"type": "hist", "data": {{"@latency_us": {}}}}}"#,
+        serde_json::Value::Object(map)
+    )
 }
 
 /// The whole path one walk takes on the consumer thread.
 fn pipeline(line: &str, spec: &heat_actix::consumer::bpftrace::program::MapSpec) -> String {
-    let json: serde_json::Value = serde_json::from_str(line).unwrap();
-    let Event::Map { value, .. } = Event::from_json(json) else {
+    // As the output reader reads each line.
+    let Event::Map { value, .. } = serde_json::from_str::<Event>(line).unwrap() else {
         panic!("a map line")
     };
     let mut snapshot = Snapshot {

@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde_json::Value as Json;
 
 use self::output::{decode_map, Event};
 use self::program::{heat_actix_walk_trigger, Program};
@@ -141,7 +140,7 @@ impl BpftraceConsumer {
         let walk = self.walks;
         heat_actix_walk_trigger(self.cookie, walk);
 
-        let mut printed: HashMap<String, Json> = HashMap::new();
+        let mut printed: HashMap<String, output::Printed> = HashMap::new();
         let mut output = Vec::new();
         let deadline = Instant::now() + timeout;
         loop {

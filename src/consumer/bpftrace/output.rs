@@ -17,6 +17,7 @@
 
 use std::io::BufRead;
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
 use super::program::{MapSpec, WALK_MARKER};
@@ -36,13 +37,25 @@ pub enum Event {
     /// The program is attached (bpftrace's `attached_probes`).
     Attached { probes: u64 },
     /// One printed map.
-    Map { name: String, value: Json },
+    Map { name: String, value: Printed },
     /// The walk with this number is complete.
     WalkDone(u64),
     /// Text from the program's `printf`, `time` and similar.
     Text(String),
     /// Anything else (lost events, helper errors, …), kept as printed.
     Other(Json),
+}
+
+/// The `data` of one event: the printed maps of a map event, read straight into [`Printed`],
+/// or any other event's JSON.
+enum Data {
+    Maps(Printed),
+    Json(Json),
+}
+
+/// Whether events of this `type` print maps.
+fn prints_maps(kind: &str) -> bool {
+    matches!(kind, "map" | "hist" | "stats")
 }
 
 impl Event {
@@ -57,35 +70,351 @@ impl Event {
             .unwrap_or_default()
             .to_owned();
         let data = object.remove("data").unwrap_or(Json::Null);
-        match kind.as_str() {
-            "attached_probes" => Event::Attached {
+        let data = if prints_maps(&kind) {
+            Data::Maps(Printed::from_json(data))
+        } else {
+            Data::Json(data)
+        };
+        Event::classify(&kind, data, object)
+    }
+
+    /// The event of `type` `kind` with `data`; `rest` holds the object's other members.
+    fn classify(kind: &str, data: Data, mut rest: Map<String, Json>) -> Event {
+        match (kind, data) {
+            ("attached_probes", Data::Json(data)) => Event::Attached {
                 probes: data.get("probes").and_then(Json::as_u64).unwrap_or(0),
             },
-            "map" | "hist" | "stats" => match data {
-                Json::Object(maps) if maps.len() == 1 => {
-                    let (name, value) = maps.into_iter().next().expect("one entry");
-                    Event::Map { name, value }
-                }
-                other => {
-                    object.insert("data".into(), other);
-                    Event::Other(Json::Object(object))
-                }
-            },
-            "printf" | "time" | "join" | "cat" | "value" | "syscall" => match data {
-                Json::String(text) => match text.strip_prefix(WALK_MARKER) {
-                    Some(n) => match n.trim().parse() {
-                        Ok(n) => Event::WalkDone(n),
-                        Err(_) => Event::Text(text),
+            (_, Data::Maps(Printed::Object(mut maps))) if maps.len() == 1 => {
+                let (name, value) = maps.pop().expect("one entry");
+                Event::Map { name, value }
+            }
+            ("printf" | "time" | "join" | "cat" | "value" | "syscall", Data::Json(data)) => {
+                match data {
+                    Json::String(text) => match text.strip_prefix(WALK_MARKER) {
+                        Some(n) => match n.trim().parse() {
+                            Ok(n) => Event::WalkDone(n),
+                            Err(_) => Event::Text(text),
+                        },
+                        None => Event::Text(text),
                     },
-                    None => Event::Text(text),
-                },
-                other => Event::Text(other.to_string()),
-            },
-            _ => {
-                object.insert("data".into(), data);
-                Event::Other(Json::Object(object))
+                    other => Event::Text(other.to_string()),
+                }
+            }
+            (_, data) => {
+                rest.insert("type".into(), Json::String(kind.to_owned()));
+                let data = match data {
+                    Data::Maps(printed) => printed.to_json(),
+                    Data::Json(json) => json,
+                };
+                rest.insert("data".into(), data);
+                Event::Other(Json::Object(rest))
             }
         }
+    }
+}
+
+/// Reads one printed JSON value as an [`Event`] without building a generic JSON tree for map
+/// data: a busy map is tens of thousands of bucket objects, and a `serde_json::Value` per
+/// bucket (a BTreeMap each) was most of a walk's cost. bpftrace prints `type` before `data`;
+/// in the other order `data` is read as JSON and converted.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Event, D::Error> {
+        deserializer.deserialize_any(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        let mut kind: Option<String> = None;
+        let mut data: Option<Data> = None;
+        let mut rest = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "type" => {
+                    let value: Json = map.next_value()?;
+                    kind = Some(value.as_str().unwrap_or_default().to_owned());
+                    rest.insert(key, value);
+                }
+                "data" if kind.as_deref().is_some_and(prints_maps) => {
+                    data = Some(Data::Maps(map.next_value()?));
+                }
+                "data" => data = Some(Data::Json(map.next_value()?)),
+                _ => {
+                    let value: Json = map.next_value()?;
+                    rest.insert(key, value);
+                }
+            }
+        }
+        rest.remove("type");
+        let kind = kind.unwrap_or_default();
+        let data = match data {
+            Some(Data::Json(json)) if prints_maps(&kind) => Data::Maps(Printed::from_json(json)),
+            Some(data) => data,
+            None if prints_maps(&kind) => Data::Maps(Printed::Other),
+            None => Data::Json(Json::Null),
+        };
+        Ok(Event::classify(&kind, data, rest))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Event, A::Error> {
+        let items = Json::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Event::Other(items))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Event, E> {
+        Ok(Event::Other(Json::Bool(v)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Event, E> {
+        Ok(Event::Other(Json::from(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Event, E> {
+        Ok(Event::Other(Json::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Event, E> {
+        Ok(Event::Other(Json::from(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Event, E> {
+        Ok(Event::Other(Json::from(v)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Event, E> {
+        Ok(Event::Other(Json::Null))
+    }
+}
+
+/// A map's value as bpftrace prints it: numbers, bucket arrays, and objects of those (keyed
+/// maps, stats). Anything else it could print is [`Printed::Other`], a shape error to decode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Printed {
+    /// An integer (wide enough for any i64 or u64 bpftrace prints).
+    Int(i128),
+    /// An array; bucket arrays are arrays of [`PrintedBucket`].
+    Array(Vec<Element>),
+    /// An object, members in printed order.
+    Object(Vec<(String, Printed)>),
+    /// A float, string, bool or null.
+    Other,
+}
+
+/// One element of a printed array: a bucket, or something a bucket array never holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Element {
+    Bucket(PrintedBucket),
+    Other,
+}
+
+/// A printed bucket's members; a member that is missing or not an integer is `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrintedBucket {
+    pub min: Option<i128>,
+    pub max: Option<i128>,
+    pub count: Option<i128>,
+}
+
+impl Printed {
+    /// The same value from a JSON tree (tests, and `data` printed before `type`).
+    pub fn from_json(json: Json) -> Printed {
+        match json {
+            Json::Number(n) => n
+                .as_i64()
+                .map(i128::from)
+                .or(n.as_u64().map(i128::from))
+                .map_or(Printed::Other, Printed::Int),
+            Json::Array(items) => Printed::Array(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        Json::Object(b) => {
+                            let member = |name: &str| {
+                                b.get(name).and_then(|v| {
+                                    v.as_i64().map(i128::from).or(v.as_u64().map(i128::from))
+                                })
+                            };
+                            Element::Bucket(PrintedBucket {
+                                min: member("min"),
+                                max: member("max"),
+                                count: member("count"),
+                            })
+                        }
+                        _ => Element::Other,
+                    })
+                    .collect(),
+            ),
+            Json::Object(members) => Printed::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (k, Printed::from_json(v)))
+                    .collect(),
+            ),
+            _ => Printed::Other,
+        }
+    }
+
+    /// Back to JSON, for an event kept as [`Event::Other`].
+    pub fn to_json(&self) -> Json {
+        match self {
+            Printed::Int(n) => i64::try_from(*n)
+                .map(Json::from)
+                .or_else(|_| u64::try_from(*n).map(Json::from))
+                .unwrap_or(Json::Null),
+            Printed::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Element::Bucket(b) => {
+                            let mut object = Map::new();
+                            for (name, v) in [("min", b.min), ("max", b.max), ("count", b.count)] {
+                                if let Some(v) = v {
+                                    object.insert(name.into(), Printed::Int(v).to_json());
+                                }
+                            }
+                            Json::Object(object)
+                        }
+                        Element::Other => Json::Null,
+                    })
+                    .collect(),
+            ),
+            Printed::Object(members) => Json::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+            Printed::Other => Json::Null,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Printed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Printed, D::Error> {
+        deserializer.deserialize_any(PrintedVisitor)
+    }
+}
+
+struct PrintedVisitor;
+
+impl<'de> Visitor<'de> for PrintedVisitor {
+    type Value = Printed;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a printed bpftrace map value")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Printed, E> {
+        Ok(Printed::Int(v.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Printed, E> {
+        Ok(Printed::Int(v.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Printed, E> {
+        Ok(Printed::Other)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Printed, E> {
+        Ok(Printed::Other)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Printed, E> {
+        Ok(Printed::Other)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Printed, E> {
+        Ok(Printed::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Printed, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<Element>()? {
+            items.push(item);
+        }
+        Ok(Printed::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Printed, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(key) = map.next_key::<String>()? {
+            members.push((key, map.next_value::<Printed>()?));
+        }
+        Ok(Printed::Object(members))
+    }
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Element, D::Error> {
+        deserializer.deserialize_any(ElementVisitor)
+    }
+}
+
+struct ElementVisitor;
+
+impl<'de> Visitor<'de> for ElementVisitor {
+    type Value = Element;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a bucket")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element, A::Error> {
+        let mut bucket = PrintedBucket::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "min" => &mut bucket.min,
+                "max" => &mut bucket.max,
+                "count" => &mut bucket.count,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = match map.next_value::<Printed>()? {
+                Printed::Int(n) => Some(n),
+                _ => None,
+            };
+        }
+        Ok(Element::Bucket(bucket))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Element::Other)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Element, E> {
+        Ok(Element::Other)
     }
 }
 
@@ -116,10 +445,10 @@ pub fn events(reader: impl BufRead) -> impl Iterator<Item = Event> {
             continue;
         }
         depth = Depth::default();
-        match serde_json::from_str::<Json>(&pending) {
-            Ok(json) => {
+        match serde_json::from_str::<Event>(&pending) {
+            Ok(event) => {
                 pending.clear();
-                return Some(Event::from_json(json));
+                return Some(event);
             }
             Err(e) if e.is_eof() && pending.len() < JSON_VALUE_LIMIT => {}
             Err(_) => return Some(Event::Text(std::mem::take(&mut pending))),
@@ -162,7 +491,7 @@ impl Depth {
 }
 
 /// Decodes the printed value of one aggregation map.
-pub fn decode_map(spec: &MapSpec, value: &Json) -> Result<Aggregation, DecodeError> {
+pub fn decode_map(spec: &MapSpec, value: &Printed) -> Result<Aggregation, DecodeError> {
     let name = &spec.info.name;
     let kind = spec.info.kind;
     let shape = |what| DecodeError::Shape {
@@ -170,9 +499,10 @@ pub fn decode_map(spec: &MapSpec, value: &Json) -> Result<Aggregation, DecodeErr
         what,
     };
     let mut series = Vec::new();
-    let keyed = spec.arity > 0 || (kind != AggKind::Stats && value.is_object());
+    let is_object = matches!(value, Printed::Object(_));
+    let keyed = spec.arity > 0 || (kind != AggKind::Stats && is_object);
     if keyed {
-        let Json::Object(entries) = value else {
+        let Printed::Object(entries) = value else {
             return Err(shape("non-object for a keyed map"));
         };
         series.reserve(entries.len());
@@ -192,33 +522,45 @@ pub fn decode_map(spec: &MapSpec, value: &Json) -> Result<Aggregation, DecodeErr
     })
 }
 
-fn decode_value(kind: AggKind, key: Vec<KeyPart>, v: &Json) -> Option<Series> {
+fn decode_value(kind: AggKind, key: Vec<KeyPart>, v: &Printed) -> Option<Series> {
     Some(match (kind, v) {
-        (_, Json::Array(buckets)) if kind.is_histogram() => {
+        (_, Printed::Array(buckets)) if kind.is_histogram() => {
             let buckets = buckets
                 .iter()
-                .map(decode_bucket)
+                .map(|b| match b {
+                    Element::Bucket(b) => decode_bucket(b),
+                    Element::Other => None,
+                })
                 .collect::<Option<Vec<_>>>()?;
             Series::histogram(key, buckets)
         }
-        (AggKind::Stats, Json::Object(stats)) => Series {
+        (AggKind::Stats, Printed::Object(stats)) => Series {
             key,
             value: decode_stats(stats)?,
         },
         // bpftrace prints avg() as a bare number under the "stats" type.
-        (_, Json::Number(_)) if !kind.is_histogram() => Series {
+        (_, Printed::Int(n)) if !kind.is_histogram() => Series {
             key,
-            value: Value::Scalar(int(v)?),
+            value: Value::Scalar(int(*n)?),
         },
         _ => return None,
     })
 }
 
-fn decode_stats(stats: &Map<String, Json>) -> Option<Value> {
+fn decode_stats(stats: &[(String, Printed)]) -> Option<Value> {
+    let member = |name: &str| {
+        stats
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| match v {
+                Printed::Int(n) => Some(*n),
+                _ => None,
+            })
+    };
     Some(Value::Stats {
-        count: stats.get("count").and_then(Json::as_u64)?,
-        total: stats.get("total").and_then(int)?,
-        average: stats.get("average").and_then(int)?,
+        count: u64::try_from(member("count")?).ok()?,
+        total: int(member("total")?)?,
+        average: int(member("average")?)?,
     })
 }
 
@@ -228,22 +570,21 @@ pub const HIST_TOP: i64 = 1 << 31;
 /// How bpftrace 0.17 prints that top bucket's edges (a 32-bit overflow).
 const HIST_TOP_PRINTED: (Option<i64>, Option<i64>) = (Some(i32::MIN as i64), Some(0));
 
-fn decode_bucket(b: &Json) -> Option<Bucket> {
-    let b = b.as_object()?;
-    let mut edges = (b.get("min").and_then(int), b.get("max").and_then(int));
+fn decode_bucket(b: &PrintedBucket) -> Option<Bucket> {
+    let mut edges = (b.min.and_then(int), b.max.and_then(int));
     if edges == HIST_TOP_PRINTED {
         edges = (Some(HIST_TOP), None);
     }
     Some(Bucket {
         lo: edges.0,
         hi: edges.1,
-        count: b.get("count").and_then(Json::as_u64)?,
+        count: u64::try_from(b.count?).ok()?,
     })
 }
 
 /// An integer, saturating the rare u64 above `i64::MAX` rather than losing the sample.
-fn int(v: &Json) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_u64().map(|_| i64::MAX))
+fn int(n: i128) -> Option<i64> {
+    Some(i64::try_from(n).unwrap_or(if n > 0 { i64::MAX } else { i64::MIN }))
 }
 
 /// Splits a printed key (`"bash,257"`) into `arity` parts. Commas inside the last part survive;
@@ -271,8 +612,31 @@ mod tests {
         }
     }
 
-    fn map_event(line: &str) -> (String, Json) {
-        match Event::from_json(serde_json::from_str(line).unwrap()) {
+    /// Members in name order (a JSON tree sorts them; the reader keeps bpftrace's order).
+    fn sorted(p: &Printed) -> Printed {
+        match p {
+            Printed::Object(members) => {
+                let mut members: Vec<_> = members
+                    .iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect();
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                Printed::Object(members)
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// A map event read as the reader reads it, and as JSON through `from_json`: both agree.
+    fn map_event(line: &str) -> (String, Printed) {
+        let read: Event = serde_json::from_str(line).unwrap();
+        let (Event::Map { value: a, .. }, Event::Map { value: b, .. }) =
+            (&read, Event::from_json(serde_json::from_str(line).unwrap()))
+        else {
+            panic!("not a map: {line}");
+        };
+        assert_eq!(sorted(a), sorted(&b));
+        match read {
             Event::Map { name, value } => (name, value),
             other => panic!("not a map: {other:?}"),
         }
@@ -313,7 +677,7 @@ mod tests {
                 Event::Text("plain { text\n".into()),
                 Event::Map {
                     name: "@n".into(),
-                    value: serde_json::json!(3)
+                    value: Printed::Int(3)
                 },
             ]
         );
@@ -377,14 +741,42 @@ mod tests {
 
     #[test]
     fn wrong_shapes_are_errors_not_panics() {
-        let err = decode_map(&spec("@h", AggKind::Hist, 0), &Json::String("x".into())).unwrap_err();
+        let err = decode_map(
+            &spec("@h", AggKind::Hist, 0),
+            &Printed::from_json(Json::String("x".into())),
+        )
+        .unwrap_err();
         assert!(matches!(err, DecodeError::Shape { .. }));
         assert!(decode_map(
             &spec("@h", AggKind::Hist, 1),
-            &serde_json::json!({"k": [{"min": 1}]})
+            &Printed::from_json(serde_json::json!({"k": [{"min": 1}]}))
         )
         .is_err());
-        assert!(decode_map(&spec("@n", AggKind::Count, 1), &serde_json::json!([1, 2])).is_err());
+        assert!(decode_map(
+            &spec("@n", AggKind::Count, 1),
+            &Printed::from_json(serde_json::json!([1, 2]))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn events_other_than_maps_read_the_same_typed_or_as_json() {
+        for line in [
+            r#"{"type": "attached_probes", "data": {"probes": 3}}"#,
+            r#"{"type": "printf", "data": "hello\n"}"#,
+            r#"{"type": "lost_events", "data": {"events": 5}}"#,
+            r#"{"data": {"@x": 7}, "type": "map"}"#,
+            r#"{"type": "map", "data": {"@a": 1, "@b": 2}}"#,
+            r#"[1, 2]"#,
+            r#"42"#,
+        ] {
+            let read: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(
+                read,
+                Event::from_json(serde_json::from_str(line).unwrap()),
+                "{line}"
+            );
+        }
     }
 
     #[test]
