@@ -263,3 +263,30 @@ fn the_translate_endpoint_shows_the_bpftrace_program_or_the_error() {
         .unwrap()
         .contains("stddev"));
 }
+
+#[test]
+fn the_presets_d_versions_run_here_through_the_translator() {
+    require_tracing();
+    let (_server, mut client) = greeted();
+    const N: i64 = 300;
+    for preset in heat_actix::presets::PRESETS
+        .iter()
+        .filter(|p| p.d.is_some())
+    {
+        let script = preset.d.unwrap();
+        client
+            .send(json!({"type": "start", "lang": "d", "script": script, "tick_ms": TEST_TICK_MS}));
+        let started = client.expect("started", Duration::from_secs(60));
+        assert_eq!(started["engine"], "d-to-bpftrace", "{started}");
+        let name = started["aggregations"][0]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        getppid_n(N as usize);
+        let frames = client.frames_for(Duration::from_millis(3 * TEST_TICK_MS));
+        let total = total_for_key(&frames, &name, &json!(["getppid"]));
+        assert!(total >= N, "{}: {total} getppid under {name}", preset.name);
+        client.send(json!({"type": "stop"}));
+        client.expect("stopped", Duration::from_secs(10));
+    }
+}

@@ -27,6 +27,63 @@ fn consumer_children(server: &Server) -> Vec<u32> {
 }
 
 #[test]
+fn the_presets_d_versions_run_on_libdtrace() {
+    if !dtrace::available() {
+        println!(
+            "SKIPPED the_presets_d_versions_run_on_libdtrace: this build has no libdtrace \
+             (build with `--features dtrace` on a DTrace host to run it)"
+        );
+        return;
+    }
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    // Where bpftrace exists presets run on it (or natively); asked for, the D version runs.
+    client.send(json!({"type": "start", "preset": "syscall-latency", "backend": "dtrace"}));
+    let started = client.expect("started", Duration::from_secs(60));
+    assert_eq!(
+        (&started["backend"], &started["engine"]),
+        (&json!("dtrace"), &json!("libdtrace")),
+        "{started}"
+    );
+    assert_eq!(
+        started["aggregations"],
+        json!([{"name": "@latency_us", "kind": "lquantize", "layout": {"min": 0, "max": 64, "step": 2}}])
+    );
+    let reader = std::thread::spawn(|| {
+        let mut zero = std::fs::File::open("/dev/zero").unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..5_000 {
+            zero.read_exact(&mut buf).unwrap();
+        }
+    });
+    let frames = client.frames_for(Duration::from_secs(4));
+    reader.join().unwrap();
+    let mut reads = 0;
+    for frame in &frames {
+        for series in frame["aggregations"][0]["series"].as_array().unwrap() {
+            if series["key"] == json!(["read"]) {
+                for b in series["buckets"].as_array().unwrap() {
+                    match (b[0].as_i64(), b[1].as_i64()) {
+                        (None, Some(-1)) | (Some(64), None) => {}
+                        (Some(lo), Some(hi)) => {
+                            assert!(lo % 2 == 0 && hi == lo + 1 && lo < 64, "{b}")
+                        }
+                        _ => panic!("bucket {b}"),
+                    }
+                    reads += b[2].as_u64().unwrap();
+                }
+            }
+        }
+    }
+    assert!(reads >= 5_000, "read calls seen: {reads}");
+    drop(client);
+    assert!(Server::eventually(CONSUMER_EXIT_BOUND, || {
+        consumer_children(&server).is_empty()
+    }));
+}
+
+#[test]
 fn the_seeds_dscript_message_runs_on_libdtrace() {
     if !dtrace::available() {
         println!(

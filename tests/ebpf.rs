@@ -307,6 +307,30 @@ fn without_native_support_presets_run_on_bpftrace_and_say_why() {
     assert_eq!(error["code"], "unsupported", "{error}");
 }
 
+#[test]
+fn without_bpftrace_hello_says_so_and_presets_still_run_natively() {
+    require_tracing();
+    let config = format!("{TEST_CONFIG}[bpftrace]\npath = \"/nonexistent/bpftrace\"\n");
+    let server = Server::start_with(&config, &[], &[]);
+    let mut client = server.connect();
+    let hello = client.expect("hello", Duration::from_secs(5));
+    assert_eq!(hello["backends"], json!(["ebpf"]), "{hello}");
+    let started = client.start_preset("syscall-latency", TEST_TICK_MS);
+    assert_eq!(started["backend"], "ebpf", "{started}");
+    client.expect("frame", Duration::from_secs(10));
+    // A script needs bpftrace: the error names what could not run.
+    client.send(json!({"type": "start", "lang": "bpftrace", "script": "BEGIN { @n = count(); }"}));
+    client.expect("stopped", Duration::from_secs(10));
+    let error = client.expect("error", Duration::from_secs(10));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/bpftrace"),
+        "{error}"
+    );
+}
+
 /// True when `b` is a bpftrace `hist` bucket: [0, 0] or [2^k, 2^(k+1) - 1].
 fn is_log2_bucket(b: &Json) -> bool {
     match (b[0].as_i64(), b[1].as_i64()) {

@@ -30,6 +30,11 @@ pub struct Preset {
     pub script: &'static str,
     #[serde(skip)]
     pub key_names: KeyNames,
+    /// The same recipe in D, for DTrace hosts that have libdtrace but no bpftrace (the `.d`
+    /// file beside the `.bt`); its frames carry DTrace's kinds (`lquantize`, `quantize`) with
+    /// the same buckets.
+    #[serde(skip)]
+    pub d: Option<&'static str>,
 }
 
 /// Every preset, in the order the browser lists them.
@@ -43,6 +48,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("syscall-latency.bt"),
         key_names: KeyNames::Syscall,
+        d: Some(include_str!("syscall-latency.d")),
     },
     Preset {
         name: "syscall-latency-log2",
@@ -53,6 +59,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("syscall-latency-log2.bt"),
         key_names: KeyNames::Syscall,
+        d: Some(include_str!("syscall-latency-log2.d")),
     },
     Preset {
         name: "block-io-latency",
@@ -63,6 +70,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("block-io-latency.bt"),
         key_names: KeyNames::AsIs,
+        d: None,
     },
     Preset {
         name: "runqueue-latency",
@@ -72,6 +80,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("runqueue-latency.bt"),
         key_names: KeyNames::AsIs,
+        d: None,
     },
     Preset {
         name: "softirq-latency",
@@ -82,6 +91,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("softirq-latency.bt"),
         key_names: KeyNames::Softirq,
+        d: None,
     },
 ];
 
@@ -241,6 +251,31 @@ mod tests {
                 "{} must use tracepoints only",
                 p.name
             );
+        }
+    }
+
+    #[test]
+    fn d_versions_are_the_same_recipe_in_d() {
+        use crate::consumer::dtrace::script;
+        let with_d: Vec<&Preset> = PRESETS.iter().filter(|p| p.d.is_some()).collect();
+        assert_eq!(with_d.len(), 2);
+        for preset in with_d {
+            let d = preset.d.unwrap();
+            script::check_not_destructive(d).unwrap();
+            let announced = script::aggregations(d);
+            let bpftrace = aggregation_maps(preset.script).remove(0).info;
+            assert_eq!(announced.len(), 1, "{}", preset.name);
+            assert_eq!(announced[0].name, bpftrace.name, "{}", preset.name);
+            // DTrace's kind for the same buckets: lquantize for lhist, quantize for hist.
+            let kind = match bpftrace.kind {
+                AggKind::Lhist => AggKind::Lquantize,
+                AggKind::Hist => AggKind::Quantize,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(announced[0].kind, kind, "{}", preset.name);
+            assert_eq!(announced[0].layout, bpftrace.layout, "{}", preset.name);
+            // Inside the D subset that stock Linux runs too (tests/dlang.rs runs it).
+            crate::dlang::compile(d).unwrap();
         }
     }
 

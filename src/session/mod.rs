@@ -34,15 +34,18 @@ const MAX_FRAMES_IN_FLIGHT: u64 = 4;
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// The backends a session can run, as announced in `hello`: `ebpf` only where the native
-/// programs loaded at start-up (`consumer::ebpf::probe`), `dtrace` only in a build with libdtrace.
-fn backends() -> &'static [&'static str] {
+/// programs loaded at start-up (`consumer::ebpf::probe`), `bpftrace` only where it is installed,
+/// `dtrace` only in a build with libdtrace.
+fn backends(bpftrace: bool) -> Vec<&'static str> {
     let native = matches!(consumer::ebpf::support(), Some(Ok(())));
-    match (native, consumer::dtrace::available()) {
-        (true, true) => &["ebpf", "bpftrace", "dtrace"],
-        (true, false) => &["ebpf", "bpftrace"],
-        (false, true) => &["bpftrace", "dtrace"],
-        (false, false) => &["bpftrace"],
-    }
+    [
+        (native, "ebpf"),
+        (bpftrace, "bpftrace"),
+        (consumer::dtrace::available(), "dtrace"),
+    ]
+    .into_iter()
+    .filter_map(|(present, name)| present.then_some(name))
+    .collect()
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -167,7 +170,7 @@ impl Session {
                 session: &self.id,
                 tick_ms: self.config().tick_ms,
                 tick_ms_range: [*TICK_MS_RANGE.start(), *TICK_MS_RANGE.end()],
-                backends: backends(),
+                backends: &backends(consumer::bpftrace::installed(&self.config().bpftrace.path)),
                 presets: presets::PRESETS,
                 user: &identity.name,
                 role: identity.role,
@@ -236,7 +239,12 @@ impl Session {
             backend,
             fallback,
             why_not_native,
-        } = match choose_backend(&self.id, &request, preset) {
+        } = match choose_backend(
+            &self.id,
+            &request,
+            preset,
+            consumer::bpftrace::installed(&self.config().bpftrace.path),
+        ) {
             Ok(choice) => choice,
             Err(message) => return self.send_error(ctx, "unsupported", &message),
         };
@@ -520,21 +528,37 @@ impl Choice {
 
 /// The backend for a start request and whether it may fall back to bpftrace. A preset with a
 /// native version runs natively unless bpftrace is asked for (a forced `ebpf` never falls
-/// back); D scripts run on libdtrace when this binary has it ([`consumer::dtrace::available`]),
-/// otherwise through the D → bpftrace translator; everything else on bpftrace. Errors name what
-/// this server cannot do.
+/// back); on a host with libdtrace and no bpftrace, a preset with a D version runs that on
+/// libdtrace (as it does when `dtrace` is asked for); D scripts run on libdtrace when this
+/// binary has it ([`consumer::dtrace::available`]), otherwise through the D → bpftrace
+/// translator; everything else on bpftrace. Errors name what this server cannot do.
 fn choose_backend(
     session: &str,
     request: &StartRequest,
     preset: Option<&'static Preset>,
+    bpftrace: bool,
 ) -> Result<Choice, String> {
     let d = request.lang.as_deref() == Some("d") && preset.is_none();
     let libdtrace = consumer::dtrace::available();
+    let d_preset = libdtrace && preset.is_some_and(|p| p.d.is_some());
     let native = preset.and_then(|p| consumer::ebpf::find(p.name));
     let support = consumer::ebpf::support();
     match request.backend.as_deref() {
         None if d && libdtrace => Ok(Choice::on(Backend::Dtrace)),
-        Some("dtrace") if d && libdtrace => Ok(Choice::on(Backend::Dtrace)),
+        Some("dtrace") if (d && libdtrace) || d_preset => Ok(Choice::on(Backend::Dtrace)),
+        Some("dtrace") if libdtrace => match preset {
+            Some(p) => Err(format!(
+                "preset {:?} has no D version; these have: {}",
+                p.name,
+                presets::PRESETS
+                    .iter()
+                    .filter(|p| p.d.is_some())
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => Err("the dtrace backend runs D scripts (`lang: \"d\"`) and presets".into()),
+        },
         Some("dtrace") => Err(format!(
             "the dtrace backend runs D scripts with libdtrace{}",
             if libdtrace {
@@ -552,6 +576,9 @@ fn choose_backend(
             (_, _, Some(Err(reason))) => Err(format!("the ebpf backend cannot run here: {reason}")),
             _ => Ok(Choice::on(Backend::Ebpf)),
         },
+        None if d_preset && !bpftrace && !matches!(support, Some(Ok(()))) => {
+            Ok(Choice::on(Backend::Dtrace))
+        }
         None => match (native, support) {
             (None, _) => Ok(Choice::on(Backend::Bpftrace)),
             (Some(n), Some(Err(reason))) => {
@@ -568,7 +595,7 @@ fn choose_backend(
         },
         Some(other) => Err(format!(
             "unknown backend {other:?}; this server has {:?}",
-            backends()
+            backends(bpftrace)
         )),
     }
 }
@@ -584,6 +611,30 @@ fn resolve(
         pid: request.pid,
         comm: request.comm.clone(),
     };
+    if let (Some(preset), Backend::Dtrace) = (preset, backend) {
+        if !filter.is_empty() {
+            return Err((
+                "bad_request",
+                "`pid` and `comm` filter presets on bpftrace and ebpf; the D versions do not take them".into(),
+            ));
+        }
+        let d = preset
+            .d
+            .expect("choose_backend picks dtrace only for presets with a D version");
+        let (script, notes) =
+            consumer::dtrace::script::adapt(d, consumer::dtrace::script::HAS_VTIMESTAMP);
+        return Ok(Resolved {
+            program: ProgramSpec {
+                script,
+                key_names: KeyNames::AsIs,
+                rewrite: None,
+                preset: Some(preset),
+                filter,
+            },
+            preset: Some(preset),
+            engine: Some((consumer::dtrace::ENGINE, notes)),
+        });
+    }
     if let Some(preset) = preset {
         let script = preset
             .script_with(&filter)

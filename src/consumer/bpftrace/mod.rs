@@ -8,6 +8,17 @@
 pub mod output;
 pub mod program;
 
+/// Whether `path` names a bpftrace this server can run: the file itself when it has a
+/// directory part, else the first match in `PATH`. DTrace hosts have none, and run the D
+/// versions of presets instead.
+pub fn installed(path: &std::path::Path) -> bool {
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file()))
+}
+
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
