@@ -26,6 +26,46 @@ fn consumer_children(server: &Server) -> Vec<u32> {
         .collect()
 }
 
+/// Frames for 4 s while this process makes `reads` read(2) calls of 64 bytes.
+fn frames_while_reading(client: &mut support::Client, reads: usize) -> Vec<Json> {
+    let reader = std::thread::spawn(move || {
+        let mut zero = std::fs::File::open("/dev/zero").unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..reads {
+            zero.read_exact(&mut buf).unwrap();
+        }
+    });
+    let frames = client.frames_for(Duration::from_secs(4));
+    reader.join().unwrap();
+    frames
+}
+
+/// The buckets of key `["read"]` in each frame's first aggregation, each checked to be one of
+/// `lquantize(x, 0, top, 2)`'s rows (`< 0`, linear buckets of 2 from 0, `>= top` open).
+fn read_buckets(frames: &[Json], top: i64) -> Vec<Json> {
+    let mut buckets = Vec::new();
+    for frame in frames {
+        for series in frame["aggregations"][0]["series"].as_array().unwrap() {
+            if series["key"] == json!(["read"]) {
+                buckets.extend(series["buckets"].as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    for bucket in &buckets {
+        match (bucket[0].as_i64(), bucket[1].as_i64()) {
+            (None, Some(-1)) => {}
+            (Some(lo), None) => assert_eq!(lo, top, "{bucket}"),
+            (Some(lo), Some(hi)) => assert!(lo % 2 == 0 && hi == lo + 1 && lo < top, "{bucket}"),
+            _ => panic!("bucket {bucket}"),
+        }
+    }
+    buckets
+}
+
+fn total(buckets: &[Json]) -> u64 {
+    buckets.iter().map(|b| b[2].as_u64().unwrap()).sum()
+}
+
 #[test]
 fn the_presets_d_versions_run_on_libdtrace() {
     if !dtrace::available() {
@@ -50,32 +90,8 @@ fn the_presets_d_versions_run_on_libdtrace() {
         started["aggregations"],
         json!([{"name": "@latency_us", "kind": "lquantize", "layout": {"min": 0, "max": 64, "step": 2}}])
     );
-    let reader = std::thread::spawn(|| {
-        let mut zero = std::fs::File::open("/dev/zero").unwrap();
-        let mut buf = [0u8; 64];
-        for _ in 0..5_000 {
-            zero.read_exact(&mut buf).unwrap();
-        }
-    });
-    let frames = client.frames_for(Duration::from_secs(4));
-    reader.join().unwrap();
-    let mut reads = 0;
-    for frame in &frames {
-        for series in frame["aggregations"][0]["series"].as_array().unwrap() {
-            if series["key"] == json!(["read"]) {
-                for b in series["buckets"].as_array().unwrap() {
-                    match (b[0].as_i64(), b[1].as_i64()) {
-                        (None, Some(-1)) | (Some(64), None) => {}
-                        (Some(lo), Some(hi)) => {
-                            assert!(lo % 2 == 0 && hi == lo + 1 && lo < 64, "{b}")
-                        }
-                        _ => panic!("bucket {b}"),
-                    }
-                    reads += b[2].as_u64().unwrap();
-                }
-            }
-        }
-    }
+    let frames = frames_while_reading(&mut client, 5_000);
+    let reads = total(&read_buckets(&frames, 64));
     assert!(reads >= 5_000, "read calls seen: {reads}");
     drop(client);
     assert!(Server::eventually(CONSUMER_EXIT_BOUND, || {
@@ -120,29 +136,16 @@ fn the_seeds_dscript_message_runs_on_libdtrace() {
     assert_eq!(consumer_children(&server).len(), 1);
 
     // Make read(2) calls of our own while frames come.
-    let reader = std::thread::spawn(|| {
-        let mut zero = std::fs::File::open("/dev/zero").unwrap();
-        let mut buf = [0u8; 64];
-        for _ in 0..20_000 {
-            zero.read_exact(&mut buf).unwrap();
-        }
-    });
-    let frames = client.frames_for(Duration::from_secs(4));
-    reader.join().unwrap();
+    let frames = frames_while_reading(&mut client, 20_000);
     assert!(!frames.is_empty(), "no frames");
-    let mut read_buckets = Vec::new();
     for frame in &frames {
         let aggs = frame["aggregations"].as_array().unwrap();
         assert_eq!(aggs.len(), 1, "{frame}");
         assert_eq!(aggs[0]["name"], "@time");
         assert_eq!(aggs[0]["kind"], "lquantize");
-        for series in aggs[0]["series"].as_array().unwrap() {
-            if series["key"] == json!(["read"]) {
-                read_buckets.extend(series["buckets"].as_array().unwrap().iter().cloned());
-            }
-        }
     }
-    let total: u64 = read_buckets.iter().map(|b| b[2].as_u64().unwrap()).sum();
+    // Linear buckets of 2 from 0, `< 0` and `>= 62` open: exactly dtrace's rows.
+    let total = total(&read_buckets(&frames, 62));
     let reported: Vec<&Json> = frames
         .iter()
         .flat_map(|f| f["errors"].as_array().into_iter().flatten().take(3))
@@ -152,15 +155,6 @@ fn the_seeds_dscript_message_runs_on_libdtrace() {
         total >= 20_000,
         "read calls seen: {total}; libdtrace reported: {reported:?}"
     );
-    for bucket in &read_buckets {
-        // Linear buckets of 2 from 0, `< 0` and `>= 62` open: exactly dtrace's rows.
-        match (bucket[0].as_i64(), bucket[1].as_i64()) {
-            (None, Some(-1)) | (Some(62), None) => {}
-            (Some(lo), Some(hi)) => assert!(lo % 2 == 0 && hi == lo + 1 && lo < 62, "{bucket}"),
-            _ => panic!("bucket {bucket}"),
-        }
-    }
-
     // A destructive script never reaches libdtrace.
     client.send(json!({"type": "start", "lang": "d", "script": "BEGIN { system(\"id\"); }"}));
     assert_eq!(

@@ -499,6 +499,24 @@ impl Session {
     }
 }
 
+/// D for libdtrace (a script, or a preset's D version): as written, bar what this libdtrace
+/// lacks, which `started.notes` then names.
+fn on_libdtrace(d: &str, preset: Option<&'static Preset>) -> Resolved {
+    let (script, notes) =
+        consumer::dtrace::script::adapt(d, consumer::dtrace::script::HAS_VTIMESTAMP);
+    Resolved {
+        program: ProgramSpec {
+            script,
+            key_names: KeyNames::AsIs,
+            rewrite: None,
+            preset,
+            filter: ProcessFilter::default(),
+        },
+        preset,
+        engine: Some((consumer::dtrace::ENGINE, notes)),
+    }
+}
+
 /// The program a start request names.
 struct Resolved {
     program: ProgramSpec,
@@ -621,19 +639,7 @@ fn resolve(
         let d = preset
             .d
             .expect("choose_backend picks dtrace only for presets with a D version");
-        let (script, notes) =
-            consumer::dtrace::script::adapt(d, consumer::dtrace::script::HAS_VTIMESTAMP);
-        return Ok(Resolved {
-            program: ProgramSpec {
-                script,
-                key_names: KeyNames::AsIs,
-                rewrite: None,
-                preset: Some(preset),
-                filter,
-            },
-            preset: Some(preset),
-            engine: Some((consumer::dtrace::ENGINE, notes)),
-        });
+        return Ok(on_libdtrace(d, Some(preset)));
     }
     if let Some(preset) = preset {
         let script = preset
@@ -673,15 +679,7 @@ fn resolve(
             engine: None,
         }),
         // libdtrace, where this binary has it, takes D as written, bar what it lacks.
-        Some("d") if backend == Backend::Dtrace => {
-            let (script, notes) =
-                consumer::dtrace::script::adapt(&script, consumer::dtrace::script::HAS_VTIMESTAMP);
-            Ok(Resolved {
-                program: program(script),
-                preset: None,
-                engine: Some((consumer::dtrace::ENGINE, notes)),
-            })
-        }
+        Some("d") if backend == Backend::Dtrace => Ok(on_libdtrace(&script, None)),
         // Elsewhere D is translated to bpftrace.
         Some("d") => {
             let compiled = dlang::compile(&script).map_err(|e| ("compile", e.to_string()))?;

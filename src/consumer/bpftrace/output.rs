@@ -141,7 +141,6 @@ impl<'de> Visitor<'de> for EventVisitor {
                 "type" => {
                     let value: Json = map.next_value()?;
                     kind = Some(value.as_str().unwrap_or_default().to_owned());
-                    rest.insert(key, value);
                 }
                 "data" if kind.as_deref().is_some_and(prints_maps) => {
                     data = Some(Data::Maps(map.next_value()?));
@@ -153,7 +152,6 @@ impl<'de> Visitor<'de> for EventVisitor {
                 }
             }
         }
-        rest.remove("type");
         let kind = kind.unwrap_or_default();
         let data = match data {
             Some(Data::Json(json)) if prints_maps(&kind) => Data::Maps(Printed::from_json(json)),
@@ -227,21 +225,13 @@ impl Printed {
     /// The same value from a JSON tree (tests, and `data` printed before `type`).
     pub fn from_json(json: Json) -> Printed {
         match json {
-            Json::Number(n) => n
-                .as_i64()
-                .map(i128::from)
-                .or(n.as_u64().map(i128::from))
-                .map_or(Printed::Other, Printed::Int),
+            Json::Number(_) => json_int(&json).map_or(Printed::Other, Printed::Int),
             Json::Array(items) => Printed::Array(
                 items
                     .into_iter()
                     .map(|item| match item {
                         Json::Object(b) => {
-                            let member = |name: &str| {
-                                b.get(name).and_then(|v| {
-                                    v.as_i64().map(i128::from).or(v.as_u64().map(i128::from))
-                                })
-                            };
+                            let member = |name: &str| b.get(name).and_then(json_int);
                             Element::Bucket(PrintedBucket {
                                 min: member("min"),
                                 max: member("max"),
@@ -295,6 +285,11 @@ impl Printed {
             Printed::Other => Json::Null,
         }
     }
+}
+
+/// A JSON integer, signed or unsigned; `None` for anything else.
+fn json_int(v: &Json) -> Option<i128> {
+    v.as_i64().map(i128::from).or(v.as_u64().map(i128::from))
 }
 
 impl<'de> Deserialize<'de> for Printed {

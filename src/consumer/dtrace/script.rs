@@ -159,9 +159,12 @@ pub fn adapt(script: &str, has_vtimestamp: bool) -> (String, Vec<String>) {
 
 /// Whether code ending here is `x->` or `x.`, so the next identifier names a member.
 fn after_member_access(before: &[char]) -> bool {
-    let trimmed: String = before.iter().collect();
-    let trimmed = trimmed.trim_end();
-    trimmed.ends_with("->") || trimmed.ends_with('.')
+    let mut back = before.iter().rev().skip_while(|c| c.is_whitespace());
+    match back.next() {
+        Some('.') => true,
+        Some('>') => back.next() == Some(&'-'),
+        _ => false,
+    }
 }
 
 /// Refuses a script that asks for destructive actions, naming the line.
