@@ -9,7 +9,7 @@ use heat_actix::aggregation::Snapshot;
 use heat_actix::consumer::bpftrace::output::{decode_map, Event};
 use heat_actix::consumer::bpftrace::program::aggregation_maps;
 use heat_actix::presets::{self, KeyNames};
-use heat_actix::session::protocol::encode_frame;
+use heat_actix::session::protocol::{encode_frame, FrameHeader};
 
 /// Keys in the frame: about every syscall a busy machine makes.
 const KEYS: i64 = 300;
@@ -45,7 +45,16 @@ fn pipeline(line: &str, spec: &heat_actix::consumer::bpftrace::program::MapSpec)
         ..Default::default()
     };
     KeyNames::Syscall.apply(&mut snapshot);
-    encode_frame(1, 1_763_788_800_000, 1000, 0, &snapshot)
+    encode_frame(
+        &FrameHeader {
+            seq: 1,
+            ts_ms: 1_763_788_800_000,
+            interval_ms: 1000,
+            dropped: 0,
+            last: false,
+        },
+        &snapshot,
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -340,6 +340,60 @@ pub struct Snapshot {
     pub errors: Vec<String>,
 }
 
+impl Aggregation {
+    /// Adds a later interval of the same aggregation: counts and sums add, min and max keep
+    /// the extreme, histogram buckets add bucket by bucket. Nothing is dropped.
+    pub fn absorb(&mut self, later: Aggregation) {
+        self.folded = self.folded.max(later.folded);
+        if self.series.is_empty() {
+            self.series = later.series;
+            return;
+        }
+        for series in later.series {
+            match self.series.iter_mut().find(|s| s.key == series.key) {
+                Some(s) => merge_value(self.kind, &mut s.value, series.value),
+                None => self.series.push(series),
+            }
+        }
+    }
+}
+
+impl Snapshot {
+    /// An empty snapshot with every announced aggregation present, in program order.
+    pub fn empty(infos: &[AggregationInfo]) -> Snapshot {
+        Snapshot {
+            aggregations: infos.iter().map(Aggregation::empty).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether nothing was aggregated, printed or reported.
+    pub fn is_empty(&self) -> bool {
+        self.aggregations.iter().all(|a| a.series.is_empty())
+            && self.output.is_empty()
+            && self.drops.is_empty()
+            && self.errors.is_empty()
+    }
+
+    /// Adds what a later walk found, so two intervals become one: aggregations are matched by
+    /// name (one this snapshot lacks is appended), text and reports are appended in order.
+    pub fn absorb(&mut self, later: Snapshot) {
+        for aggregation in later.aggregations {
+            match self
+                .aggregations
+                .iter_mut()
+                .find(|a| a.name == aggregation.name)
+            {
+                Some(a) => a.absorb(aggregation),
+                None => self.aggregations.push(aggregation),
+            }
+        }
+        self.output.extend(later.output);
+        self.drops.extend(later.drops);
+        self.errors.extend(later.errors);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,5 +569,53 @@ mod tests {
         assert_eq!(KeyPart::parse("-3"), KeyPart::Int(-3));
         assert_eq!(KeyPart::parse("bash"), KeyPart::Str("bash".into()));
         assert_eq!(KeyPart::parse("12ab"), KeyPart::Str("12ab".into()));
+    }
+
+    #[test]
+    fn absorbing_a_later_interval_adds_exactly() {
+        let info = |name: &str, kind| AggregationInfo {
+            name: name.into(),
+            kind,
+            layout: None,
+        };
+        let key = |k: &str| vec![KeyPart::Str(k.into())];
+        let bucket = |lo, hi, count| Bucket {
+            lo: Some(lo),
+            hi,
+            count,
+        };
+        let mut first = Snapshot::empty(&[info("@h", AggKind::Hist), info("@m", AggKind::Max)]);
+        first.aggregations[0]
+            .series
+            .push(Series::histogram(key("read"), vec![bucket(4, Some(7), 2)]));
+        first.aggregations[1].series.push(Series {
+            key: vec![],
+            value: Value::Scalar(9),
+        });
+        first.output.push("one".into());
+        let mut later = Snapshot::empty(&[info("@h", AggKind::Hist), info("@m", AggKind::Max)]);
+        later.aggregations[0].series.push(Series::histogram(
+            key("read"),
+            vec![bucket(4, Some(7), 3), bucket(8, None, 1)],
+        ));
+        later.aggregations[0]
+            .series
+            .push(Series::histogram(key("write"), vec![bucket(0, Some(0), 1)]));
+        later.aggregations[1].series.push(Series {
+            key: vec![],
+            value: Value::Scalar(4),
+        });
+        later.output.push("two".into());
+        first.absorb(later);
+        let h = &first.aggregations[0].series;
+        assert_eq!(
+            h[0].value,
+            Value::Buckets(vec![bucket(4, Some(7), 5), bucket(8, None, 1)])
+        );
+        assert_eq!(h[1].key, key("write"));
+        assert_eq!(first.aggregations[1].series[0].value, Value::Scalar(9));
+        assert_eq!(first.output, ["one", "two"]);
+        assert!(!first.is_empty());
+        assert!(Snapshot::empty(&[info("@h", AggKind::Hist)]).is_empty());
     }
 }

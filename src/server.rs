@@ -10,6 +10,7 @@ use actix_web_actors::ws;
 
 use crate::auth::{self, PROTOCOL_NAME};
 use crate::config::{Config, TlsConfig};
+use crate::consumer::Encoding;
 use crate::session::{Peer, Session, Shared};
 use crate::supervisor::{Registry, Supervisor};
 use crate::telemetry::{self, Event};
@@ -221,6 +222,15 @@ async fn websocket(
         .as_ref()
         .and_then(|q| q.get("token"))
         .map(String::as_str);
+    let format = query.as_ref().and_then(|q| q.get("format"));
+    let encoding = match format.map(String::as_str) {
+        None | Some("1") => Encoding::V1,
+        Some("2011") => Encoding::Legacy2011,
+        Some(other) => {
+            let message = format!("unknown format {other:?}: /ws speaks protocol v1, /ws?format=2011 the 2011 dialect\n");
+            return Ok(HttpResponse::BadRequest().body(message));
+        }
+    };
     // An unauthenticated upgrade still succeeds, so the page can read the close reason and
     // ask for a token; the session closes it at once.
     let identity = auth::authenticate(config, token, &protocols);
@@ -231,6 +241,7 @@ async fn websocket(
             ip: addr.map(|a| a.ip()),
             identity,
         },
+        encoding,
     );
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(config.limits.max_message_bytes)

@@ -123,7 +123,16 @@ pub trait Consumer {
     /// Enables the instrumentation; returns once the program is attached.
     fn go(&mut self) -> Result<(), ConsumerError>;
     /// Everything aggregated since the previous walk (or since `go`), removed as it is read.
+    /// What a walk that failed with [`ConsumerError::WalkTimeout`] finds later is in the next.
     fn walk(&mut self) -> Result<Snapshot, ConsumerError>;
+    /// Ends the program and returns what no walk has returned yet: the last partial interval
+    /// and whatever `END` clauses aggregate. The consumer is stopped afterwards, whatever the
+    /// result.
+    fn finish(&mut self) -> Result<Snapshot, ConsumerError> {
+        let last = self.walk();
+        self.stop();
+        last
+    }
     /// Disables the instrumentation and frees everything it holds. Idempotent.
     fn stop(&mut self);
     /// A handle that can end the tracer from another thread, if the tracer is a process.
@@ -205,6 +214,15 @@ pub struct WalkOutput {
     pub series: usize,
 }
 
+/// How a session wants its frames written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Protocol v1 `frame` messages.
+    V1,
+    /// The 2011 Heat Tracer / dowboy object: `{key: [[[lo, hi], count], …]}`.
+    Legacy2011,
+}
+
 /// Owns one [`Consumer`] on a dedicated thread (`SyncArbiter::start(1, …)`).
 ///
 /// It never stops itself: a `SyncArbiter` would build a fresh actor from the factory. It ends
@@ -278,6 +296,16 @@ pub struct Walk {
     pub seq: u64,
     /// Frames the session could not deliver since its last frame, reported in this one.
     pub dropped: u64,
+    pub encoding: Encoding,
+}
+
+/// End the program, walking one last time: the final frame, number `seq`.
+#[derive(Message)]
+#[rtype(result = "Result<WalkOutput, ConsumerError>")]
+pub struct Finish {
+    pub seq: u64,
+    pub dropped: u64,
+    pub encoding: Encoding,
 }
 
 /// Stop tracing now; the thread ends when the session drops its address.
@@ -325,15 +353,16 @@ impl Handler<Begin> for ConsumerActor {
     }
 }
 
-impl Handler<Walk> for ConsumerActor {
-    type Result = Result<WalkOutput, ConsumerError>;
-
-    fn handle(&mut self, walk: Walk, _: &mut Self::Context) -> Self::Result {
-        let began = Instant::now();
-        if walk.seq == 2 && fault_injected("consumer_panic") {
-            panic!("injected fault: consumer_panic");
-        }
-        let mut snapshot = self.consumer.walk()?;
+impl ConsumerActor {
+    /// Names keys, applies the language's rewrite and the key limit, and encodes the frame.
+    fn frame(
+        &mut self,
+        mut snapshot: Snapshot,
+        seq: u64,
+        dropped: u64,
+        encoding: Encoding,
+        last: bool,
+    ) -> WalkOutput {
         self.program.key_names.apply(&mut snapshot);
         if let Some(rewrite) = &self.program.rewrite {
             rewrite.snapshot(&mut snapshot);
@@ -347,21 +376,50 @@ impl Handler<Walk> for ConsumerActor {
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let frame = protocol::encode_frame(
-            walk.seq,
-            ts_ms,
-            interval.as_millis() as u64,
-            walk.dropped,
-            &snapshot,
-        );
+        let frame = match encoding {
+            Encoding::V1 => protocol::encode_frame(
+                &protocol::FrameHeader {
+                    seq,
+                    ts_ms,
+                    interval_ms: interval.as_millis() as u64,
+                    dropped,
+                    last,
+                },
+                &snapshot,
+            ),
+            Encoding::Legacy2011 => protocol::encode_2011(&snapshot),
+        };
+        WalkOutput {
+            frame,
+            series: snapshot.aggregations.iter().map(|a| a.series.len()).sum(),
+        }
+    }
+}
+
+impl Handler<Walk> for ConsumerActor {
+    type Result = Result<WalkOutput, ConsumerError>;
+
+    fn handle(&mut self, walk: Walk, _: &mut Self::Context) -> Self::Result {
+        let began = Instant::now();
+        if walk.seq == 2 && fault_injected("consumer_panic") {
+            panic!("injected fault: consumer_panic");
+        }
+        let snapshot = self.consumer.walk()?;
+        let output = self.frame(snapshot, walk.seq, walk.dropped, walk.encoding, false);
         Event::Walked {
             elapsed: began.elapsed(),
         }
         .emit();
-        Ok(WalkOutput {
-            frame,
-            series: snapshot.aggregations.iter().map(|a| a.series.len()).sum(),
-        })
+        Ok(output)
+    }
+}
+
+impl Handler<Finish> for ConsumerActor {
+    type Result = Result<WalkOutput, ConsumerError>;
+
+    fn handle(&mut self, finish: Finish, _: &mut Self::Context) -> Self::Result {
+        let snapshot = self.consumer.finish()?;
+        Ok(self.frame(snapshot, finish.seq, finish.dropped, finish.encoding, true))
     }
 }
 

@@ -17,7 +17,8 @@ use self::protocol::{ClientMessage, ProtocolError, ServerMessage, StartRequest, 
 use crate::auth::{AuthError, Identity};
 use crate::config::{Config, TICK_MS_RANGE};
 use crate::consumer::{
-    self, Backend, Begin, ConsumerActor, ConsumerError, Halt, KillSwitch, ProgramSpec, Walk,
+    self, Backend, Begin, ConsumerActor, ConsumerError, Encoding, Finish, Halt, KillSwitch,
+    ProgramSpec, Walk,
 };
 use crate::dlang;
 use crate::presets::{self, KeyNames, Preset, ProcessFilter};
@@ -77,7 +78,28 @@ pub struct Session {
     /// Bumped by every start and stop, so late answers from a replaced consumer are ignored.
     generation: u64,
     run: Option<Run>,
+    /// A start that waits for the running program's final frame, which goes first.
+    queued: Option<Launch>,
+    /// How frames and messages are written: protocol v1, or the 2011 dialect.
+    encoding: Encoding,
     frames: u64,
+}
+
+/// A validated start, ready to run.
+struct Launch {
+    backend: Backend,
+    fallback: bool,
+    why_not_native: Option<String>,
+    resolved: Resolved,
+    tick_ms: u64,
+}
+
+/// What happens once a finishing program's final frame is out.
+enum AfterFinish {
+    /// Nothing more (a `stop`, or a `start` that is queued).
+    Stay,
+    /// Close the socket, as the client asked.
+    Close(Option<CloseReason>),
 }
 
 /// A program this session runs (or is starting).
@@ -95,6 +117,8 @@ struct Run {
     /// Frames not sent because the browser was behind, since the last frame that was sent.
     dropped: u64,
     walking: bool,
+    /// Set once the final walk was asked for: the `stopped` reason to send after it.
+    finishing: Option<&'static str>,
 }
 
 impl Drop for Run {
@@ -113,7 +137,7 @@ impl Drop for Run {
 pub struct Evict;
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, peer: Peer) -> Session {
+    pub fn new(shared: Arc<Shared>, peer: Peer, encoding: Encoding) -> Session {
         let now = Instant::now();
         Session {
             id: format!("s-{:x}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
@@ -125,6 +149,8 @@ impl Session {
             admitted: false,
             generation: 0,
             run: None,
+            queued: None,
+            encoding,
             frames: 0,
         }
     }
@@ -141,7 +167,14 @@ impl Session {
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: ServerMessage<'_>) {
-        ctx.text(message.to_text());
+        match (self.encoding, message) {
+            (Encoding::V1, message) => ctx.text(message.to_text()),
+            // The 2011 clients draw every object they get: they hear only errors and ticks.
+            (Encoding::Legacy2011, ServerMessage::Error { message, .. }) => {
+                ctx.text(serde_json::json!({ "error": message }).to_string())
+            }
+            (Encoding::Legacy2011, _) => {}
+        }
     }
 
     fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, code: &str, message: &str) {
@@ -182,12 +215,13 @@ impl Session {
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         self.activity = Instant::now();
-        match protocol::parse_client_message(text) {
+        let parsed = match self.encoding {
+            Encoding::V1 => protocol::parse_client_message(text),
+            Encoding::Legacy2011 => protocol::parse_2011_message(text),
+        };
+        match parsed {
             Ok(ClientMessage::Start(request)) => self.start(request, ctx),
-            Ok(ClientMessage::Stop) => {
-                self.stop_run(ctx);
-                self.send(ctx, ServerMessage::Stopped { reason: "client" });
-            }
+            Ok(ClientMessage::Stop) => self.finish_run(ctx, "client", AfterFinish::Stay),
             Err(e) => self.send_error(ctx, e.code(), &e.to_string()),
         }
     }
@@ -248,11 +282,7 @@ impl Session {
             Ok(choice) => choice,
             Err(message) => return self.send_error(ctx, "unsupported", &message),
         };
-        let Resolved {
-            program,
-            preset,
-            engine,
-        } = match resolve(&request, preset, backend) {
+        let resolved = match resolve(&request, preset, backend) {
             Ok(resolved) => resolved,
             Err((code, message)) => {
                 if code == "compile" {
@@ -276,9 +306,36 @@ impl Session {
         }
 
         self.last_start = Some(Instant::now());
-        if self.stop_run(ctx) {
-            self.send(ctx, ServerMessage::Stopped { reason: "replaced" });
+        let launch = Launch {
+            backend,
+            fallback,
+            why_not_native,
+            resolved,
+            tick_ms,
+        };
+        if self.run.is_some() {
+            // The running program's final frame and `stopped` go out before this one starts.
+            self.queued = Some(launch);
+            return self.finish_run(ctx, "replaced", AfterFinish::Stay);
         }
+        self.launch(launch, ctx);
+    }
+
+    /// Starts a validated program on its own consumer thread; `started` follows once attached.
+    fn launch(&mut self, launch: Launch, ctx: &mut ws::WebsocketContext<Self>) {
+        let Launch {
+            backend,
+            fallback,
+            why_not_native,
+            resolved:
+                Resolved {
+                    program,
+                    preset,
+                    engine,
+                },
+            tick_ms,
+        } = launch;
+        self.generation += 1;
         let generation = self.generation;
         let consumer = consumer::spawn(backend, fallback, self.id.clone(), program, self.config());
         self.run = Some(Run {
@@ -291,6 +348,7 @@ impl Session {
             acked: 0,
             dropped: 0,
             walking: false,
+            finishing: None,
         });
 
         // Not `wait`: pings, stops and closes are handled while the tracer compiles.
@@ -353,8 +411,13 @@ impl Session {
         run.walking = true;
         run.seq += 1;
         let (generation, seq, dropped) = (run.generation, run.seq, run.dropped);
+        let encoding = self.encoding;
         run.consumer
-            .send(Walk { seq, dropped })
+            .send(Walk {
+                seq,
+                dropped,
+                encoding,
+            })
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let Some(run) = act.run.as_mut().filter(|r| r.generation == generation) else {
@@ -438,6 +501,86 @@ impl Session {
         }
         .emit();
         self.send_error(ctx, "internal", message);
+    }
+
+    /// Ends the running program politely: its tick stops, the consumer walks one last time
+    /// (bpftrace and DTrace run `END`), the final frame and `stopped` go out, then `after`.
+    /// A program still starting has nothing to flush and stops at once.
+    fn finish_run(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reason: &'static str,
+        after: AfterFinish,
+    ) {
+        if reason == "client" {
+            self.queued = None; // a stop also cancels a start that waited for the flush
+        }
+        let encoding = self.encoding;
+        let Some(run) = self.run.as_mut() else {
+            if matches!(after, AfterFinish::Stay) {
+                self.send(ctx, ServerMessage::Stopped { reason });
+            }
+            return self.after_finish(ctx, after);
+        };
+        if run.finishing.is_some() {
+            // Already flushing: the latest reason is the one the client hears.
+            run.finishing = Some(reason);
+            if let AfterFinish::Close(close) = after {
+                self.after_finish(ctx, AfterFinish::Close(close));
+            }
+            return;
+        }
+        let Some(tick) = run.tick.take() else {
+            self.stop_run(ctx);
+            self.send(ctx, ServerMessage::Stopped { reason });
+            return self.after_finish(ctx, after);
+        };
+        ctx.cancel_future(tick);
+        run.finishing = Some(reason);
+        let (generation, seq, dropped) = (run.generation, run.seq + 1, run.dropped);
+        run.consumer
+            .send(Finish {
+                seq,
+                dropped,
+                encoding,
+            })
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                let Some(run) = act.run.as_mut().filter(|r| r.generation == generation) else {
+                    return; // the connection went meanwhile; dropping the run freed the tracer
+                };
+                run.seq = seq;
+                let reason = run.finishing.unwrap_or("client");
+                match result {
+                    // The final frame goes out even to a browser that is behind: it is the last.
+                    Ok(Ok(output)) => {
+                        ctx.text(output.frame);
+                        act.frames += 1;
+                        Event::FrameSent.emit();
+                    }
+                    Ok(Err(e)) => act.consumer_failed(&e, ctx),
+                    Err(e) => act.internal_error(&format!("consumer thread lost: {e}"), ctx),
+                }
+                act.stop_run(ctx);
+                act.send(ctx, ServerMessage::Stopped { reason });
+                act.after_finish(ctx, after);
+            })
+            .spawn(ctx);
+    }
+
+    fn after_finish(&mut self, ctx: &mut ws::WebsocketContext<Self>, after: AfterFinish) {
+        match after {
+            AfterFinish::Close(reason) => {
+                self.queued = None;
+                ctx.close(reason);
+                ctx.stop();
+            }
+            AfterFinish::Stay => {
+                if let Some(launch) = self.queued.take() {
+                    self.launch(launch, ctx);
+                }
+            }
+        }
     }
 
     /// Stops the running program, if any; true when there was one.
@@ -784,9 +927,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Ping(bytes) => ctx.pong(&bytes),
             ws::Message::Pong(bytes) => self.acknowledge(&bytes),
+            // A polite close flushes the running program first, as `stop` does.
             ws::Message::Close(reason) => {
-                ctx.close(reason);
-                ctx.stop();
+                self.finish_run(ctx, "client", AfterFinish::Close(reason))
             }
             ws::Message::Continuation(_) | ws::Message::Nop => {}
         }

@@ -94,6 +94,23 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     }
 }
 
+/// Parses one text message of the 2011 dialect (`/ws?format=2011`): a JSON object with
+/// `dscript` (Heat Tracer), or text that is not JSON at all (dowboy's bare D program). Either
+/// starts the D program, replacing any running one.
+pub fn parse_2011_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    match serde_json::from_str::<Json>(text) {
+        Ok(Json::Object(object)) if object.contains_key("dscript") => dscript(object),
+        Ok(_) => Err(ProtocolError::BadRequest(
+            "send a D program, as text or as {\"dscript\": \"…\"}".into(),
+        )),
+        Err(_) => Ok(ClientMessage::Start(StartRequest {
+            lang: Some("d".into()),
+            script: Some(text.to_owned()),
+            ..StartRequest::default()
+        })),
+    }
+}
+
 /// `{"dscript": "…"}`, optionally with `tick_ms`: a start of a D script.
 fn dscript(mut object: serde_json::Map<String, Json>) -> Result<ClientMessage, ProtocolError> {
     let Some(Json::String(script)) = object.remove("dscript") else {
@@ -221,16 +238,27 @@ impl ServerMessage<'_> {
     }
 }
 
+/// What a `frame` says besides its aggregations.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FrameHeader {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub interval_ms: u64,
+    /// Frames not delivered since the previous one because the browser was behind.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// The program's last frame (`"final": true`): what it aggregated since the previous
+    /// frame, `END` included; `stopped` follows.
+    #[serde(rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub last: bool,
+}
+
 #[derive(Serialize)]
 struct Frame<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    seq: u64,
-    ts_ms: u64,
-    interval_ms: u64,
-    /// Frames not delivered since the previous one because the browser was behind.
-    #[serde(skip_serializing_if = "is_zero")]
-    dropped: u64,
+    #[serde(flatten)]
+    header: &'a FrameHeader,
     #[serde(flatten)]
     snapshot: &'a Snapshot,
 }
@@ -240,22 +268,54 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// Encodes one `frame` message.
-pub fn encode_frame(
-    seq: u64,
-    ts_ms: u64,
-    interval_ms: u64,
-    dropped: u64,
-    snapshot: &Snapshot,
-) -> String {
+pub fn encode_frame(header: &FrameHeader, snapshot: &Snapshot) -> String {
     serde_json::to_string(&Frame {
         kind: "frame",
-        seq,
-        ts_ms,
-        interval_ms,
-        dropped,
+        header,
         snapshot,
     })
     .expect("frames always serialise")
+}
+
+/// Encodes one tick in the 2011 dialect (`/ws?format=2011`): one object mapping each key
+/// (parts joined with `,`, as node-libdtrace's key array becomes a JS object key) to its
+/// `[[lo, hi], count]` pairs, or to its number for scalar kinds. Open ends are the lowest and
+/// highest 64-bit values, as DTrace prints `lquantize`'s. As in the seed's `aggdata`, the keys
+/// of every aggregation share the object, a later aggregation's value winning a shared key.
+pub fn encode_2011(snapshot: &Snapshot) -> String {
+    use crate::aggregation::Value;
+    let mut object = serde_json::Map::new();
+    for aggregation in &snapshot.aggregations {
+        for series in &aggregation.series {
+            let key = series
+                .key
+                .iter()
+                .map(|part| match part {
+                    crate::aggregation::KeyPart::Int(n) => n.to_string(),
+                    crate::aggregation::KeyPart::Str(s) => s.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let value = match &series.value {
+                Value::Buckets(buckets) => Json::Array(
+                    buckets
+                        .iter()
+                        .map(|b| {
+                            serde_json::json!([
+                                [b.lo.unwrap_or(i64::MIN), b.hi.unwrap_or(i64::MAX)],
+                                b.count
+                            ])
+                        })
+                        .collect(),
+                ),
+                Value::Scalar(v) => Json::from(*v),
+                Value::Stats { average, .. } => Json::from(*average),
+                Value::Deviation { stddev, .. } => Json::from(*stddev),
+            };
+            object.insert(key, value);
+        }
+    }
+    Json::Object(object).to_string()
 }
 
 #[cfg(test)]
@@ -378,12 +438,97 @@ mod tests {
             output: vec![],
             ..Default::default()
         };
-        let frame: Json = serde_json::from_str(&encode_frame(7, 1000, 999, 0, &snapshot)).unwrap();
+        let frame: Json = serde_json::from_str(&encode_frame(
+            &FrameHeader {
+                seq: 7,
+                ts_ms: 1000,
+                interval_ms: 999,
+                dropped: 0,
+                last: false,
+            },
+            &snapshot,
+        ))
+        .unwrap();
         assert_eq!(
             frame,
             serde_json::json!({"type":"frame","seq":7,"ts_ms":1000,"interval_ms":999,"aggregations":[
                 {"name":"@lat","kind":"lhist","series":[{"key":["read"],"buckets":[[0,1,3]]}]},
                 {"name":"@n","kind":"count","series":[{"key":[],"value":136}]}]})
+        );
+    }
+
+    #[test]
+    fn the_2011_dialect_takes_bare_d_and_dscript_and_nothing_else() {
+        let start = |m| match m {
+            Ok(ClientMessage::Start(r)) => r,
+            other => panic!("not a start: {other:?}"),
+        };
+        let bare = start(parse_2011_message(
+            "syscall:::entry { @[probefunc] = count(); }",
+        ));
+        assert_eq!(bare.lang.as_deref(), Some("d"));
+        assert_eq!(
+            bare.script.as_deref(),
+            Some("syscall:::entry { @[probefunc] = count(); }")
+        );
+        let seed = start(parse_2011_message(r#"{"dscript": "BEGIN {}"}"#));
+        assert_eq!(seed.script.as_deref(), Some("BEGIN {}"));
+        assert!(matches!(
+            parse_2011_message(r#"{"type": "start", "preset": "x"}"#),
+            Err(ProtocolError::BadRequest(_))
+        ));
+        assert!(parse_2011_message("42").is_err());
+    }
+
+    #[test]
+    fn the_2011_object_keys_joined_with_commas_and_open_ends_as_dtrace_prints_them() {
+        use crate::aggregation::{AggKind, Aggregation, Bucket, KeyPart, Series, Value};
+        let snapshot = Snapshot {
+            aggregations: vec![
+                Aggregation {
+                    name: "@time".into(),
+                    kind: AggKind::Lquantize,
+                    series: vec![Series::histogram(
+                        vec![KeyPart::Str("read".into()), KeyPart::Int(3)],
+                        vec![
+                            Bucket {
+                                lo: None,
+                                hi: Some(-1),
+                                count: 1,
+                            },
+                            Bucket {
+                                lo: Some(0),
+                                hi: Some(1),
+                                count: 5,
+                            },
+                            Bucket {
+                                lo: Some(62),
+                                hi: None,
+                                count: 2,
+                            },
+                        ],
+                    )],
+                    folded: 0,
+                },
+                Aggregation {
+                    name: "@n".into(),
+                    kind: AggKind::Count,
+                    series: vec![Series {
+                        key: vec![],
+                        value: Value::Scalar(7),
+                    }],
+                    folded: 0,
+                },
+            ],
+            ..Default::default()
+        };
+        let object: Json = serde_json::from_str(&encode_2011(&snapshot)).unwrap();
+        assert_eq!(
+            object,
+            serde_json::json!({
+                "read,3": [[[i64::MIN, -1], 1], [[0, 1], 5], [[62, i64::MAX], 2]],
+                "": 7
+            })
         );
     }
 }

@@ -19,7 +19,6 @@ pub fn installed(path: &std::path::Path) -> bool {
         .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file()))
 }
 
-use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,12 +32,14 @@ use parking_lot::Mutex;
 use self::output::{decode_map, Event};
 use self::program::{heat_actix_walk_trigger, Program};
 use super::{process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
-use crate::aggregation::{Aggregation, AggregationInfo, Snapshot};
+use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::config::BpftraceConfig;
 use crate::telemetry;
 
 /// How long a walk waits for bpftrace to print the walk's end marker.
 const WALK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a final walk waits for bpftrace to run `END`, print its maps and exit.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long each attach check waits for the walk probe to answer before firing it again.
 const ATTACH_POLL: Duration = Duration::from_millis(20);
 /// The window over which the output budget is counted.
@@ -72,6 +73,10 @@ pub struct BpftraceConsumer {
     readers: Vec<JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
     walks: u64,
+    /// What bpftrace printed that no frame has carried yet: the attach walk's findings
+    /// (`BEGIN` included) until the first frame, and a timed-out walk's late output until the
+    /// next one. Each walk's print-and-clear is a delta, so adding them loses and doubles nothing.
+    pending: Snapshot,
     /// Most bytes bpftrace may print per second.
     budget: u64,
     /// The output rate that tripped the budget (0 while within it), set by the stdout reader.
@@ -92,6 +97,7 @@ impl BpftraceConsumer {
             readers: Vec::new(),
             stderr: Arc::default(),
             walks: 0,
+            pending: Snapshot::default(),
             budget,
             over_budget: Arc::default(),
         }
@@ -142,67 +148,76 @@ impl BpftraceConsumer {
         }
     }
 
-    /// Fires the walk probe and collects what it prints until its end marker.
-    fn walk_once(&mut self, timeout: Duration) -> Result<Snapshot, ConsumerError> {
+    /// Fires the walk probe and adds what it prints to `pending`, until its end marker. Output
+    /// of an earlier walk that timed out arrives first and is kept: it belongs to no frame yet.
+    fn walk_once(&mut self, timeout: Duration) -> Result<(), ConsumerError> {
         if self.program.is_none() || self.events.is_none() {
             return Err(ConsumerError::State("not running"));
         }
         self.walks += 1;
         let walk = self.walks;
         heat_actix_walk_trigger(self.cookie, walk);
-
-        let mut printed: HashMap<String, output::Printed> = HashMap::new();
-        let mut output = Vec::new();
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(events) = self.events.as_ref() else {
-                return Err(ConsumerError::State("not running"));
-            };
-            match events.recv_timeout(left) {
-                Ok(Message::Event(Event::Map { name, value })) => {
-                    printed.insert(name, value);
-                }
-                Ok(Message::Event(Event::WalkDone(n))) if n == walk => break,
-                // The end of an older walk that timed out: what came before it was that walk's.
-                Ok(Message::Event(Event::WalkDone(_))) => printed.clear(),
-                Ok(Message::Event(Event::Text(text))) => {
-                    if output.len() < OUTPUT_LINES_PER_WALK {
-                        output.push(text);
-                    }
-                }
-                Ok(Message::Event(_)) => {}
-                Ok(Message::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                    return Err(self.ended())
-                }
-                Err(RecvTimeoutError::Timeout) => return Err(ConsumerError::WalkTimeout(timeout)),
+            match self.next_event(deadline)? {
+                Some(Event::WalkDone(n)) if n == walk => return Ok(()),
+                Some(event) => self.absorb(event),
+                None => return Err(ConsumerError::WalkTimeout(timeout)),
             }
         }
+    }
 
-        let program = self
-            .program
-            .as_ref()
-            .ok_or(ConsumerError::State("not compiled"))?;
-        let aggregations = program
-            .maps
-            .iter()
-            .map(|spec| match printed.get(&spec.info.name) {
-                None => Aggregation::empty(&spec.info),
-                Some(value) => decode_map(spec, value).unwrap_or_else(|e| {
-                    telemetry::Event::ConsumerFailed {
+    /// The next event from bpftrace's stdout, or `None` at `deadline`; its end is an error.
+    fn next_event(&mut self, deadline: Instant) -> Result<Option<Event>, ConsumerError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(events) = self.events.as_ref() else {
+            return Err(ConsumerError::State("not running"));
+        };
+        match events.recv_timeout(left) {
+            Ok(Message::Event(event)) => Ok(Some(event)),
+            Ok(Message::Closed) | Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+        }
+    }
+
+    /// Adds one printed map or line to `pending`. Maps that only hold state are not
+    /// aggregations and are skipped; a map that cannot be decoded is counted and skipped.
+    fn absorb(&mut self, event: Event) {
+        match event {
+            Event::Map { name, value } => {
+                let Some(spec) = self
+                    .program
+                    .as_ref()
+                    .and_then(|p| p.maps.iter().find(|m| m.info.name == name))
+                else {
+                    return;
+                };
+                match decode_map(spec, &value) {
+                    Ok(aggregation) => self.pending.absorb(Snapshot {
+                        aggregations: vec![aggregation],
+                        ..Default::default()
+                    }),
+                    Err(e) => telemetry::Event::ConsumerFailed {
                         kind: "decode",
                         message: &e.to_string(),
                     }
-                    .emit();
-                    Aggregation::empty(&spec.info)
-                }),
-            })
-            .collect();
-        Ok(Snapshot {
-            aggregations,
-            output,
-            ..Default::default()
-        })
+                    .emit(),
+                }
+            }
+            Event::Text(text) if self.pending.output.len() < OUTPUT_LINES_PER_WALK => {
+                self.pending.output.push(text)
+            }
+            _ => {}
+        }
+    }
+
+    /// What `pending` holds, leaving it empty with every aggregation present.
+    fn take_pending(&mut self) -> Snapshot {
+        let empty = self
+            .program
+            .as_ref()
+            .map_or_else(Snapshot::default, |p| Snapshot::empty(&p.infos()));
+        std::mem::replace(&mut self.pending, empty)
     }
 
     fn spawn(&mut self, program: &Program) -> Result<(), ConsumerError> {
@@ -303,6 +318,7 @@ impl Consumer for BpftraceConsumer {
             .map_err(|e| ConsumerError::Compile(format!("cannot find own binary: {e}")))?;
         let program = Program::prepare(&spec.script, &exe, self.cookie);
         let infos = program.infos();
+        self.pending = Snapshot::empty(&infos);
         self.program = Some(program);
         Ok(infos)
     }
@@ -338,7 +354,8 @@ impl Consumer for BpftraceConsumer {
         }
         // bpftrace announces the probes before it attaches them. The walk probe comes last in
         // the program and is attached last, so the first walk that answers proves everything
-        // is attached; what it found predates `started` and is dropped.
+        // is attached. What it found (`BEGIN`'s aggregations among it) stays in `pending` and
+        // goes out in the first frame, as DTrace's first aggwalk returns it.
         while Instant::now() < deadline {
             match self.walk_once(ATTACH_POLL) {
                 Ok(_) => return Ok(()),
@@ -351,7 +368,34 @@ impl Consumer for BpftraceConsumer {
     }
 
     fn walk(&mut self) -> Result<Snapshot, ConsumerError> {
-        self.walk_once(WALK_TIMEOUT)
+        self.walk_once(WALK_TIMEOUT)?;
+        Ok(self.take_pending())
+    }
+
+    /// SIGINT, as `dtrace`'s and bpftrace's own Ctrl-C: bpftrace runs `END`, prints every
+    /// map (what was aggregated since the last walk, and what `END` aggregated) and exits.
+    #[cfg(unix)]
+    fn finish(&mut self) -> Result<Snapshot, ConsumerError> {
+        let Some(child) = self.child.as_ref() else {
+            return Err(ConsumerError::State("not running"));
+        };
+        // SAFETY: kill(2) takes only integers; the child has not been reaped (we own it and
+        // wait for it only in `reap`), so its pid cannot name another process yet.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let deadline = Instant::now() + FINISH_TIMEOUT;
+        let result = loop {
+            match self.next_event(deadline) {
+                Ok(Some(event)) => self.absorb(event),
+                Ok(None) => break Err(ConsumerError::WalkTimeout(FINISH_TIMEOUT)),
+                // The output ended: bpftrace printed its maps and exited, as asked.
+                Err(ConsumerError::Exited(_)) => break Ok(self.take_pending()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.stop();
+        result
     }
 
     fn stop(&mut self) {

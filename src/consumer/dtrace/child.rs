@@ -21,6 +21,8 @@ pub trait Tracer {
     fn go(&mut self) -> Result<(), Failure>;
     /// Everything aggregated since the last walk, removed as it is read; a `Walked` reply.
     fn walk(&mut self) -> Result<Reply, Failure>;
+    /// Disables tracing, which fires `END`, and walks one last time; a `Walked` reply.
+    fn finish(&mut self) -> Result<Reply, Failure>;
     /// Disables tracing and releases the handle. Idempotent.
     fn stop(&mut self);
 }
@@ -54,6 +56,9 @@ pub fn serve(
             Ok(Request::Go) => answer(tracer.go(), Reply::Running),
             Ok(Request::Walk) => tracer
                 .walk()
+                .unwrap_or_else(|(stage, message)| Reply::Failed { stage, message }),
+            Ok(Request::Finish) => tracer
+                .finish()
                 .unwrap_or_else(|(stage, message)| Reply::Failed { stage, message }),
             Ok(Request::Stop) => {
                 tracer.stop();
@@ -91,6 +96,9 @@ impl Tracer for Unavailable {
     }
     fn walk(&mut self) -> Result<Reply, Failure> {
         Err((Stage::Protocol, "nothing running".into()))
+    }
+    fn finish(&mut self) -> Result<Reply, Failure> {
+        self.walk()
     }
     fn stop(&mut self) {}
 }
@@ -140,6 +148,15 @@ mod tests {
                 errors: vec![],
             })
         }
+        fn finish(&mut self) -> Result<Reply, Failure> {
+            self.calls.push("finish".into());
+            Ok(Reply::Walked {
+                aggregations: vec![],
+                output: vec!["END".into()],
+                drops: vec![],
+                errors: vec![],
+            })
+        }
         fn stop(&mut self) {
             self.calls.push("stop".into());
         }
@@ -176,6 +193,23 @@ mod tests {
         assert_eq!(replies[0], Reply::Compiled);
         assert_eq!(replies[1], Reply::Running);
         assert!(matches!(&replies[2], Reply::Walked { drops, .. } if drops.len() == 1));
+        assert_eq!(replies[3], Reply::Stopped);
+    }
+
+    #[test]
+    fn finish_walks_after_stopping_and_the_child_still_answers_stop() {
+        let (replies, calls) = run(concat!(
+            r#"{"op":"compile","script":"END{}"}"#,
+            "\n",
+            r#"{"op":"go"}"#,
+            "\n",
+            r#"{"op":"finish"}"#,
+            "\n",
+            r#"{"op":"stop"}"#,
+            "\n"
+        ));
+        assert_eq!(calls, ["compile END{}", "go", "finish", "stop"]);
+        assert!(matches!(&replies[2], Reply::Walked { output, .. } if output == &["END"]));
         assert_eq!(replies[3], Reply::Stopped);
     }
 

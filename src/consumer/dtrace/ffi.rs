@@ -399,6 +399,21 @@ impl Tracer for Libdtrace {
         })
     }
 
+    fn finish(&mut self) -> Result<Reply, Failure> {
+        if !self.running {
+            return Err((Stage::Protocol, "not running".into()));
+        }
+        // SAFETY: the handle is open and enabled; dtrace_stop disables tracing and fires END,
+        // whose records and aggregations the walk below consumes, as dtrace(1) does at exit.
+        if unsafe { sys::dtrace_stop(self.handle) } == -1 {
+            return Err((Stage::Walk, self.error()));
+        }
+        let last = self.walk();
+        // Stopped already: `stop` must not stop it twice.
+        self.running = false;
+        last
+    }
+
     fn stop(&mut self) {
         self.output.close();
         if !self.handle.is_null() {

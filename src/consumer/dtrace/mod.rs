@@ -69,8 +69,11 @@ pub struct DtraceConsumer {
     readers: Vec<JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
     kill_switch: Option<KillSwitch>,
-    /// Replies still owed for requests whose wait timed out; they are skipped when they come.
+    /// Replies still owed for requests whose wait timed out; they are skipped when they come,
+    /// except a late walk's, whose data goes into `late`.
     owed: usize,
+    /// What timed-out walks returned late: no frame has carried it yet, so the next walk does.
+    late: Option<Snapshot>,
 }
 
 impl DtraceConsumer {
@@ -92,6 +95,7 @@ impl DtraceConsumer {
             stderr: Arc::default(),
             kill_switch: None,
             owed: 0,
+            late: None,
         }
     }
 
@@ -150,7 +154,16 @@ impl DtraceConsumer {
                 .as_ref()
                 .ok_or(ConsumerError::State("not running"))?;
             match replies.recv_timeout(left) {
-                Ok(Message::Reply(_)) if self.owed > 0 => self.owed -= 1,
+                Ok(Message::Reply(reply)) if self.owed > 0 => {
+                    self.owed -= 1;
+                    if matches!(reply, Reply::Walked { .. }) {
+                        let walked = self.snapshot(reply)?;
+                        match self.late.as_mut() {
+                            None => self.late = Some(walked),
+                            Some(earlier) => earlier.absorb(walked),
+                        }
+                    }
+                }
                 Ok(Message::Reply(reply)) => return Ok(reply),
                 Ok(Message::Garbage(line)) => {
                     if let Some(kill) = &self.kill_switch {
@@ -186,6 +199,18 @@ impl DtraceConsumer {
             (true, Some(s)) => format!("the DTrace consumer process ended ({s})"),
             (true, None) => "the DTrace consumer process ended".to_owned(),
         }
+    }
+
+    /// A walk's reply with whatever timed-out walks returned late added in front of it.
+    fn with_late(&mut self, reply: Reply) -> Result<Snapshot, ConsumerError> {
+        let walked = self.snapshot(reply)?;
+        Ok(match self.late.take() {
+            Some(mut late) => {
+                late.absorb(walked);
+                late
+            }
+            None => walked,
+        })
     }
 
     /// The walk's aggregations in program order (announced ones first, then any the script
@@ -324,7 +349,16 @@ impl Consumer for DtraceConsumer {
 
     fn walk(&mut self) -> Result<Snapshot, ConsumerError> {
         let reply = self.ask(&Request::Walk, WALK_TIMEOUT)?;
-        self.snapshot(reply)
+        self.with_late(reply)
+    }
+
+    /// `dtrace_stop` (which fires `END`), then a last walk, then the child exits.
+    fn finish(&mut self) -> Result<Snapshot, ConsumerError> {
+        let result = self
+            .ask(&Request::Finish, WALK_TIMEOUT)
+            .and_then(|reply| self.with_late(reply));
+        self.stop();
+        result
     }
 
     fn stop(&mut self) {

@@ -20,6 +20,8 @@ pub enum Request {
     Go,
     /// Snapshot, walk and remove every aggregation (answered `walked`).
     Walk,
+    /// Stop tracing (which fires `END`), then walk one last time (answered `walked`).
+    Finish,
     /// Stop tracing and exit (answered `stopped`, then the child exits).
     Stop,
 }
