@@ -40,7 +40,7 @@ impl Metrics {
         let sessions_rejected = IntCounterVec::new(
             Opts::new(
                 "heat_sessions_rejected_total",
-                "Connections refused, by reason",
+                "Connections and requests refused, by reason",
             ),
             &["reason"],
         )
@@ -101,6 +101,9 @@ impl Metrics {
         }
         for kind in Failure::ALL {
             consumer_errors.with_label_values(&[kind.as_str()]);
+        }
+        for backend in crate::consumer::Backend::ALL {
+            programs_started.with_label_values(&[backend.as_str()]);
         }
         for kind in ["drop", "error"] {
             tracer_reports.with_label_values(&[kind]);

@@ -36,6 +36,9 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, so each `heat_programs_started_total` series is exported from start-up.
+    pub const ALL: [Backend; 3] = [Backend::Bpftrace, Backend::Dtrace, Backend::Ebpf];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Bpftrace => "bpftrace",

@@ -32,6 +32,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAMES_IN_FLIGHT: u64 = 4;
 /// Close code for a connection refused for want of a valid token (4000–4999 are ours).
 const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// How actix words the end of a connection in the middle of a websocket frame (its
+/// `PayloadError::Incomplete`), which is how a dropped connection shows up.
+const PAYLOAD_EOF: &str = "payload reached EOF";
 /// Close code for a client that answered no ping within `CLIENT_TIMEOUT`.
 const CLOSE_CLIENT_TIMEOUT: u16 = 4408;
 
@@ -484,6 +487,12 @@ impl Session {
 
     /// Ends a connection that broke the websocket protocol, saying why when the socket allows.
     fn protocol_error(&mut self, e: ws::ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+        // A client that drops the connection without a close frame (a killed tab, a lost
+        // network) broke no rule: it is gone, not refused.
+        if matches!(&e, ws::ProtocolError::Io(io) if io.to_string().contains(PAYLOAD_EOF)) {
+            tracing::info!(session = %self.id, "Client went away without a close frame.");
+            return ctx.stop();
+        }
         let (reason, code, message) = match &e {
             ws::ProtocolError::Overflow => (
                 Refusal::TooLarge,
