@@ -59,8 +59,23 @@ impl Cli {
         if let Some(log) = &self.log {
             config.log = log.clone();
         }
-        config.validate()?;
+        config.validate().map_err(|e| self.name_the_flag(e))?;
         Ok(config)
+    }
+
+    /// An error about a value this command line set names the flag, not the config key.
+    fn name_the_flag(&self, e: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { key, message } = e else {
+            return e;
+        };
+        let flag = match key {
+            "bind" if self.bind.is_some() => "--bind",
+            "max_sessions" if self.max_sessions.is_some() => "--max-sessions",
+            "tick_ms" if self.tick_ms.is_some() => "--tick-ms",
+            "log" if self.log.is_some() => "--log",
+            _ => return ConfigError::Invalid { key, message },
+        };
+        ConfigError::Flag { flag, message }
     }
 }
 
@@ -83,6 +98,13 @@ mod tests {
         let config = cli.config().unwrap();
         assert_eq!((config.max_sessions, config.tick_ms), (2, 250));
         let cli = Cli::parse_from(["heat-actix", "--tick-ms", "50"]);
-        assert!(cli.config().unwrap_err().to_string().contains("tick_ms"));
+        let err = cli.config().unwrap_err().to_string();
+        assert!(
+            err.contains("--tick-ms") && err.contains("50") && !err.contains("config key"),
+            "{err}"
+        );
+        let cli = Cli::parse_from(["heat-actix", "--max-sessions", "0"]);
+        let err = cli.config().unwrap_err().to_string();
+        assert!(err.contains("--max-sessions"), "{err}");
     }
 }

@@ -26,6 +26,9 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// A command-line flag's value is out of its allowed range.
+    #[error("flag `{flag}`: {message}")]
+    Flag { flag: &'static str, message: String },
 }
 
 /// Everything heat-actix can be told.

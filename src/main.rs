@@ -49,6 +49,10 @@ fn main() -> anyhow::Result<()> {
         warn!("Not running as root: tracers will fail to attach.");
     }
 
+    if let Some(why) = heat_actix::consumer::bpftrace::missing(&config.bpftrace.path) {
+        warn!(path = %config.bpftrace.path.display(), %why, "bpftrace not found: bpftrace scripts, D translated to bpftrace and presets without a native version will be refused.");
+    }
+
     // Loading a BPF object blocks; done here, before any arbiter runs.
     match heat_actix::consumer::ebpf::probe() {
         Ok(()) => info!("Native eBPF presets available."),
@@ -90,7 +94,10 @@ fn hash_token() -> anyhow::Result<()> {
         .read_line(&mut token)
         .context("read the token on stdin")?;
     let token = token.trim_end_matches(['\r', '\n']);
-    anyhow::ensure!(!token.is_empty(), "no token on stdin");
+    anyhow::ensure!(
+        !token.trim().is_empty(),
+        "the token on stdin is empty or only whitespace; give a token of random visible characters (e.g. `openssl rand -hex 32`)"
+    );
     writeln!(
         std::io::stdout(),
         "sha256 = \"{}\"",

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{
+    dev::Server, http::header, http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer,
+};
 use actix_web_actors::ws;
 
 use crate::auth::{self, PROTOCOL_NAME};
@@ -13,7 +15,7 @@ use crate::config::{Config, TlsConfig};
 use crate::consumer::Encoding;
 use crate::session::{Peer, Session, Shared};
 use crate::supervisor::{Registry, Supervisor};
-use crate::telemetry::{self, Event};
+use crate::telemetry::{self, Event, Refusal};
 
 /// Files of the browser UI: (name under /static/, content type, body).
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -122,9 +124,10 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
             .route("/static/{name}", web::get().to(asset))
             .route("/ws", web::get().to(websocket))
             .route("/metrics", web::get().to(metrics))
-            .route(
-                "/api/translate",
-                web::post().to(crate::dlang::translate_endpoint),
+            .service(
+                web::resource("/api/translate")
+                    .route(web::post().to(translate))
+                    .default_service(web::to(only_post)),
             )
             .route("/healthz", web::get().to(|| async { "ok\n" }))
     })
@@ -205,7 +208,7 @@ async fn websocket(
     // A page on another site must not drive a root tracer through a visitor's browser.
     if let Err(e) = auth::check_origin(config, header(header::ORIGIN), header(header::HOST)) {
         Event::SessionRejected {
-            reason: "origin",
+            reason: Refusal::Origin,
             peer: &peer,
             detail: &e.to_string(),
         }
@@ -247,6 +250,115 @@ async fn websocket(
         .frame_size(config.limits.max_message_bytes)
         .protocols(&[PROTOCOL_NAME])
         .start()
+}
+
+/// `{"error": {"code": …, "message": …}}`, the shape of every `/api/translate` refusal.
+fn api_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({
+        "error": {"code": code, "message": message}
+    }))
+}
+
+/// What `/api/translate` answers to any method but POST.
+async fn only_post(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} is not allowed here; POST a D script", req.method());
+    let mut response = api_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &message,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    response
+}
+
+/// `POST /api/translate`: the D script in the body; the bpftrace program and notes, or the
+/// positioned error (422), so people can see what their D becomes. It runs nothing, so any
+/// valid token may use it (custom-script rights are not needed), but it takes the websocket's
+/// token and `limits.max_script_bytes`.
+async fn translate(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    const ENDPOINT: &str = "/api/translate";
+    let config = &shared.config;
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok();
+    let token = bearer.or_else(|| {
+        query
+            .as_ref()
+            .and_then(|q| q.get("token"))
+            .map(String::as_str)
+    });
+    if let Err(e) = auth::authenticate(config, token, &[]) {
+        let message = match e {
+            auth::AuthError::Missing => {
+                "this server requires a token: send `Authorization: Bearer TOKEN` or add ?token=TOKEN"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        Event::RequestRefused {
+            session: ENDPOINT,
+            reason: Refusal::Auth,
+            detail: &message,
+        }
+        .emit();
+        let mut response = api_error(StatusCode::UNAUTHORIZED, "unauthorized", &message);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    let max = config.limits.max_script_bytes;
+    let refuse = |status, reason: Refusal, message: &str| {
+        Event::RequestRefused {
+            session: ENDPOINT,
+            reason,
+            detail: message,
+        }
+        .emit();
+        api_error(status, reason.as_str(), message)
+    };
+    let too_large =
+        format!("the script is over the limit of {max} bytes (limits.max_script_bytes)");
+    let bytes = match payload.to_bytes_limited(max).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let message = format!("cannot read the request body: {e}");
+            return refuse(StatusCode::BAD_REQUEST, Refusal::BadRequest, &message);
+        }
+        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, Refusal::TooLarge, &too_large),
+    };
+    let Ok(script) = std::str::from_utf8(&bytes) else {
+        let message = "the body must be the D script as UTF-8 text";
+        return refuse(StatusCode::BAD_REQUEST, Refusal::BadRequest, message);
+    };
+    match crate::dlang::compile(script) {
+        Ok(compiled) => HttpResponse::Ok().json(serde_json::json!({
+            "engine": crate::dlang::ENGINE,
+            "bpftrace": compiled.spec.script,
+            "notes": compiled.notes,
+        })),
+        Err(error) => HttpResponse::UnprocessableEntity().json(serde_json::json!({
+            "error": {
+                "code": "compile",
+                "line": error.line,
+                "column": error.column,
+                "message": error.message,
+            }
+        })),
+    }
 }
 
 async fn metrics() -> HttpResponse {

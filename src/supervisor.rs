@@ -10,7 +10,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::session::Evict;
-use crate::telemetry::Event;
+use crate::telemetry::{Event, Refusal};
 
 /// A live session, as the registry knows it.
 pub struct SessionEntry {
@@ -36,10 +36,10 @@ pub enum Rejection {
 
 impl Rejection {
     /// The `reason` label of `heat_sessions_rejected_total`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Refusal {
         match self {
-            Rejection::Capacity { .. } => "capacity",
-            Rejection::PerClient { .. } => "per_client",
+            Rejection::Capacity { .. } => Refusal::Capacity,
+            Rejection::PerClient { .. } => Refusal::PerClient,
         }
     }
 }

@@ -40,7 +40,7 @@ impl Metrics {
         let sessions_rejected = IntCounterVec::new(
             Opts::new(
                 "heat_sessions_rejected_total",
-                "Connections refused, by reason",
+                "Connections and requests refused, by reason",
             ),
             &["reason"],
         )
@@ -95,12 +95,15 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        // Show the labelled series people alert on before the first event happens.
-        for reason in ["capacity", "per_client", "auth", "origin", "forbidden"] {
-            sessions_rejected.with_label_values(&[reason]);
+        // Every labelled series exists from start-up, so `rate()` and alerts see the first event.
+        for reason in Refusal::ALL {
+            sessions_rejected.with_label_values(&[reason.as_str()]);
         }
-        for kind in ["compile", "exited", "walk_timeout", "budget"] {
-            consumer_errors.with_label_values(&[kind]);
+        for kind in Failure::ALL {
+            consumer_errors.with_label_values(&[kind.as_str()]);
+        }
+        for backend in crate::consumer::Backend::ALL {
+            programs_started.with_label_values(&[backend.as_str()]);
         }
         for kind in ["drop", "error"] {
             tracer_reports.with_label_values(&[kind]);
@@ -136,6 +139,115 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// Why a connection or a request was refused: the `reason` label of
+/// `heat_sessions_rejected_total`, and for request refusals the wire error code too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_sessions` sessions were open.
+    Capacity,
+    /// The client address had `max_sessions_per_client` sessions open.
+    PerClient,
+    /// No valid token (websocket, or `/api/translate`).
+    Auth,
+    /// A browser page on another origin.
+    Origin,
+    /// A custom script from someone who may not run one.
+    Forbidden,
+    /// A script or message over its size limit.
+    TooLarge,
+    /// A start sooner than `limits.start_cooldown_ms` after the previous one.
+    RateLimited,
+    /// Malformed JSON, an unknown `type`, bad or conflicting fields, a binary frame.
+    BadRequest,
+    /// A preset this server does not have.
+    UnknownPreset,
+    /// A language or backend this server cannot run.
+    Unsupported,
+}
+
+impl Refusal {
+    /// Every reason, so each series is exported from start-up.
+    pub const ALL: [Refusal; 10] = [
+        Refusal::Capacity,
+        Refusal::PerClient,
+        Refusal::Auth,
+        Refusal::Origin,
+        Refusal::Forbidden,
+        Refusal::TooLarge,
+        Refusal::RateLimited,
+        Refusal::BadRequest,
+        Refusal::UnknownPreset,
+        Refusal::Unsupported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Capacity => "capacity",
+            Refusal::PerClient => "per_client",
+            Refusal::Auth => "auth",
+            Refusal::Origin => "origin",
+            Refusal::Forbidden => "forbidden",
+            Refusal::TooLarge => "too_large",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::BadRequest => "bad_request",
+            Refusal::UnknownPreset => "unknown_preset",
+            Refusal::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// How a tracer failed: the `kind` label of `heat_consumer_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The tracer (or the D translator) refused the program.
+    Compile,
+    /// The tracer could not be started at all.
+    Spawn,
+    /// The tracer neither attached nor failed within `bpftrace.start_timeout_ms`.
+    StartTimeout,
+    /// The tracer ended while its program ran.
+    Exited,
+    /// A walk was not answered in time (the frame is skipped, the program keeps running).
+    WalkTimeout,
+    /// The program printed more than `limits.output_budget_bytes_per_s` and was killed.
+    Budget,
+    /// The consumer was asked for something in the wrong state.
+    State,
+    /// Tracer output that could not be decoded.
+    Decode,
+    /// A consumer thread was lost (a bug in heat-actix).
+    Internal,
+}
+
+impl Failure {
+    /// Every kind, so each series is exported from start-up.
+    pub const ALL: [Failure; 9] = [
+        Failure::Compile,
+        Failure::Spawn,
+        Failure::StartTimeout,
+        Failure::Exited,
+        Failure::WalkTimeout,
+        Failure::Budget,
+        Failure::State,
+        Failure::Decode,
+        Failure::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Compile => "compile",
+            Failure::Spawn => "spawn",
+            Failure::StartTimeout => "start_timeout",
+            Failure::Exited => "exited",
+            Failure::WalkTimeout => "walk_timeout",
+            Failure::Budget => "budget",
+            Failure::State => "state",
+            Failure::Decode => "decode",
+            Failure::Internal => "internal",
+        }
+    }
+}
+
 /// Something worth counting happened.
 pub enum Event<'a> {
     /// A session was admitted; `active` is the count including it.
@@ -146,7 +258,7 @@ pub enum Event<'a> {
     },
     /// A connection was refused.
     SessionRejected {
-        reason: &'static str,
+        reason: Refusal,
         peer: &'a str,
         detail: &'a str,
     },
@@ -175,7 +287,7 @@ pub enum Event<'a> {
     /// A request was refused by policy or a limit (the session stays open).
     RequestRefused {
         session: &'a str,
-        reason: &'static str,
+        reason: Refusal,
         detail: &'a str,
     },
     /// A walk finished on a consumer thread.
@@ -186,10 +298,7 @@ pub enum Event<'a> {
         message: &'a str,
     },
     /// A tracer failed (compile error, death, timeout, undecodable output, …).
-    ConsumerFailed {
-        kind: &'static str,
-        message: &'a str,
-    },
+    ConsumerFailed { kind: Failure, message: &'a str },
 }
 
 impl Event<'_> {
@@ -211,6 +320,7 @@ impl Event<'_> {
                 peer,
                 detail,
             } => {
+                let reason = reason.as_str();
                 m.sessions_rejected.with_label_values(&[reason]).inc();
                 warn!(reason, peer, detail, "Session rejected.");
             }
@@ -244,6 +354,7 @@ impl Event<'_> {
                 reason,
                 detail,
             } => {
+                let reason = reason.as_str();
                 m.sessions_rejected.with_label_values(&[reason]).inc();
                 info!(%session, reason, detail, "Request refused.");
             }
@@ -256,9 +367,31 @@ impl Event<'_> {
                 warn!(kind, message, "Tracer reported a problem.");
             }
             Event::ConsumerFailed { kind, message } => {
+                let kind = kind.as_str();
                 m.consumer_errors.with_label_values(&[kind]).inc();
                 warn!(kind, message, "Consumer failed.");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_is_exported_before_its_first_event() {
+        let text = metrics().render();
+        for reason in Refusal::ALL {
+            let series = format!(
+                "heat_sessions_rejected_total{{reason=\"{}\"}}",
+                reason.as_str()
+            );
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for kind in Failure::ALL {
+            let series = format!("heat_consumer_errors_total{{kind=\"{}\"}}", kind.as_str());
+            assert!(text.contains(&series), "{series} missing:\n{text}");
         }
     }
 }

@@ -318,10 +318,11 @@ fn without_bpftrace_hello_says_so_and_presets_still_run_natively() {
     let started = client.start_preset("syscall-latency", TEST_TICK_MS);
     assert_eq!(started["backend"], "ebpf", "{started}");
     client.expect("frame", Duration::from_secs(10));
-    // A script needs bpftrace: the error names what could not run.
+    // A script needs bpftrace: refused as unsupported, naming the configured path, and the
+    // native program keeps running.
     client.send(json!({"type": "start", "lang": "bpftrace", "script": "BEGIN { @n = count(); }"}));
-    client.expect("stopped", Duration::from_secs(10));
     let error = client.expect("error", Duration::from_secs(10));
+    assert_eq!(error["code"], "unsupported", "{error}");
     assert!(
         error["message"]
             .as_str()
@@ -329,6 +330,7 @@ fn without_bpftrace_hello_says_so_and_presets_still_run_natively() {
             .contains("/nonexistent/bpftrace"),
         "{error}"
     );
+    client.expect("frame", Duration::from_secs(10));
 }
 
 /// True when `b` is a bpftrace `hist` bucket: [0, 0] or [2^k, 2^(k+1) - 1].

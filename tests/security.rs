@@ -475,3 +475,407 @@ fn tls_serves_https() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every `reason` of `heat_sessions_rejected_total` the README lists.
+const REASONS: [&str; 10] = [
+    "capacity",
+    "per_client",
+    "auth",
+    "origin",
+    "forbidden",
+    "too_large",
+    "rate_limited",
+    "bad_request",
+    "unknown_preset",
+    "unsupported",
+];
+
+/// Every `kind` of `heat_consumer_errors_total` the README lists.
+const KINDS: [&str; 9] = [
+    "compile",
+    "spawn",
+    "start_timeout",
+    "exited",
+    "walk_timeout",
+    "budget",
+    "state",
+    "decode",
+    "internal",
+];
+
+fn rejected(server: &Server) -> std::collections::BTreeMap<String, f64> {
+    server
+        .metric_family("heat_sessions_rejected_total")
+        .into_iter()
+        .collect()
+}
+
+/// Runs `provoke` and checks that it raised `reason` by exactly one and nothing else.
+fn raises_exactly_one(server: &Server, reason: &str, what: &str, provoke: impl FnOnce()) {
+    let before = rejected(server);
+    provoke();
+    let label = format!("{{reason=\"{reason}\"}}");
+    let expected = before.get(&label).copied().unwrap_or(0.0) + 1.0;
+    // Refusals are counted before the client is told, but a close may reach the test first.
+    Server::eventually(2 * SECOND, || {
+        rejected(server).get(&label) == Some(&expected)
+    });
+    let after = rejected(server);
+    for (series, value) in &after {
+        let want = if *series == label {
+            expected
+        } else {
+            before.get(series).copied().unwrap_or(0.0)
+        };
+        assert_eq!(
+            *value,
+            want,
+            "{what}: {series} went from {before:?} to {after:?}; refusals logged:\n{}",
+            server
+                .log()
+                .lines()
+                .filter(|l| l.contains("refused") || l.contains("rejected") || l.contains("error"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn every_reason_and_kind_is_exported_at_zero_from_start_up() {
+    let server = Server::start(&[]);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for reason in REASONS {
+        let series = format!("heat_sessions_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(server.metric(&series), Some(0.0), "{series}");
+        assert!(
+            readme.contains(&format!("`{reason}`")),
+            "README lists {reason}"
+        );
+    }
+    for kind in KINDS {
+        let series = format!("heat_consumer_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(server.metric(&series), Some(0.0), "{series}");
+        assert!(readme.contains(&format!("`{kind}`")), "README lists {kind}");
+    }
+    // And nothing beyond them: a new reason must be added to the README and to these lists.
+    assert_eq!(rejected(&server).len(), REASONS.len());
+    assert_eq!(
+        server.metric_family("heat_consumer_errors_total").len(),
+        KINDS.len()
+    );
+    // Every exported family is described in the README's metrics section.
+    let text = server.http_get("/metrics").unwrap();
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split_whitespace().next().unwrap();
+        assert!(
+            readme.contains(&format!("`{name}")),
+            "README documents {name}"
+        );
+    }
+}
+
+#[test]
+fn every_request_refusal_counts_once_under_its_reason() {
+    require_tracing();
+    let config = format!(
+        "[policy]\ncustom_scripts = true\n\
+         [limits]\nstart_cooldown_ms = 60000\nmax_script_bytes = 100\nmax_message_bytes = 4096\n\
+         [[auth.tokens]]\nname = \"vic\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\
+         [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+        hash("view-token"),
+        hash("operator-token")
+    );
+    let server = Server::start_with(&config, &[], &[]);
+    let mut op = server.connect_with("token=operator-token", &[]).unwrap();
+    op.expect("hello", 5 * SECOND);
+    let mut refused = |reason: &str, what: &str, message: &str| {
+        raises_exactly_one(&server, reason, what, || {
+            op.send_text(message);
+            let error = op.expect("error", 5 * SECOND);
+            assert_eq!(error["code"], reason, "{what}: {error}");
+        });
+    };
+    let gone = i32::MAX; // above any pid_max
+    for (reason, what, message) in [
+        ("bad_request", "malformed JSON", "{nope".to_owned()),
+        (
+            "bad_request",
+            "unknown type",
+            json!({"type": "dance"}).to_string(),
+        ),
+        (
+            "bad_request",
+            "unknown field",
+            json!({"type": "start", "preset": "syscall-latency", "colour": 1}).to_string(),
+        ),
+        (
+            "bad_request",
+            "tick_ms out of range",
+            json!({"type": "start", "preset": "syscall-latency", "tick_ms": 5}).to_string(),
+        ),
+        (
+            "bad_request",
+            "a filter on a script",
+            json!({"type": "start", "lang": "bpftrace", "script": "BEGIN {}", "pid": 1})
+                .to_string(),
+        ),
+        (
+            "bad_request",
+            "a pid naming no process",
+            json!({"type": "start", "preset": "syscall-latency", "pid": gone}).to_string(),
+        ),
+        (
+            "unknown_preset",
+            "unknown preset",
+            json!({"type": "start", "preset": "nope"}).to_string(),
+        ),
+        (
+            "unsupported",
+            "ebpf for a script",
+            json!({"type": "start", "lang": "bpftrace", "script": "BEGIN {}", "backend": "ebpf"})
+                .to_string(),
+        ),
+        (
+            "unsupported",
+            "unknown backend",
+            json!({"type": "start", "preset": "syscall-latency", "backend": "nope"}).to_string(),
+        ),
+        (
+            "unsupported",
+            "unknown lang",
+            json!({"type": "start", "lang": "cobol", "script": "x"}).to_string(),
+        ),
+        (
+            "too_large",
+            "a script over max_script_bytes",
+            json!({"type": "start", "lang": "bpftrace", "script": "x".repeat(101)}).to_string(),
+        ),
+    ] {
+        refused(reason, what, &message);
+    }
+    op.send(json!({"type": "start", "preset": "syscall-latency", "pid": gone}));
+    let error = op.expect("error", 5 * SECOND);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no process {gone}")),
+        "{error}"
+    );
+
+    raises_exactly_one(&server, "bad_request", "binary frame", || {
+        op.ws
+            .send(tungstenite::Message::binary(vec![1u8, 2, 3]))
+            .unwrap();
+        assert_eq!(op.expect("error", 5 * SECOND)["code"], "bad_request");
+    });
+    raises_exactly_one(&server, "forbidden", "a viewer's script", || {
+        let mut viewer = server.connect_with("token=view-token", &[]).unwrap();
+        viewer.expect("hello", 5 * SECOND);
+        viewer.send(json!({"type": "start", "lang": "bpftrace", "script": "BEGIN {}"}));
+        assert_eq!(viewer.expect("error", 5 * SECOND)["code"], "forbidden");
+    });
+    raises_exactly_one(&server, "auth", "no token", || {
+        let mut anonymous = server.connect_with("", &[]).unwrap();
+        expect_close(&mut anonymous, 4401);
+    });
+    raises_exactly_one(&server, "origin", "another site's page", || {
+        let evil = server.connect_with("token=view-token", &[("Origin", "http://evil.example")]);
+        assert!(matches!(evil, Err(tungstenite::Error::Http(r)) if r.status() == 403));
+    });
+    raises_exactly_one(&server, "rate_limited", "a second start at once", || {
+        let mut client = server.connect_with("token=operator-token", &[]).unwrap();
+        client.expect("hello", 5 * SECOND);
+        client.start_preset("syscall-latency", 200);
+        client.send(json!({"type": "start", "preset": "syscall-latency"}));
+        let error = client.expect("error", 5 * SECOND);
+        assert_eq!(error["code"], "rate_limited");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("one per 60 s") && message.ends_with(" s"),
+            "a wait people read: {message}"
+        );
+    });
+    raises_exactly_one(
+        &server,
+        "too_large",
+        "a message over max_message_bytes",
+        || {
+            op.send_text(&format!(
+                "{{\"type\":\"start\",\"preset\":\"{}\"}}",
+                "x".repeat(8192)
+            ));
+            assert_eq!(op.expect("error", 5 * SECOND)["code"], "too_large");
+            expect_close(&mut op, 1009);
+        },
+    );
+    let script = "syscall:::entry { @[probefunc] = count(); }";
+    raises_exactly_one(&server, "auth", "/api/translate without a token", || {
+        assert_eq!(
+            server.http("POST", "/api/translate", &[], script).status,
+            401
+        );
+    });
+    raises_exactly_one(
+        &server,
+        "too_large",
+        "/api/translate over the limit",
+        || {
+            let long = format!("{script}\n/* {} */", "x".repeat(200));
+            let auth = [("Authorization", "Bearer view-token")];
+            assert_eq!(
+                server.http("POST", "/api/translate", &auth, &long).status,
+                413
+            );
+        },
+    );
+}
+
+#[test]
+fn admission_refusals_count_once_under_their_reason() {
+    let full = Server::start_with("max_sessions = 1\n", &[], &[]);
+    let mut first = full.connect();
+    first.expect("hello", 5 * SECOND);
+    raises_exactly_one(&full, "capacity", "the server is full", || {
+        let mut second = full.connect();
+        expect_close(&mut second, 1013);
+    });
+    let crowded = Server::start_with("[limits]\nmax_sessions_per_client = 1\n", &[], &[]);
+    let mut first = crowded.connect();
+    first.expect("hello", 5 * SECOND);
+    raises_exactly_one(&crowded, "per_client", "one address's share", || {
+        let mut second = crowded.connect();
+        expect_close(&mut second, 1013);
+    });
+}
+
+#[test]
+fn translate_takes_the_websocket_token_and_limit_and_answers_json() {
+    let config = format!(
+        "[limits]\nmax_script_bytes = 200\n\
+         [[auth.tokens]]\nname = \"vic\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        hash("view-token")
+    );
+    let server = Server::start_with(&config, &[], &[]);
+    let script = "syscall:::entry { @[probefunc] = count(); }";
+
+    let answer = server.http("POST", "/api/translate", &[], script);
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_eq!(answer.json()["error"]["code"], "unauthorized");
+    assert!(answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Authorization: Bearer"));
+    let wrong = [("Authorization", "Bearer guess")];
+    assert_eq!(
+        server.http("POST", "/api/translate", &wrong, script).status,
+        401
+    );
+
+    // A viewer may translate (nothing runs); by header or query parameter.
+    let bearer = [("Authorization", "Bearer view-token")];
+    let answer = server.http("POST", "/api/translate", &bearer, script);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["engine"], "d-to-bpftrace");
+    let answer = server.http("POST", "/api/translate?token=view-token", &[], script);
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    // 323 bytes against a 200-byte limit.
+    let long = format!("{script}\n/* {} */", "x".repeat(323 - script.len() - 7));
+    assert_eq!(long.len(), 323);
+    let answer = server.http("POST", "/api/translate", &bearer, &long);
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert_eq!(answer.json()["error"]["code"], "too_large");
+    assert!(answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limits.max_script_bytes"));
+
+    let answer = server.http(
+        "POST",
+        "/api/translate",
+        &bearer,
+        "BEGIN {\n  @a = stddev(1);\n}",
+    );
+    assert_eq!(answer.status, 422, "{answer:?}");
+    let error = &answer.json()["error"];
+    assert_eq!(
+        (error["code"].as_str(), error["line"].as_u64()),
+        (Some("compile"), Some(2))
+    );
+
+    for method in ["GET", "PUT", "DELETE"] {
+        let answer = server.http(method, "/api/translate", &bearer, "");
+        assert_eq!(answer.status, 405, "{method}: {answer:?}");
+        assert_eq!(answer.header("allow"), Some("POST"), "{answer:?}");
+        assert_eq!(answer.json()["error"]["code"], "method_not_allowed");
+    }
+}
+
+#[test]
+fn a_missing_bpftrace_is_warned_at_start_up_and_refused_as_unsupported() {
+    let config = "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n\
+                  [bpftrace]\npath = \"/nonexistent/bpftrace\"\n";
+    let server = Server::start_with(config, &[], &[]);
+    let warnings = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("bpftrace not found") && l.contains("/nonexistent/bpftrace"))
+        .count();
+    assert_eq!(warnings, 1, "{}", server.log());
+    let mut client = server.connect();
+    let hello = client.expect("hello", 5 * SECOND);
+    assert!(
+        !hello["backends"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("bpftrace")),
+        "{hello}"
+    );
+    for start in [
+        json!({"type": "start", "preset": "syscall-latency", "backend": "bpftrace"}),
+        json!({"type": "start", "lang": "bpftrace", "script": "BEGIN { @n = count(); }"}),
+    ] {
+        raises_exactly_one(&server, "unsupported", &start.to_string(), || {
+            client.send(start.clone());
+            let error = client.expect("error", 5 * SECOND);
+            assert_eq!(error["code"], "unsupported", "{error}");
+            assert!(
+                error["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("/nonexistent/bpftrace"),
+                "{error}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_client_that_answers_no_ping_is_closed_with_4408() {
+    use std::io::Read;
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.expect("hello", 5 * SECOND);
+    // Read the raw socket from here on: tungstenite would answer the pings it reads, and the
+    // point is a client that never does. Nothing is written, so the server's close frame
+    // is not lost to a reset.
+    let stream = client.ws.get_mut();
+    stream.set_read_timeout(Some(30 * SECOND)).unwrap();
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .expect("the server closes the connection");
+    // The server's last frame is a close (0x88, unmasked), its code 4408 and a reason.
+    let close = bytes
+        .windows(2)
+        .rposition(|w| w[0] == 0x88 && usize::from(w[1]) < 126)
+        .expect("a close frame before the connection ended");
+    let len = usize::from(bytes[close + 1]);
+    let payload = &bytes[close + 2..close + 2 + len];
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4408);
+    let reason = String::from_utf8_lossy(&payload[2..]);
+    assert!(reason.contains("ping"), "{reason}");
+}

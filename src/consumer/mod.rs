@@ -21,7 +21,7 @@ use actix::prelude::*;
 use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::presets::{KeyNames, Preset, ProcessFilter};
 use crate::session::protocol;
-use crate::telemetry::Event;
+use crate::telemetry::{Event, Failure};
 
 /// The tracing backends heat-actix knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +36,9 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, so each `heat_programs_started_total` series is exported from start-up.
+    pub const ALL: [Backend; 3] = [Backend::Bpftrace, Backend::Dtrace, Backend::Ebpf];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Bpftrace => "bpftrace",
@@ -99,16 +102,16 @@ pub enum ConsumerError {
 }
 
 impl ConsumerError {
-    /// The `kind` label of `heat_consumer_errors_total` and the wire error code.
-    pub fn kind(&self) -> &'static str {
+    /// The `kind` label of `heat_consumer_errors_total`.
+    pub fn kind(&self) -> Failure {
         match self {
-            ConsumerError::Compile(_) => "compile",
-            ConsumerError::Spawn { .. } => "spawn",
-            ConsumerError::StartTimeout(_) => "start_timeout",
-            ConsumerError::Exited(_) => "exited",
-            ConsumerError::WalkTimeout(_) => "walk_timeout",
-            ConsumerError::OverBudget { .. } => "budget",
-            ConsumerError::State(_) => "state",
+            ConsumerError::Compile(_) => Failure::Compile,
+            ConsumerError::Spawn { .. } => Failure::Spawn,
+            ConsumerError::StartTimeout(_) => Failure::StartTimeout,
+            ConsumerError::Exited(_) => Failure::Exited,
+            ConsumerError::WalkTimeout(_) => Failure::WalkTimeout,
+            ConsumerError::OverBudget { .. } => Failure::Budget,
+            ConsumerError::State(_) => Failure::State,
         }
     }
 }

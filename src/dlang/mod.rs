@@ -15,7 +15,6 @@ pub mod translate;
 
 use std::sync::Arc;
 
-use actix_web::HttpResponse;
 use serde::Serialize;
 
 use crate::consumer::ProgramSpec;
@@ -78,29 +77,4 @@ pub fn compile(source: &str) -> Result<Compiled, DError> {
         },
         notes: out.notes,
     })
-}
-
-#[derive(Serialize)]
-struct Translated<'a> {
-    engine: &'static str,
-    bpftrace: &'a str,
-    notes: &'a [String],
-}
-
-#[derive(Serialize)]
-struct Refused<'a> {
-    error: &'a DError,
-}
-
-/// `POST /api/translate`: the D script in the body; the bpftrace program and notes, or the
-/// positioned error (422), so people can see what their D becomes.
-pub async fn translate_endpoint(body: String) -> HttpResponse {
-    match compile(&body) {
-        Ok(compiled) => HttpResponse::Ok().json(Translated {
-            engine: ENGINE,
-            bpftrace: &compiled.spec.script,
-            notes: &compiled.notes,
-        }),
-        Err(error) => HttpResponse::UnprocessableEntity().json(Refused { error: &error }),
-    }
 }

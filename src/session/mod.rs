@@ -23,7 +23,7 @@ use crate::consumer::{
 use crate::dlang;
 use crate::presets::{self, KeyNames, Preset, ProcessFilter};
 use crate::supervisor::{Admit, Leave, Supervisor};
-use crate::telemetry::Event;
+use crate::telemetry::{Event, Failure, Refusal};
 
 /// How often heartbeat pings are sent.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -33,6 +33,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAMES_IN_FLIGHT: u64 = 4;
 /// Close code for a connection refused for want of a valid token (4000–4999 are ours).
 const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// How actix words the end of a connection in the middle of a websocket frame (its
+/// `PayloadError::Incomplete`), which is how a dropped connection shows up.
+const PAYLOAD_EOF: &str = "payload reached EOF";
+/// Close code for a client that answered no ping within `CLIENT_TIMEOUT`.
+const CLOSE_CLIENT_TIMEOUT: u16 = 4408;
 
 /// The backends a session can run, as announced in `hello`: `ebpf` only where the native
 /// programs loaded at start-up (`consumer::ebpf::probe`), `bpftrace` only where it is installed,
@@ -182,14 +187,14 @@ impl Session {
     }
 
     /// Refuses a request for a policy reason: counted, told, and the session stays usable.
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, reason: &'static str, message: &str) {
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, reason: Refusal, message: &str) {
         Event::RequestRefused {
             session: &self.id,
             reason,
             detail: message,
         }
         .emit();
-        self.send_error(ctx, reason, message);
+        self.send_error(ctx, reason.as_str(), message);
     }
 
     fn hello(&self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -222,29 +227,39 @@ impl Session {
         match parsed {
             Ok(ClientMessage::Start(request)) => self.start(request, ctx),
             Ok(ClientMessage::Stop) => self.finish_run(ctx, "client", AfterFinish::Stay),
-            Err(e) => self.send_error(ctx, e.code(), &e.to_string()),
+            Err(e) => self.refuse(ctx, refusal_of(&e), &e.to_string()),
         }
     }
 
     /// Checks a start request against the policy and limits; the refusal reason when it fails.
-    fn admit_start(&self, request: &StartRequest) -> Result<(), (&'static str, String)> {
+    fn admit_start(&self, request: &StartRequest) -> Result<(), (Refusal, String)> {
         let config = self.config();
         let cooldown = Duration::from_millis(config.limits.start_cooldown_ms);
         if let Some(last) = self.last_start.filter(|t| t.elapsed() < cooldown) {
-            let wait = cooldown - last.elapsed();
+            let wait = cooldown.saturating_sub(last.elapsed());
             return Err((
-                "rate_limited",
-                format!("starts are limited to one per {cooldown:?}; retry in {wait:?}"),
+                Refusal::RateLimited,
+                format!(
+                    "starts are limited to one per {}; retry in {}",
+                    human(cooldown),
+                    human(wait)
+                ),
+            ));
+        }
+        if let Some(pid) = request.pid.filter(|&pid| !process_exists(pid)) {
+            return Err((
+                Refusal::BadRequest,
+                format!("no process {pid}: `pid` must name a running process"),
             ));
         }
         if let Some(script) = &request.script {
             self.identity()
                 .may_run_custom_scripts(config)
-                .map_err(|m| ("forbidden", m.to_owned()))?;
+                .map_err(|m| (Refusal::Forbidden, m.to_owned()))?;
             let max = config.limits.max_script_bytes;
             if script.len() > max {
                 return Err((
-                    "too_large",
+                    Refusal::TooLarge,
                     format!("the script has {} bytes; the limit is {max}", script.len()),
                 ));
             }
@@ -266,7 +281,7 @@ impl Session {
             Some((name, None)) => {
                 let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
                 let message = format!("no preset {name:?}; presets: {}", known.join(", "));
-                return self.send_error(ctx, "unknown_preset", &message);
+                return self.refuse(ctx, Refusal::UnknownPreset, &message);
             }
         };
         let Choice {
@@ -278,22 +293,26 @@ impl Session {
             &request,
             preset,
             consumer::bpftrace::installed(&self.config().bpftrace.path),
-        ) {
+        )
+        .and_then(|choice| needs_bpftrace(choice, &self.config().bpftrace.path))
+        {
             Ok(choice) => choice,
-            Err(message) => return self.send_error(ctx, "unsupported", &message),
+            Err(message) => return self.refuse(ctx, Refusal::Unsupported, &message),
         };
         let resolved = match resolve(&request, preset, backend) {
             Ok(resolved) => resolved,
-            Err((code, message)) => {
-                if code == "compile" {
-                    Event::ConsumerFailed {
-                        kind: "compile",
-                        message: &message,
-                    }
-                    .emit();
+            Err(("compile", message)) => {
+                Event::ConsumerFailed {
+                    kind: Failure::Compile,
+                    message: &message,
                 }
-                return self.send_error(ctx, code, &message);
+                .emit();
+                return self.send_error(ctx, "compile", &message);
             }
+            Err(("unsupported", message)) => {
+                return self.refuse(ctx, Refusal::Unsupported, &message)
+            }
+            Err((_, message)) => return self.refuse(ctx, Refusal::BadRequest, &message),
         };
         let tick_ms = request.tick_ms.unwrap_or(self.config().tick_ms);
         if !TICK_MS_RANGE.contains(&tick_ms) {
@@ -302,7 +321,7 @@ impl Session {
                 TICK_MS_RANGE.start(),
                 TICK_MS_RANGE.end()
             );
-            return self.send_error(ctx, "bad_request", &message);
+            return self.refuse(ctx, Refusal::BadRequest, &message);
         }
 
         self.last_start = Some(Instant::now());
@@ -496,7 +515,7 @@ impl Session {
 
     fn internal_error(&self, message: &str, ctx: &mut ws::WebsocketContext<Self>) {
         Event::ConsumerFailed {
-            kind: "internal",
+            kind: Failure::Internal,
             message,
         }
         .emit();
@@ -611,9 +630,15 @@ impl Session {
 
     /// Ends a connection that broke the websocket protocol, saying why when the socket allows.
     fn protocol_error(&mut self, e: ws::ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+        // A client that drops the connection without a close frame (a killed tab, a lost
+        // network) broke no rule: it is gone, not refused.
+        if matches!(&e, ws::ProtocolError::Io(io) if io.to_string().contains(PAYLOAD_EOF)) {
+            tracing::info!(session = %self.id, "Client went away without a close frame.");
+            return ctx.stop();
+        }
         let (reason, code, message) = match &e {
             ws::ProtocolError::Overflow => (
-                "too_large",
+                Refusal::TooLarge,
                 CloseCode::Size,
                 format!(
                     "message too large: the limit is {} bytes",
@@ -621,12 +646,12 @@ impl Session {
                 ),
             ),
             ws::ProtocolError::Io(io) if io.to_string().to_lowercase().contains("utf-8") => (
-                "bad_request",
+                Refusal::BadRequest,
                 CloseCode::Invalid,
                 "text frames must be valid UTF-8".to_owned(),
             ),
             other => (
-                "bad_request",
+                Refusal::BadRequest,
                 CloseCode::Protocol,
                 format!("websocket protocol error: {other}"),
             ),
@@ -637,9 +662,64 @@ impl Session {
             detail: &message,
         }
         .emit();
-        self.send_error(ctx, reason, &message);
+        self.send_error(ctx, reason.as_str(), &message);
         self.close(ctx, code, message);
     }
+}
+
+/// The metrics reason of a message that could not be parsed (also its wire code).
+fn refusal_of(e: &ProtocolError) -> Refusal {
+    match e {
+        ProtocolError::BadRequest(_) => Refusal::BadRequest,
+        ProtocolError::Unsupported(_) => Refusal::Unsupported,
+    }
+}
+
+/// A duration as people read it: `994 ms`, `2 s`, `2.5 s` (rounded up to the millisecond, so
+/// a wait is never shown as 0 ms).
+fn human(d: Duration) -> String {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        _ if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        _ => format!("{:.1} s", ms as f64 / 1000.0),
+    }
+}
+
+/// Whether a process with this id exists (a `pid` filter naming none would give empty frames
+/// forever).
+fn process_exists(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        // EPERM: it exists, but belongs to someone we may not signal.
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Refuses a choice of bpftrace where the configured bpftrace is not installed, naming the
+/// configured path (not a spawn failure later), and keeps a native preset from falling back to
+/// a bpftrace that is not there.
+fn needs_bpftrace(choice: Choice, path: &std::path::Path) -> Result<Choice, String> {
+    let missing = consumer::bpftrace::missing(path);
+    if choice.backend == Backend::Bpftrace {
+        if let Some(why) = missing {
+            return Err(why);
+        }
+    }
+    Ok(Choice {
+        fallback: choice.fallback && missing.is_none(),
+        ..choice
+    })
 }
 
 /// D for libdtrace (a script, or a preset's D version): as written, bar what this libdtrace
@@ -849,7 +929,7 @@ impl Actor for Session {
         if let Err(e) = &self.peer.identity {
             let message = e.to_string();
             Event::SessionRejected {
-                reason: "auth",
+                reason: Refusal::Auth,
                 peer: &self.peer.addr,
                 detail: &message,
             }
@@ -861,7 +941,8 @@ impl Actor for Session {
             let idle_limit = Duration::from_secs(act.config().limits.idle_timeout_s);
             if act.heartbeat.elapsed() > CLIENT_TIMEOUT {
                 tracing::info!(session = %act.id, "Client timed out.");
-                ctx.stop();
+                let reason = format!("no answer to pings for {}", human(CLIENT_TIMEOUT));
+                act.close(ctx, CloseCode::Other(CLOSE_CLIENT_TIMEOUT), reason);
             } else if act.run.is_none() && act.activity.elapsed() > idle_limit {
                 tracing::info!(session = %act.id, idle_s = idle_limit.as_secs(), "Idle session closed.");
                 act.close(ctx, CloseCode::Normal, format!("idle for {}s with nothing running", idle_limit.as_secs()));
@@ -920,10 +1001,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             ws::Message::Text(text) => self.on_text(&text, ctx),
             ws::Message::Binary(_) => {
                 self.activity = Instant::now();
-                let e = ProtocolError::BadRequest(
-                    "binary frames are not part of the protocol; send JSON text".into(),
+                self.refuse(
+                    ctx,
+                    Refusal::BadRequest,
+                    "binary frames are not part of the protocol; send JSON text",
                 );
-                self.send_error(ctx, e.code(), &e.to_string());
             }
             ws::Message::Ping(bytes) => ctx.pong(&bytes),
             ws::Message::Pong(bytes) => self.acknowledge(&bytes),
@@ -941,5 +1023,26 @@ impl Handler<Evict> for Session {
 
     fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
         self.close(ctx, CloseCode::Away, "server shutting down".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_read_as_people_write_them() {
+        assert_eq!(human(Duration::from_nanos(993_942_931)), "994 ms");
+        assert_eq!(human(Duration::from_nanos(1)), "1 ms");
+        assert_eq!(human(Duration::from_millis(500)), "500 ms");
+        assert_eq!(human(Duration::from_secs(2)), "2 s");
+        assert_eq!(human(Duration::from_millis(2500)), "2.5 s");
+    }
+
+    #[test]
+    fn only_existing_processes_pass_the_pid_check() {
+        assert!(process_exists(std::process::id()));
+        // Above the kernel's pid_max limit (4194304), so never a process.
+        assert!(!process_exists(i32::MAX as u32));
     }
 }

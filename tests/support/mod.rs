@@ -142,6 +142,62 @@ impl Server {
         head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
     }
 
+    /// Any HTTP request; the answer whatever its status.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpAnswer {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream
+            .write_all(request.as_bytes())
+            .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the answer");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        HttpAnswer {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
+    /// Every series of one metric family in /metrics, as (labels, value).
+    pub fn metric_family(&self, name: &str) -> Vec<(String, f64)> {
+        let text = self.http_get("/metrics").expect("/metrics answers");
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                if !rest.starts_with(['{', ' ']) {
+                    return None; // another family that shares the prefix
+                }
+                let (labels, value) = rest.rsplit_once(' ')?;
+                Some((labels.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// The value of one metric line (`name{labels}`) in /metrics.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let text = self.http_get("/metrics")?;
@@ -226,6 +282,31 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What an HTTP request got back.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// A header's value (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// The body as JSON; panics (saying what came) when it is not.
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
     }
 }
 

@@ -19,6 +19,24 @@ pub fn installed(path: &std::path::Path) -> bool {
         .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file()))
 }
 
+/// Why the configured bpftrace cannot run, naming the configured path (`bpftrace.path`); None
+/// when it is installed.
+pub fn missing(path: &std::path::Path) -> Option<String> {
+    if installed(path) {
+        return None;
+    }
+    let why = if path.components().count() > 1 {
+        "names no file"
+    } else {
+        "is not in PATH"
+    };
+    Some(format!(
+        "bpftrace is not installed: bpftrace.path = {:?} {why}; install bpftrace (apt-get install \
+         bpftrace) or point bpftrace.path at it",
+        path.display().to_string()
+    ))
+}
+
 use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,7 +216,7 @@ impl BpftraceConsumer {
                         ..Default::default()
                     }),
                     Err(e) => telemetry::Event::ConsumerFailed {
-                        kind: "decode",
+                        kind: telemetry::Failure::Decode,
                         message: &e.to_string(),
                     }
                     .emit(),
