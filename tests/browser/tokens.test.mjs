@@ -18,10 +18,12 @@ const AUTH_REJECTIONS = 'heat_sessions_rejected_total{reason="auth"}';
 
 const VIEWER = `v-${randomBytes(12).toString('hex')}`;
 const OPERATOR = `o-${randomBytes(12).toString('hex')}`;
+/** base64 with `/` and `=`: characters a subprotocol cannot carry. */
+const SLASHED = `${randomBytes(9).toString('base64')}/x=`;
 let server, browser, current;
 
 before(async () => {
-  const config = [['wall', 'viewer', VIEWER], ['ops', 'operator', OPERATOR]]
+  const config = [['wall', 'viewer', VIEWER], ['ops', 'operator', OPERATOR], ['b64', 'viewer', SLASHED]]
     .map(([name, role, token]) => `[[auth.tokens]]\nname = "${name}"\nrole = "${role}"\n${hashTokenLine(token)}\n`)
     .join('');
   server = await startServer({ tickMs: TICK_MS, config });
@@ -64,7 +66,7 @@ afterEach(async () => {
   current = null;
   await p.close();
   assert.deepEqual(errors, [], 'the page logged errors');
-  for (const t of [VIEWER, OPERATOR]) assert.ok(!lines.some((l) => l.includes(t)), 'the page never logs a token');
+  for (const t of [VIEWER, OPERATOR, SLASHED]) assert.ok(!lines.some((l) => l.includes(t)), 'the page never logs a token');
 });
 
 /** What the page keeps of a token: the address, both storages. */
@@ -178,4 +180,13 @@ test('no token on a server that needs one: the field says so', async () => {
   await p.fill('#token-input', OPERATOR);
   await p.press('#token-input', 'Enter');
   await p.waitForFunction(() => window.heat.state === 'open' && window.heat.hello?.role === 'operator', null, WAIT);
+});
+
+test('a token a subprotocol cannot carry goes as the query parameter instead', async () => {
+  const p = await page(`/?token=${encodeURIComponent(SLASHED)}`);
+  assert.equal(await p.evaluate(() => window.heat.hello.user), 'b64');
+  assert.ok(!p.url().includes('token'));
+  const [hs] = handshakes();
+  assert.equal(new URL(hs.url).searchParams.get('token'), SLASHED);
+  assert.equal(hs.protocols, 'heat-actix.v1');
 });
