@@ -13,33 +13,56 @@ import { KeysView } from './keys.js';
 import { ScalarsView, SCALAR_KINDS } from './scalars.js';
 import { rampCss, hueLut, KEY_HUES } from './colour.js';
 import { unitFromName, rangeText } from './units.js';
-import { $, el, store, clampInt, fmtNum, fmtPct, fmtClock } from './util.js';
+import { $, el, store, tabStore, clampInt, fmtNum, fmtPct, fmtClock } from './util.js';
 
 const PROTOCOL = 1;
 const HIST_KINDS = new Set(['hist', 'lhist', 'quantize', 'lquantize', 'llquantize']);
 const HISTORY_CHOICES = [60, 120, 300, 600, 1800];
+const [HISTORY_MIN, HISTORY_MAX, HISTORY_DEFAULT] = [60, 1800, 120]; // ticks, as README says
 const MAX_OUTPUT_LINES = 500;
 const CUSTOM = ''; // value of the "custom script" entry of #preset
+const LANG_NAMES = { bpftrace: 'bpftrace', d: 'D' };
 
+// `args->id`, not `args.id`: bpftrace 0.17 (Debian 12) knows only the arrow, and later releases
+// still accept it.
 const EXAMPLE_SCRIPT = `// syscall latency in microseconds, by syscall id
 tracepoint:raw_syscalls:sys_enter {
   @ts[tid] = nsecs;
 }
 tracepoint:raw_syscalls:sys_exit /@ts[tid]/ {
   $us = (nsecs - @ts[tid]) / 1000;
-  @us[args.id] = lhist($us, 0, 64, 2);
+  @us[args->id] = lhist($us, 0, 64, 2);
   @calls = count();
   delete(@ts[tid]);
 }
 `;
 
 const params = new URLSearchParams(location.search);
-let history = clampInt(params.get('columns') ?? store.get('history'), 10, 3600, 120);
+const token = takeToken();
+let history = clampInt(params.get('columns') ?? store.get('history'), HISTORY_MIN, HISTORY_MAX, HISTORY_DEFAULT);
+
+/**
+ * The token of `?token=`, taken out of the address at once so it is not kept in the history,
+ * bookmarks or screenshots; sessionStorage keeps it for reloads of this tab (never
+ * localStorage, which outlives the tab). Without one in the address: this tab's earlier one.
+ */
+function takeToken() {
+  const fromUrl = params.get('token');
+  if (params.has('token')) {
+    const u = new URL(location.href);
+    u.searchParams.delete('token');
+    window.history.replaceState(window.history.state, '', u.pathname + u.search + u.hash);
+  }
+  if (fromUrl) tabStore.set('token', fromUrl);
+  return fromUrl || tabStore.get('token');
+}
 
 const ui = {
   status: $('status'), retry: $('retry'), run: $('run'), session: $('session'), backend: $('backend'),
   tickInfo: $('tick-ms'), frames: $('frames'), dropped: $('dropped'),
   preset: $('preset'), presetHint: $('preset-hint'), script: $('script'), tick: $('tick'),
+  scriptField: $('script-field'), scriptLang: $('script-lang'), customOff: $('custom-off'),
+  auth: $('auth'), authMessage: $('auth-message'), tokenInput: $('token-input'),
   start: $('start'), stop: $('stop'), error: $('error'), aggregation: $('aggregation'),
   heatMeta: $('heat-meta'), live: $('live'), scalars: $('scalars'),
   outputPanel: $('output-panel'), output: $('output'), outputCount: $('output-count'),
@@ -54,6 +77,8 @@ const S = {
   stopReason: null,
   hello: null,
   presets: [],
+  custom: false,         // whether this session may run custom scripts (hello.custom_scripts)
+  authMessage: null,     // why the server refused the token (error `unauthorized`)
   started: null,
   session: null,
   backend: null,
@@ -80,7 +105,7 @@ const scalars = new ScalarsView(ui.scalars);
 view.keyHue = (id) => keys.hue(id);
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-const conn = new Connection(wsUrl, { onState, onMessage });
+const conn = new Connection(wsUrl, { onState, onMessage, token });
 
 // ── protocol ──
 
@@ -90,7 +115,30 @@ function onState(state) {
     S.run = 'stopped'; // the server stops a session's program when its socket closes
     S.stopReason = 'disconnected';
   }
+  if (state === 'closed' && conn.needsToken) askForToken();
   renderTop();
+}
+
+/** After a 4401: no more retries (the connection stopped them); a field for another token. */
+function askForToken() {
+  const had = !!conn.token;
+  if (had) tabStore.remove('token'); // refused: a reload must not offer it again
+  ui.authMessage.textContent = had
+    ? `The server refused the token${S.authMessage ? ` (${S.authMessage})` : ''}. Enter another one.`
+    : 'This server needs a token. Enter yours, or open this page as /?token=TOKEN.';
+  ui.auth.hidden = false;
+  ui.tokenInput.focus();
+}
+
+function submitToken(ev) {
+  ev.preventDefault(); // the form must never be submitted: that would put the token in a URL
+  const t = ui.tokenInput.value.trim();
+  if (!t) { ui.tokenInput.focus(); return; }
+  ui.tokenInput.value = '';
+  tabStore.set('token', t);
+  conn.setToken(t);
+  S.authMessage = null;
+  conn.connect();
 }
 
 function onMessage(msg) {
@@ -106,6 +154,8 @@ function onMessage(msg) {
 
 function onHello(msg) {
   conn.healthy();
+  ui.auth.hidden = true;
+  S.authMessage = null;
   Object.assign(S, {
     hello: msg, session: msg.session ?? null, tick: msg.tick_ms ?? null,
     backend: Array.isArray(msg.backends) ? msg.backends.join(', ') : null,
@@ -114,7 +164,8 @@ function onHello(msg) {
   resetRun([]);
   clearError();
   if (msg.protocol !== PROTOCOL) showError('protocol', `server speaks protocol ${msg.protocol}; this page speaks ${PROTOCOL}`);
-  fillPresets(Array.isArray(msg.presets) ? msg.presets : []);
+  // A server without the field (before it existed) let everyone try: the server still decides.
+  fillPresets(Array.isArray(msg.presets) ? msg.presets : [], msg.custom_scripts !== false, msg.role);
   const [lo, hi] = Array.isArray(msg.tick_ms_range) ? msg.tick_ms_range : [100, 10000];
   ui.tick.min = lo;
   ui.tick.max = hi;
@@ -184,6 +235,10 @@ function onStopped(msg) {
 }
 
 function onError(msg) {
+  if (msg.code === 'unauthorized') { // the close 4401 follows; the token field shows it
+    S.authMessage = typeof msg.message === 'string' ? msg.message : null;
+    return;
+  }
   showError(msg.code || 'error', typeof msg.message === 'string' ? msg.message : JSON.stringify(msg.message ?? ''));
   if (S.run === 'starting') S.run = 'idle';
   renderTop();
@@ -330,15 +385,38 @@ function refreshCell() {
 
 // ── controls ──
 
-function fillPresets(presets) {
+/**
+ * The program picker: the presets, and "Custom script" only when this session may run one
+ * (`custom`); a viewer is not offered what the server would refuse. Why not, under the picker.
+ */
+function fillPresets(presets, custom, role) {
   const saved = store.get('preset');
   const opts = presets.map((p) => el('option', { value: p.name, title: p.description || null, text: p.name }));
-  opts.push(el('option', { value: CUSTOM, text: 'Custom script (bpftrace)…' }));
+  if (custom) opts.push(el('option', { value: CUSTOM, text: 'Custom script…' }));
+  if (!opts.length) opts.push(el('option', { value: '', disabled: true, text: S.hello ? 'no presets' : 'waiting for the server…' }));
   ui.preset.replaceChildren(...opts);
   S.presets = presets;
+  S.custom = custom;
+  ui.scriptField.hidden = !custom;
+  ui.customOff.hidden = custom || !S.hello;
+  ui.customOff.textContent = role === 'viewer'
+    ? 'This token runs presets only; custom scripts need an operator token.'
+    : 'Custom scripts are off on this server (policy.custom_scripts = false).';
   const names = presets.map((p) => p.name);
-  ui.preset.value = saved === CUSTOM || names.includes(saved) ? saved : (names[0] ?? CUSTOM);
+  ui.preset.value = (saved === CUSTOM && custom) || names.includes(saved) ? saved : (names[0] ?? CUSTOM);
+  renderLang();
   renderPresetHint();
+}
+
+/** The language the editor's script is sent as (`startMessage`). */
+function scriptLang() { return looksLikeD(ui.script.value) ? 'd' : 'bpftrace'; }
+
+/** The editor's label and the picker's custom entry name the language the script runs as. */
+function renderLang() {
+  const name = LANG_NAMES[scriptLang()];
+  ui.scriptLang.textContent = name;
+  const opt = [...ui.preset.options].find((o) => o.value === CUSTOM && !o.disabled);
+  if (opt) opt.textContent = `Custom script (${name})…`;
 }
 
 function renderPresetHint() {
@@ -351,8 +429,10 @@ function renderPresetHint() {
     // Why this preset runs on bpftrace when its native version was the first choice.
     const why = S.started && S.started.preset === p.name ? S.started.fallback : null;
     if (why) ui.presetHint.append(el('ul', { class: 'notes' }, el('li', { text: `on bpftrace: ${why}` })));
-  } else {
-    ui.presetHint.append('Runs the script below with bpftrace, or as D (compiled to bpftrace) when it looks like D. Ctrl+Enter starts it.');
+  } else if (S.custom) {
+    ui.presetHint.append(scriptLang() === 'd'
+      ? 'Runs the script below as D (on libdtrace where the server has it, else compiled to bpftrace). Ctrl+Enter starts it.'
+      : 'Runs the script below with bpftrace (D is recognised by its probes and aggregations, and runs as D). Ctrl+Enter starts it.');
     // What a D translation only approximates, as `started.notes` says.
     const notes = S.started && Array.isArray(S.started.notes) ? S.started.notes : [];
     if (notes.length) ui.presetHint.append(el('ul', { class: 'notes' }, ...notes.map((n) => el('li', { text: n }))));
@@ -365,8 +445,8 @@ function startMessage() {
   const tick = clampInt(ui.tick.value, lo, hi, S.hello?.tick_ms ?? 1000);
   ui.tick.value = tick;
   store.set('tick', tick);
-  if (ui.preset.value !== CUSTOM) return { type: 'start', preset: ui.preset.value, tick_ms: tick };
-  return { type: 'start', lang: looksLikeD(ui.script.value) ? 'd' : 'bpftrace', script: ui.script.value, tick_ms: tick };
+  if (ui.preset.value !== CUSTOM || !S.custom) return { type: 'start', preset: ui.preset.value, tick_ms: tick };
+  return { type: 'start', lang: scriptLang(), script: ui.script.value, tick_ms: tick };
 }
 
 /** D's probe syntax and aggregating functions have no bpftrace spelling. */
@@ -376,6 +456,7 @@ function looksLikeD(script) {
 
 function start() {
   const msg = startMessage();
+  if (!msg.script && !msg.preset) { showError('client', 'Pick a program first.'); return; }
   if (msg.script !== undefined && !msg.script.trim()) { showError('client', 'The script is empty.'); return; }
   const before = S.run;
   S.run = 'starting'; // before sending: the answer may arrive before send() returns
@@ -468,7 +549,9 @@ function renderTop() {
 
 function renderRetry() {
   let t = '';
-  if (S.state === 'closed') {
+  if (S.state === 'closed' && conn.needsToken) {
+    t = ' · token needed';
+  } else if (S.state === 'closed') {
     const close = conn.lastClose;
     const why = close && close.code === 1013 ? `${close.reason || 'server full'} · ` : '';
     const secs = conn.retryAt ? Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000)) : null;
@@ -483,7 +566,6 @@ function setControlsHidden(hidden) {
   document.body.classList.toggle('kiosk', hidden);
   ui.toggle.textContent = hidden ? 'Show controls' : 'Hide controls';
   ui.toggle.setAttribute('aria-expanded', String(!hidden));
-  store.set('kiosk', hidden ? '1' : '0');
 }
 
 function overlaySet() {
@@ -493,7 +575,9 @@ function overlaySet() {
 ui.script.value = store.get('script') || EXAMPLE_SCRIPT;
 ui.script.addEventListener('input', () => {
   store.set('script', ui.script.value);
-  if (ui.preset.value !== CUSTOM) { ui.preset.value = CUSTOM; store.set('preset', CUSTOM); renderPresetHint(); }
+  if (S.custom && ui.preset.value !== CUSTOM) { ui.preset.value = CUSTOM; store.set('preset', CUSTOM); }
+  renderLang();
+  renderPresetHint();
 });
 ui.script.addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); start(); }
@@ -516,7 +600,8 @@ for (const k of Object.keys(OVERLAYS)) {
   if (saved !== null) box.checked = saved === '1';
   box.addEventListener('change', () => { store.set(`ov-${k}`, box.checked ? '1' : '0'); view.setOverlays(overlaySet()); });
 }
-ui.history.addEventListener('change', () => setHistory(clampInt(ui.history.value, 10, 3600, 120)));
+ui.history.addEventListener('change', () => setHistory(clampInt(ui.history.value, HISTORY_MIN, HISTORY_MAX, HISTORY_DEFAULT)));
+ui.auth.addEventListener('submit', submitToken);
 ui.pause.addEventListener('click', () => setPaused(!S.paused));
 ui.export.addEventListener('click', exportPng);
 ui.keysMerge.addEventListener('click', () => setFilter({ isolate: null, exclude: new Set() }));
@@ -536,10 +621,13 @@ if (params.has('overlays')) { // ?overlays=p50,p99 (or empty): for wall screens 
   for (const k of Object.keys(OVERLAYS)) $(`ov-${k}`).checked = want.includes(k);
 }
 view.overlays = new Set(overlaySet());
-if (params.has('kiosk') || store.get('kiosk') === '1') setControlsHidden(true);
+// ?kiosk holds for the load that asks for it; pages before this one kept it in localStorage,
+// where it hid the controls of every later visit: that value is dropped, never read.
+store.remove('kiosk');
+if (params.has('kiosk')) setControlsHidden(true);
 setInterval(renderRetry, 500);
 
-fillPresets([]);
+fillPresets([], false, null);
 keys.setModel(null);
 renderTop();
 view.full();
@@ -560,6 +648,10 @@ window.heat = {
   get paused() { return S.paused; },
   get lastFrame() { return S.lastFrame; },
   get hello() { return S.hello; },
+  /** Closed for want of a valid token (4401): the token field is shown, nothing retries. */
+  get needsToken() { return conn.needsToken; },
+  get retryPending() { return conn.retryPending; },
+  get customScripts() { return S.custom; },
   get started() { return S.started; },
   get aggregation() { return S.selected; },
   get aggregations() { return [...S.models.keys()]; },

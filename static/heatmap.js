@@ -134,7 +134,9 @@ export class HeatmapView {
     if (!m) return;
     const range = m.visibleRange();
     this.sinceRank++;
-    if (rowsChanged || this.scaleStale() || !this.g || !sameRange(range, this.range) || this.drawnPushed !== m.pushed - 1) { this.full(); return; }
+    // The first data is drawn in full: it clears the "waiting" note and gives a rank scale cells.
+    const firstData = !this.empty.hidden && m.seenMin !== null;
+    if (firstData || rowsChanged || this.scaleStale() || !this.g || !sameRange(range, this.range) || this.drawnPushed !== m.pushed - 1) { this.full(); return; }
     this.incrementalDraws++;
     this.drawnPushed = m.pushed;
     const V = this.range[1] - this.range[0] + 1;

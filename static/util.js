@@ -15,11 +15,20 @@ export function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-/** localStorage that never throws (private mode, disabled storage). */
-export const store = {
-  get(k, d = null) { try { const v = localStorage.getItem('heat.' + k); return v == null ? d : v; } catch { return d; } },
-  set(k, v) { try { localStorage.setItem('heat.' + k, String(v)); } catch { /* not persisted */ } },
-};
+/** Web storage that never throws (private mode, disabled storage). */
+function storage(area) {
+  const s = () => window[area];
+  return {
+    get(k, d = null) { try { const v = s().getItem('heat.' + k); return v == null ? d : v; } catch { return d; } },
+    set(k, v) { try { s().setItem('heat.' + k, String(v)); } catch { /* not persisted */ } },
+    remove(k) { try { s().removeItem('heat.' + k); } catch { /* nothing stored */ } },
+  };
+}
+
+/** Preferences kept across visits (localStorage). Never secrets. */
+export const store = storage('localStorage');
+/** This tab only, until it closes (sessionStorage): the token survives a reload, nothing more. */
+export const tabStore = storage('sessionStorage');
 
 export function clampInt(v, lo, hi, dflt) {
   const n = Number.parseInt(v, 10);

@@ -2,7 +2,7 @@
 // loopback port, launch Debian's chromium through playwright-core, open the page with every
 // page error and console error recorded, and run a known workload.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -26,14 +26,22 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts target/debug/heat-actix; resolves once /healthz answers. */
-export async function startServer({ tickMs = 500, port = null } = {}) {
+/** The `sha256 = "…"` config line of a token, as `heat-actix hash-token` prints it. */
+export function hashTokenLine(token) {
+  return execFileSync(BINARY, ['hash-token'], { input: `${token}\n`, encoding: 'utf8' }).trim();
+}
+
+/**
+ * Starts target/debug/heat-actix; resolves once /healthz answers. `config` is appended to the
+ * test config (e.g. `[[auth.tokens]]` tables).
+ */
+export async function startServer({ tickMs = 500, port = null, config: extra = '' } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build first`);
   port = port ?? await freePort();
   // Custom scripts are off by default; these tests run some (loopback, no tokens), and start
   // programs back to back.
   const config = join(tmpdir(), `heat-actix-browser-${process.pid}-${port}.toml`);
-  writeFileSync(config, '[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n');
+  writeFileSync(config, `[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n${extra}`);
   const child = spawn(BINARY, ['--config', config, '--bind', `127.0.0.1:${port}`, '--tick-ms', String(tickMs), '--log', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -77,16 +85,32 @@ export async function launchBrowser() {
   };
 }
 
-/** Opens a page and records page errors and console errors (a test fails on any). */
-export async function openPage(context, url) {
+/**
+ * Opens a page and records page errors and console errors (a test fails on any), and every
+ * console line (`console`). `beforeLoad(page)` runs before the page loads. Waits for `hello`
+ * unless `connected` is false.
+ */
+export async function openPage(context, url, { connected = true, beforeLoad = null } = {}) {
   const page = await context.newPage();
+  if (beforeLoad) await beforeLoad(page);
   const errors = [];
+  const console = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('console', (m) => {
+    console.push(m.text());
+    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
+  });
   page.on('requestfailed', (r) => errors.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`));
   await page.goto(url);
-  await page.waitForFunction(() => window.heat && window.heat.state === 'open' && window.heat.hello);
-  return { page, errors };
+  if (connected) await page.waitForFunction(() => window.heat && window.heat.state === 'open' && window.heat.hello);
+  return { page, errors, console };
+}
+
+/** A counter of the server's /metrics, by name and labels as they appear there (0 when absent). */
+export async function metric(url, series) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
 export function artifact(name) {
