@@ -4,6 +4,8 @@
 //! says what it measures and in which unit. The `.bt` files beside this module are the
 //! programs, each opening with a comment that documents it.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 
 /// How a preset's first key part is shown: the kernel gives numbers, people read names.
@@ -109,18 +111,85 @@ const FILTER_SITES: &[(&str, &str)] = &[
     ("block-io-latency", "tracepoint:block:block_rq_issue"),
 ];
 
-/// Restricts a preset to one process and/or one command name (start fields `pid`, `comm`).
+/// The presets that leave heat-actix out of their picture unless a start asks `include_self`,
+/// at their `FILTER_SITES` probe. On an idle machine heat-actix's own map reads (`bpf`, hundreds
+/// a second) and its tracers' syscalls would otherwise be a good part of a syscall heatmap.
+/// Block I/O is not among them: heat-actix does no disk I/O while it traces, and requests are
+/// often issued by kernel threads for others, so a process exclusion would not say much; the
+/// runqueue preset keys by command (heat-actix and bpftrace are keys of their own) and the
+/// softirq one by vector (no process at all).
+const SELF_EXCLUDING: &[&str] = &["syscall-latency", "syscall-latency-log2"];
+
+/// A process left out of a preset's picture, and possibly the processes it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exclusion {
+    /// The process (thread group id) left out.
+    pub pid: u32,
+    /// Whether every process whose parent is `pid` is left out too (heat-actix's bpftrace and
+    /// DTrace consumer processes). Reading a task's parent needs the kernel's BTF.
+    pub children: bool,
+}
+
+impl Exclusion {
+    /// heat-actix itself, with the tracers it runs wherever the kernel has BTF.
+    pub fn this_server() -> Exclusion {
+        Exclusion {
+            pid: std::process::id(),
+            children: kernel_btf(),
+        }
+    }
+}
+
+/// Whether the running kernel describes its types in BTF (`/sys/kernel/btf/vmlinux`), which
+/// bpftrace needs to follow `curtask->real_parent` (the native backend needs it anyway).
+pub fn kernel_btf() -> bool {
+    static BTF: OnceLock<bool> = OnceLock::new();
+    *BTF.get_or_init(|| std::path::Path::new("/sys/kernel/btf/vmlinux").exists())
+}
+
+/// What a program leaves out, as `started.excluded` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Excluded {
+    /// One process: `{"pid": 1234, "why": "…"}`.
+    Process { pid: u32, why: &'static str },
+    /// Every process whose parent is `ppid`: `{"ppid": 1234, "why": "…"}`.
+    Children { ppid: u32, why: &'static str },
+}
+
+/// Restricts a preset to one process and/or one command name (start fields `pid`, `comm`), and
+/// leaves heat-actix out of it (unless the start asks `include_self`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessFilter {
     /// Process id (thread group id, as `pid` in bpftrace).
     pub pid: Option<u32>,
     /// Command name (`comm`), at most 15 bytes.
     pub comm: Option<String>,
+    /// What is left out whatever the filter lets through.
+    pub exclude: Option<Exclusion>,
 }
 
 impl ProcessFilter {
     pub fn is_empty(&self) -> bool {
-        self.pid.is_none() && self.comm.is_none()
+        self.pid.is_none() && self.comm.is_none() && self.exclude.is_none()
+    }
+
+    /// What the filter leaves out, for `started` (empty: nothing).
+    pub fn excluded(&self) -> Vec<Excluded> {
+        let Some(exclusion) = self.exclude else {
+            return Vec::new();
+        };
+        let mut out = vec![Excluded::Process {
+            pid: exclusion.pid,
+            why: "heat-actix itself",
+        }];
+        if exclusion.children {
+            out.push(Excluded::Children {
+                ppid: exclusion.pid,
+                why: "the tracers heat-actix runs",
+            });
+        }
+        out
     }
 
     /// The comm as the kernel stores it: NUL-padded to 16 bytes (empty: no filter).
@@ -143,11 +212,23 @@ impl ProcessFilter {
         if let Some(comm) = &self.comm {
             parts.push(format!("comm == \"{comm}\""));
         }
+        if let Some(Exclusion { pid, children }) = self.exclude {
+            parts.push(format!("pid != {pid}"));
+            if children {
+                parts.push(format!("curtask->real_parent->tgid != {pid}"));
+            }
+        }
         parts.join(" && ")
     }
 }
 
 impl Preset {
+    /// What this preset leaves out of its picture by default: heat-actix itself for the presets
+    /// in `SELF_EXCLUDING`, unless `include_self`.
+    pub fn exclusion(&self, include_self: bool) -> Option<Exclusion> {
+        (!include_self && SELF_EXCLUDING.contains(&self.name)).then(Exclusion::this_server)
+    }
+
     /// The preset's bpftrace program restricted by `filter`: the filter becomes (part of) the
     /// predicate of the probe named in `FILTER_SITES`. Errors when the preset cannot be
     /// filtered.
@@ -284,6 +365,7 @@ mod tests {
         let filter = ProcessFilter {
             pid: Some(42),
             comm: Some("cat".into()),
+            exclude: None,
         };
         for (name, site) in FILTER_SITES {
             let script = find(name).unwrap().script_with(&filter).unwrap();
@@ -299,7 +381,7 @@ mod tests {
         );
         let only_pid = ProcessFilter {
             pid: Some(7),
-            comm: None,
+            ..Default::default()
         };
         let err = find("softirq-latency").unwrap().script_with(&only_pid);
         assert!(err.unwrap_err().contains("cannot be filtered"));
@@ -309,6 +391,97 @@ mod tests {
         };
         assert_eq!(&comm.comm_bytes()[..15], b"a-very-long-com");
         assert_eq!(comm.comm_bytes()[15], 0);
+    }
+
+    #[test]
+    fn the_exclusion_joins_the_predicate_at_the_filter_site() {
+        let exclude = |children| {
+            Some(Exclusion {
+                pid: 1234,
+                children,
+            })
+        };
+        for name in SELF_EXCLUDING {
+            let site = FILTER_SITES.iter().find(|(p, _)| p == name).unwrap().1;
+            let line_after_site = |filter: &ProcessFilter| {
+                let script = find(name).unwrap().script_with(filter).unwrap();
+                assert_eq!(aggregation_maps(&script).len(), 1, "{name}");
+                // Only the entry probe is filtered: the exit finds no entry time for a task
+                // left out, so nothing else needs to change.
+                assert_eq!(script.matches("pid != 1234").count(), 1, "{name}: {script}");
+                let at = script.find(site).expect("the site is in the script");
+                script[at..].lines().nth(1).unwrap().to_owned()
+            };
+            let alone = ProcessFilter {
+                exclude: exclude(true),
+                ..Default::default()
+            };
+            assert_eq!(
+                line_after_site(&alone),
+                "/pid != 1234 && curtask->real_parent->tgid != 1234/"
+            );
+            let without_btf = ProcessFilter {
+                exclude: exclude(false),
+                ..Default::default()
+            };
+            assert_eq!(line_after_site(&without_btf), "/pid != 1234/");
+            let with_comm = ProcessFilter {
+                comm: Some("cat".into()),
+                exclude: exclude(true),
+                ..Default::default()
+            };
+            assert_eq!(
+                line_after_site(&with_comm),
+                "/comm == \"cat\" && pid != 1234 && curtask->real_parent->tgid != 1234/"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_syscall_presets_leave_heat_actix_out_and_only_by_default() {
+        for preset in PRESETS {
+            let syscalls = preset.name.starts_with("syscall-");
+            let expected = syscalls.then(|| Exclusion {
+                pid: std::process::id(),
+                children: kernel_btf(),
+            });
+            assert_eq!(preset.exclusion(false), expected, "{}", preset.name);
+            assert_eq!(preset.exclusion(true), None, "{}", preset.name);
+            if syscalls {
+                assert!(FILTER_SITES.iter().any(|(p, _)| *p == preset.name));
+            }
+        }
+    }
+
+    #[test]
+    fn started_names_what_is_left_out() {
+        let mut filter = ProcessFilter {
+            pid: Some(7),
+            ..Default::default()
+        };
+        assert!(
+            filter.excluded().is_empty(),
+            "a filter alone leaves out nothing"
+        );
+        filter.exclude = Some(Exclusion {
+            pid: 1234,
+            children: true,
+        });
+        assert_eq!(
+            serde_json::to_value(filter.excluded()).unwrap(),
+            serde_json::json!([
+                {"pid": 1234, "why": "heat-actix itself"},
+                {"ppid": 1234, "why": "the tracers heat-actix runs"}
+            ])
+        );
+        filter.exclude = Some(Exclusion {
+            pid: 1234,
+            children: false,
+        });
+        assert_eq!(
+            serde_json::to_value(filter.excluded()).unwrap(),
+            serde_json::json!([{"pid": 1234, "why": "heat-actix itself"}])
+        );
     }
 
     #[test]

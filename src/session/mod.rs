@@ -314,6 +314,7 @@ impl Session {
             }
             Err((_, message)) => return self.refuse(ctx, Refusal::BadRequest, &message),
         };
+        let excluded = program.filter.excluded();
         let tick_ms = request.tick_ms.unwrap_or(self.config().tick_ms);
         if !TICK_MS_RANGE.contains(&tick_ms) {
             let message = format!(
@@ -406,6 +407,7 @@ impl Session {
                                 engine: engine.as_ref().map(|e| e.0),
                                 notes: engine.as_ref().map(|e| e.1.as_slice()),
                                 fallback: started.fallback.as_deref().or(why_not_native.as_deref()),
+                                excluded: (!excluded.is_empty()).then_some(excluded.as_slice()),
                             },
                         );
                     }
@@ -848,9 +850,10 @@ fn resolve(
     preset: Option<&'static Preset>,
     backend: Backend,
 ) -> Result<Resolved, (&'static str, String)> {
-    let filter = ProcessFilter {
+    let mut filter = ProcessFilter {
         pid: request.pid,
         comm: request.comm.clone(),
+        exclude: None,
     };
     if let (Some(preset), Backend::Dtrace) = (preset, backend) {
         if !filter.is_empty() {
@@ -865,6 +868,7 @@ fn resolve(
         return Ok(on_libdtrace(d, Some(preset)));
     }
     if let Some(preset) = preset {
+        filter.exclude = preset.exclusion(request.include_self == Some(true));
         let script = preset
             .script_with(&filter)
             .map_err(|message| ("bad_request", message))?;
@@ -881,10 +885,10 @@ fn resolve(
             engine: None,
         });
     }
-    if !filter.is_empty() {
+    if !filter.is_empty() || request.include_self.is_some() {
         return Err((
             "bad_request",
-            "`pid` and `comm` filter presets; a script filters with its own predicates".into(),
+            "`pid`, `comm` and `include_self` apply to presets; a script filters with its own predicates".into(),
         ));
     }
     let script = request.script.clone().unwrap_or_default();

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::aggregation::{AggregationInfo, Snapshot};
-use crate::presets::Preset;
+use crate::presets::{Excluded, Preset};
 
 /// The protocol version in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -29,6 +29,9 @@ pub struct StartRequest {
     pub pid: Option<u32>,
     /// Only tasks with this command name are measured (presets only).
     pub comm: Option<String>,
+    /// Whether heat-actix's own process and tracers are measured too (presets only; the
+    /// syscall presets leave them out unless this is true).
+    pub include_self: Option<bool>,
 }
 
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
@@ -167,6 +170,12 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
                 }
                 request.comm = Some(comm);
             }
+            "include_self" => {
+                let include = value.as_bool().ok_or_else(|| {
+                    ProtocolError::BadRequest("start: `include_self` must be true or false".into())
+                })?;
+                request.include_self = Some(include);
+            }
             "tick_ms" => {
                 let ms = value.as_u64().ok_or_else(|| {
                     ProtocolError::BadRequest(
@@ -222,6 +231,9 @@ pub enum ServerMessage<'a> {
         /// Why a preset runs on bpftrace when its native version was the first choice.
         #[serde(skip_serializing_if = "Option::is_none")]
         fallback: Option<&'a str>,
+        /// What the program leaves out of its picture (heat-actix itself); absent: nothing.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        excluded: Option<&'a [Excluded]>,
     },
     Stopped {
         reason: &'static str,
@@ -343,6 +355,17 @@ mod tests {
                 ..Default::default()
             })
         );
+        for include in [true, false] {
+            let text = format!(r#"{{"type":"start","preset":"p","include_self":{include}}}"#);
+            assert_eq!(
+                parse_client_message(&text).unwrap(),
+                ClientMessage::Start(StartRequest {
+                    preset: Some("p".into()),
+                    include_self: Some(include),
+                    ..Default::default()
+                })
+            );
+        }
         assert!(matches!(
             parse_client_message(r#"{"type":"start","lang":"bpftrace","script":"BEGIN{}"}"#),
             Ok(ClientMessage::Start(_))
@@ -383,6 +406,14 @@ mod tests {
                 "`comm`",
             ),
             (r#"{"type":"start","preset":"a","colour":"red"}"#, "colour"),
+            (
+                r#"{"type":"start","preset":"a","include_self":1}"#,
+                "`include_self` must be true or false",
+            ),
+            (
+                r#"{"type":"start","preset":"a","include_self":"yes"}"#,
+                "`include_self`",
+            ),
             (
                 r#"{"type":"start","preset":"a","tick_ms":"fast"}"#,
                 "tick_ms",

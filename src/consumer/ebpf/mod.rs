@@ -63,14 +63,28 @@ struct HeatConfig {
     shape: u32,
     pid: u32,
     comm: [u8; 16],
+    exclude_tgid: u32,
+    exclude_children: u32,
 }
 
 impl HeatConfig {
-    fn bytes(&self) -> [u8; 24] {
-        let mut out = [0u8; 24];
+    fn new(native: &Native, filter: &ProcessFilter) -> HeatConfig {
+        HeatConfig {
+            shape: native.shape.code(),
+            pid: filter.pid.unwrap_or(0),
+            comm: filter.comm_bytes(),
+            exclude_tgid: filter.exclude.map_or(0, |e| e.pid),
+            exclude_children: filter.exclude.map_or(0, |e| u32::from(e.children)),
+        }
+    }
+
+    fn bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
         out[0..4].copy_from_slice(&self.shape.to_ne_bytes());
         out[4..8].copy_from_slice(&self.pid.to_ne_bytes());
         out[8..24].copy_from_slice(&self.comm);
+        out[24..28].copy_from_slice(&self.exclude_tgid.to_ne_bytes());
+        out[28..32].copy_from_slice(&self.exclude_children.to_ne_bytes());
         out
     }
 }
@@ -170,11 +184,7 @@ impl Loaded {
                 .and_then(|b| b.open_memory(native.object))
         });
         let mut opened = opened.map_err(libbpf("open", &log))?;
-        let config = HeatConfig {
-            shape: native.shape.code(),
-            pid: filter.pid.unwrap_or(0),
-            comm: filter.comm_bytes(),
-        };
+        let config = HeatConfig::new(native, filter);
         let mut rodata = opened
             .maps_mut()
             .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
@@ -371,6 +381,7 @@ impl Shape {
 mod tests {
     use super::*;
     use crate::aggregation::Bucket;
+    use crate::presets::Exclusion;
 
     #[test]
     fn keys_read_as_numbers_or_nul_padded_text() {
@@ -434,14 +445,21 @@ mod tests {
 
     #[test]
     fn the_config_is_laid_out_as_in_heat_h() {
-        let config = HeatConfig {
-            shape: 2,
-            pid: 7,
-            comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        let filter = ProcessFilter {
+            pid: Some(7),
+            comm: Some("cat".into()),
+            exclude: Some(Exclusion {
+                pid: 1234,
+                children: true,
+            }),
         };
+        let config = HeatConfig::new(find("syscall-latency-log2").unwrap(), &filter);
         let bytes = config.bytes();
         assert_eq!(bytes.len(), std::mem::size_of::<HeatConfig>());
-        assert_eq!(&bytes[0..8], &[2, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&bytes[0..8], &[1, 0, 0, 0, 7, 0, 0, 0]);
         assert_eq!(&bytes[8..11], b"cat");
+        assert_eq!(&bytes[24..32], &[0xd2, 0x04, 0, 0, 1, 0, 0, 0]);
+        let nothing = HeatConfig::new(find("block-io-latency").unwrap(), &Default::default());
+        assert_eq!(&nothing.bytes()[4..], &[0; 28]);
     }
 }

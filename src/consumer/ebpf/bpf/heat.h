@@ -1,6 +1,6 @@
 /* heat.h: what every heat-actix BPF program shares: the histogram value, the two bucket
  * shapes (bpftrace's lhist and hist, so native frames carry the very same buckets), and the
- * process filter that user space writes into .rodata before load.
+ * process filter and exclusion that user space writes into .rodata before load.
  *
  * Delta semantics: histogram slots are per-CPU counters that only ever grow. User space never
  * resets them; each walk reads every CPU's counters, sums them and sends the difference from
@@ -40,9 +40,22 @@ struct heat_config {
 	__u32 shape; /* HEAT_SHAPE_* */
 	__u32 pid;   /* only this process (thread group id); 0 measures every process */
 	char comm[HEAT_COMM_LEN]; /* only tasks with this comm; empty measures every task */
+	/* Leaves out this process (heat-actix itself, so the picture is not of its own map reads);
+	 * 0 leaves out nothing. */
+	__u32 exclude_tgid;
+	/* Non-zero: also leaves out every process whose parent is exclude_tgid (its tracers). */
+	__u32 exclude_children;
 };
 
 const volatile struct heat_config heat_config = {};
+
+/* Only the fields read here; libbpf finds their offsets in the running kernel's BTF (CO-RE). */
+struct task_struct {
+	int pid;
+	int tgid;
+	char comm[HEAT_COMM_LEN];
+	struct task_struct *real_parent;
+} __attribute__((preserve_access_index));
 
 /* Index of the highest set bit of a non-zero v (floor(log2 v)), without loops. */
 static __always_inline __u32 heat_log2(__u64 v)
@@ -126,13 +139,28 @@ static __always_inline void heat_count_keyed(void *map, const void *key, __u64 n
 	heat_count(h, ns);
 }
 
-/* True when the current task passes the process filter. */
+/* True when the current task passes the process filter and is not left out. The task is read
+ * through its BTF pointer (plain loads, one helper), and only when a filter or an exclusion
+ * asks for it: with neither, the verifier prunes all of it. */
 static __always_inline int heat_current_wanted(void)
 {
 	char comm[HEAT_COMM_LEN];
+	struct task_struct *task;
+	__u32 tgid;
 
-	if (heat_config.pid && (bpf_get_current_pid_tgid() >> 32) != heat_config.pid)
-		return 0;
+	if (heat_config.pid || heat_config.exclude_tgid) {
+		task = bpf_get_current_task_btf();
+		tgid = task->tgid;
+		if (heat_config.pid && tgid != heat_config.pid)
+			return 0;
+		if (heat_config.exclude_tgid) {
+			if (tgid == heat_config.exclude_tgid)
+				return 0;
+			if (heat_config.exclude_children &&
+			    task->real_parent->tgid == heat_config.exclude_tgid)
+				return 0;
+		}
+	}
 	if (!heat_config.comm[0])
 		return 1;
 	bpf_get_current_comm(comm, sizeof(comm));

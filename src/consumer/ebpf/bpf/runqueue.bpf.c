@@ -10,12 +10,6 @@
 /* TASK_RUNNING: a task switched out in this state is still on a run queue. */
 #define HEAT_TASK_RUNNING 0
 
-/* Only the fields read here; libbpf finds their offsets in the running kernel's BTF (CO-RE). */
-struct task_struct {
-	int pid;
-	char comm[HEAT_COMM_LEN];
-} __attribute__((preserve_access_index));
-
 struct heat_comm {
 	char comm[HEAT_COMM_LEN];
 };

@@ -21,8 +21,6 @@
  * 470). Larger or negative numbers (x32, invalid calls) are not counted. */
 #define HEAT_SYSCALL_SLOTS 512
 
-struct task_struct;
-
 /* A syscall in flight. In the per-CPU slot `owner` says whose it is (the address of the
  * task's pt_regs; 0: nobody's); it is written last at entry, so a slot that names a task holds
  * that task's time and number. */
