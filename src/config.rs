@@ -65,7 +65,9 @@ pub struct Config {
 }
 
 /// What a token lets its holder do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// May run presets.
@@ -130,6 +132,12 @@ pub struct LimitsConfig {
     /// Shortest time between two start requests of one session, in milliseconds.
     #[serde(default = "default_start_cooldown_ms")]
     pub start_cooldown_ms: u64,
+    /// Most tracing programs running at once (viewers of one shared program use one).
+    #[serde(default = "default_max_programs")]
+    pub max_programs: usize,
+    /// Frames each running program keeps for late joiners and `fetch`.
+    #[serde(default = "default_channel_history_ticks")]
+    pub channel_history_ticks: usize,
 }
 
 /// Certificate and key, PEM files.
@@ -188,6 +196,12 @@ fn default_max_keys() -> usize {
 fn default_idle_timeout_s() -> u64 {
     900
 }
+fn default_max_programs() -> usize {
+    32
+}
+fn default_channel_history_ticks() -> usize {
+    600
+}
 fn default_start_cooldown_ms() -> u64 {
     500
 }
@@ -202,6 +216,8 @@ impl Default for LimitsConfig {
             max_keys_per_aggregation: default_max_keys(),
             idle_timeout_s: default_idle_timeout_s(),
             start_cooldown_ms: default_start_cooldown_ms(),
+            max_programs: default_max_programs(),
+            channel_history_ticks: default_channel_history_ticks(),
         }
     }
 }
@@ -296,7 +312,7 @@ impl Config {
         }
         self.validate_security()?;
         let l = &self.limits;
-        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 7] = [
+        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 9] = [
             (
                 "limits.max_message_bytes",
                 l.max_message_bytes as u64,
@@ -324,6 +340,12 @@ impl Config {
             ),
             ("limits.idle_timeout_s", l.idle_timeout_s, 1..=7 * 24 * 3600),
             ("limits.start_cooldown_ms", l.start_cooldown_ms, 0..=600_000),
+            ("limits.max_programs", l.max_programs as u64, 1..=10_000),
+            (
+                "limits.channel_history_ticks",
+                l.channel_history_ticks as u64,
+                0..=86_400,
+            ),
         ];
         for (key, value, range) in ranges {
             if !range.contains(&value) {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlang;
 pub mod presets;
+pub mod program;
 pub mod server;
 pub mod session;
 pub mod supervisor;

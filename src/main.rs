@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use heat_actix::cli::{Cli, Command};
+use heat_actix::program::registry::HaltAll;
 use heat_actix::{config, server, supervisor::EvictAll};
 use tracing::{info, warn};
 
@@ -75,6 +76,9 @@ fn main() -> anyhow::Result<()> {
             actix_web::rt::time::sleep(SHUTDOWN_POLL).await;
         }
         info!(sessions = asked, left = running.sessions.len(), "Sessions stopped.");
+        // Programs end with their last viewer; whatever is left (a session that did not stop
+        // in time) ends here, before the process does.
+        let _ = running.programs.send(HaltAll).await;
         handle.stop(true).await;
         let _ = server.await;
         anyhow::Ok(())

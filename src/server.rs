@@ -13,6 +13,7 @@ use actix_web_actors::ws;
 use crate::auth::{self, PROTOCOL_NAME};
 use crate::config::{Config, TlsConfig};
 use crate::consumer::Encoding;
+use crate::program::registry::Programs;
 use crate::session::{Peer, Session, Shared};
 use crate::supervisor::{Registry, Supervisor};
 use crate::telemetry::{self, Event, Refusal};
@@ -100,6 +101,7 @@ pub struct Running {
     pub server: Server,
     pub supervisor: Addr<Supervisor>,
     pub sessions: Arc<Registry>,
+    pub programs: Addr<Programs>,
     pub bound: Vec<std::net::SocketAddr>,
 }
 
@@ -112,9 +114,11 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         sessions.clone(),
     )
     .start();
+    let programs = Programs::new(Arc::new(config.clone())).start();
     let shared = Arc::new(Shared {
         config: config.clone(),
         supervisor: supervisor.clone(),
+        programs: programs.clone(),
     });
     let data = web::Data::from(shared);
     let http = HttpServer::new(move || {
@@ -149,6 +153,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         server: http.run(),
         supervisor,
         sessions,
+        programs,
         bound,
     })
 }

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing::{debug, info, warn};
 
@@ -23,6 +23,10 @@ pub struct Metrics {
     pub walk_duration: Histogram,
     pub consumer_errors: IntCounterVec,
     pub tracer_reports: IntCounterVec,
+    pub programs_active: IntGaugeVec,
+    pub program_viewers: IntGaugeVec,
+    pub frame_bytes: IntCounterVec,
+    pub fanout_duration: Histogram,
 }
 
 impl Metrics {
@@ -81,8 +85,44 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
+        let programs_active = IntGaugeVec::new(
+            Opts::new(
+                "heat_programs_active",
+                "Tracing programs running now (each shared by all its viewers), by backend",
+            ),
+            &["backend"],
+        )
+        .unwrap();
+        let program_viewers = IntGaugeVec::new(
+            Opts::new(
+                "heat_program_viewers",
+                "Sessions watching running programs, by program (preset name, or script)",
+            ),
+            &["program"],
+        )
+        .unwrap();
+        let frame_bytes = IntCounterVec::new(
+            Opts::new(
+                "heat_frame_bytes_total",
+                "Bytes of frames and history written to sockets, by encoding",
+            ),
+            &["encoding"],
+        )
+        .unwrap();
+        let fanout_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "heat_fanout_duration_seconds",
+                "Time a program takes to hand one frame to all its viewers",
+            )
+            .buckets(prometheus::exponential_buckets(0.00001, 2.0, 16).unwrap()),
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(programs_active.clone()),
+            Box::new(program_viewers.clone()),
+            Box::new(frame_bytes.clone()),
+            Box::new(fanout_duration.clone()),
             Box::new(sessions_max.clone()),
             Box::new(sessions_started.clone()),
             Box::new(sessions_rejected.clone()),
@@ -108,6 +148,12 @@ impl Metrics {
         for kind in ["drop", "error"] {
             tracer_reports.with_label_values(&[kind]);
         }
+        for backend in crate::consumer::Backend::ALL {
+            programs_active.with_label_values(&[backend.as_str()]);
+        }
+        for encoding in ["json", "compact", "legacy"] {
+            frame_bytes.with_label_values(&[encoding]);
+        }
         Metrics {
             registry,
             sessions_active,
@@ -120,6 +166,10 @@ impl Metrics {
             walk_duration,
             consumer_errors,
             tracer_reports,
+            programs_active,
+            program_viewers,
+            frame_bytes,
+            fanout_duration,
         }
     }
 
@@ -163,11 +213,13 @@ pub enum Refusal {
     UnknownPreset,
     /// A language or backend this server cannot run.
     Unsupported,
+    /// A new program while `limits.max_programs` run.
+    MaxPrograms,
 }
 
 impl Refusal {
     /// Every reason, so each series is exported from start-up.
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::Capacity,
         Refusal::PerClient,
         Refusal::Auth,
@@ -178,6 +230,7 @@ impl Refusal {
         Refusal::BadRequest,
         Refusal::UnknownPreset,
         Refusal::Unsupported,
+        Refusal::MaxPrograms,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -192,6 +245,7 @@ impl Refusal {
             Refusal::BadRequest => "bad_request",
             Refusal::UnknownPreset => "unknown_preset",
             Refusal::Unsupported => "unsupported",
+            Refusal::MaxPrograms => "max_programs",
         }
     }
 }
@@ -270,18 +324,25 @@ pub enum Event<'a> {
     },
     /// A program attached and frames will follow.
     ProgramStarted {
-        session: &'a str,
-        backend: &'static str,
+        program: u64,
+        backend: crate::consumer::Backend,
         preset: Option<&'a str>,
         startup: Duration,
     },
-    /// A program stopped.
-    ProgramStopped {
+    /// A session stopped watching a program (which may run on for others).
+    ProgramLeft {
         session: &'a str,
         reason: &'static str,
     },
-    /// A frame went out on a socket.
-    FrameSent,
+    /// A program stopped (its last viewer left, or its tracer ended).
+    ProgramStopped { program: u64 },
+    /// A frame (or a history of frames) went out on a socket.
+    FrameSent {
+        encoding: &'static str,
+        bytes: usize,
+    },
+    /// A program handed one frame to all its viewers.
+    FannedOut { viewers: usize, elapsed: Duration },
     /// A frame was not sent: the browser had not read the previous ones.
     FrameDropped { session: &'a str },
     /// A request was refused by policy or a limit (the session stays open).
@@ -333,18 +394,41 @@ impl Event<'_> {
                 info!(%session, frames, active, "Session ended.");
             }
             Event::ProgramStarted {
-                session,
+                program,
                 backend,
                 preset,
                 startup,
             } => {
+                let backend = backend.as_str();
                 m.programs_started.with_label_values(&[backend]).inc();
-                info!(%session, backend, preset, startup_ms = startup.as_millis() as u64, "Program started.");
+                info!(
+                    program,
+                    backend,
+                    preset,
+                    startup_ms = startup.as_millis() as u64,
+                    "Program started."
+                );
             }
-            Event::ProgramStopped { session, reason } => {
-                info!(%session, reason, "Program stopped.");
+            Event::ProgramLeft { session, reason } => {
+                info!(%session, reason, "Left the program.");
             }
-            Event::FrameSent => m.frames_sent.inc(),
+            Event::ProgramStopped { program } => {
+                info!(program, "Program stopped.");
+            }
+            Event::FrameSent { encoding, bytes } => {
+                m.frames_sent.inc();
+                m.frame_bytes
+                    .with_label_values(&[encoding])
+                    .inc_by(bytes as u64);
+            }
+            Event::FannedOut { viewers, elapsed } => {
+                m.fanout_duration.observe(elapsed.as_secs_f64());
+                debug!(
+                    viewers,
+                    elapsed_us = elapsed.as_micros() as u64,
+                    "Fanned out."
+                );
+            }
             Event::FrameDropped { session } => {
                 m.frames_dropped.inc();
                 debug!(%session, "Frame dropped: the browser is behind.");

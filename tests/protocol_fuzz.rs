@@ -61,6 +61,10 @@ proptest! {
                 prop_assert!(start.script.is_none() || start.lang.is_some(), "a script comes with its lang");
             }
             Ok(ClientMessage::Stop) => prop_assert_eq!(&value, &serde_json::json!({"type": "stop"})),
+            Ok(ClientMessage::Fetch { from, to }) => {
+                prop_assert!(from <= to, "a fetch range is ordered");
+                prop_assert_eq!(&value["type"], "fetch");
+            }
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::presets::{KeyNames, Preset, ProcessFilter};
@@ -24,7 +26,7 @@ use crate::session::protocol;
 use crate::telemetry::{Event, Failure};
 
 /// The tracing backends heat-actix knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// bpftrace in a child process, JSON output.
@@ -210,20 +212,48 @@ pub struct Started {
     pub startup: Duration,
 }
 
-/// One frame, encoded on the consumer thread so the session only forwards text.
-#[derive(Debug)]
-pub struct WalkOutput {
-    pub frame: String,
+/// One frame, encoded on the consumer thread once per encoding its viewers asked for, so that
+/// every viewer is sent the same bytes (cloning them only counts a reference).
+#[derive(Debug, Default)]
+pub struct EncodedFrame {
+    pub seq: u64,
+    /// The program's last frame.
+    pub last: bool,
+    pub json: Option<ByteString>,
+    pub compact: Option<Bytes>,
+    pub legacy: Option<ByteString>,
+    /// Series in the frame, after key folding.
     pub series: usize,
 }
 
-/// How a session wants its frames written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a viewer wants its frames written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
-    /// Protocol v1 `frame` messages.
+    /// Protocol v1 `frame` messages (JSON text).
     V1,
+    /// Protocol v1.1 compact frames (binary, a per-program key dictionary).
+    Compact,
     /// The 2011 Heat Tracer / dowboy object: `{key: [[[lo, hi], count], …]}`.
     Legacy2011,
+}
+
+/// The encodings a walk must produce: those of the program's viewers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Encodings {
+    pub json: bool,
+    pub compact: bool,
+    pub legacy: bool,
+}
+
+impl Encodings {
+    pub fn with(mut self, encoding: Encoding) -> Encodings {
+        match encoding {
+            Encoding::V1 => self.json = true,
+            Encoding::Compact => self.compact = true,
+            Encoding::Legacy2011 => self.legacy = true,
+        }
+        self
+    }
 }
 
 /// Owns one [`Consumer`] on a dedicated thread (`SyncArbiter::start(1, …)`).
@@ -294,21 +324,18 @@ pub struct Begin;
 
 /// Walk the aggregations and encode frame number `seq`.
 #[derive(Message)]
-#[rtype(result = "Result<WalkOutput, ConsumerError>")]
+#[rtype(result = "Result<EncodedFrame, ConsumerError>")]
 pub struct Walk {
     pub seq: u64,
-    /// Frames the session could not deliver since its last frame, reported in this one.
-    pub dropped: u64,
-    pub encoding: Encoding,
+    pub encodings: Encodings,
 }
 
 /// End the program, walking one last time: the final frame, number `seq`.
 #[derive(Message)]
-#[rtype(result = "Result<WalkOutput, ConsumerError>")]
+#[rtype(result = "Result<EncodedFrame, ConsumerError>")]
 pub struct Finish {
     pub seq: u64,
-    pub dropped: u64,
-    pub encoding: Encoding,
+    pub encodings: Encodings,
 }
 
 /// Stop tracing now; the thread ends when the session drops its address.
@@ -362,10 +389,9 @@ impl ConsumerActor {
         &mut self,
         mut snapshot: Snapshot,
         seq: u64,
-        dropped: u64,
-        encoding: Encoding,
+        encodings: Encodings,
         last: bool,
-    ) -> WalkOutput {
+    ) -> EncodedFrame {
         self.program.key_names.apply(&mut snapshot);
         if let Some(rewrite) = &self.program.rewrite {
             rewrite.snapshot(&mut snapshot);
@@ -379,28 +405,30 @@ impl ConsumerActor {
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let frame = match encoding {
-            Encoding::V1 => protocol::encode_frame(
-                &protocol::FrameHeader {
-                    seq,
-                    ts_ms,
-                    interval_ms: interval.as_millis() as u64,
-                    dropped,
-                    last,
-                },
-                &snapshot,
-            ),
-            Encoding::Legacy2011 => protocol::encode_2011(&snapshot),
+        let header = protocol::FrameHeader {
+            seq,
+            ts_ms,
+            interval_ms: interval.as_millis() as u64,
+            dropped: 0,
+            last,
         };
-        WalkOutput {
-            frame,
+        EncodedFrame {
+            seq,
+            last,
+            json: encodings
+                .json
+                .then(|| protocol::encode_frame(&header, &snapshot).into()),
+            compact: None,
+            legacy: encodings
+                .legacy
+                .then(|| protocol::encode_2011(&snapshot).into()),
             series: snapshot.aggregations.iter().map(|a| a.series.len()).sum(),
         }
     }
 }
 
 impl Handler<Walk> for ConsumerActor {
-    type Result = Result<WalkOutput, ConsumerError>;
+    type Result = Result<EncodedFrame, ConsumerError>;
 
     fn handle(&mut self, walk: Walk, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
@@ -408,21 +436,21 @@ impl Handler<Walk> for ConsumerActor {
             panic!("injected fault: consumer_panic");
         }
         let snapshot = self.consumer.walk()?;
-        let output = self.frame(snapshot, walk.seq, walk.dropped, walk.encoding, false);
+        let frame = self.frame(snapshot, walk.seq, walk.encodings, false);
         Event::Walked {
             elapsed: began.elapsed(),
         }
         .emit();
-        Ok(output)
+        Ok(frame)
     }
 }
 
 impl Handler<Finish> for ConsumerActor {
-    type Result = Result<WalkOutput, ConsumerError>;
+    type Result = Result<EncodedFrame, ConsumerError>;
 
     fn handle(&mut self, finish: Finish, _: &mut Self::Context) -> Self::Result {
         let snapshot = self.consumer.finish()?;
-        Ok(self.frame(snapshot, finish.seq, finish.dropped, finish.encoding, true))
+        Ok(self.frame(snapshot, finish.seq, finish.encodings, true))
     }
 }
 

@@ -15,6 +15,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum ClientMessage {
     Start(StartRequest),
     Stop,
+    /// Frames `from..=to` of the running program again (those a slow browser missed).
+    Fetch {
+        from: u64,
+        to: u64,
+    },
 }
 
 /// `{"type":"start", …}`.
@@ -32,6 +37,11 @@ pub struct StartRequest {
     /// Whether heat-actix's own process and tracers are measured too (presets only; the
     /// syscall presets leave them out unless this is true).
     pub include_self: Option<bool>,
+    /// A script that other sessions sending the same text may join (scripts are private
+    /// otherwise; presets are always shared).
+    pub share: bool,
+    /// Frames as compact binary messages (protocol v1.1) instead of JSON.
+    pub compact: bool,
 }
 
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
@@ -90,11 +100,39 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             }
         }
         "stop" if object.is_empty() => Ok(ClientMessage::Stop),
+        "fetch" => fetch_request(object),
         "stop" => Err(ProtocolError::BadRequest("stop takes no fields".into())),
         other => Err(ProtocolError::BadRequest(format!(
             "unknown message type {other:?}"
         ))),
     }
+}
+
+/// Most frames one `fetch` may ask for.
+pub const MAX_FETCH: u64 = 100_000;
+
+/// `{"type":"fetch","from":A,"to":B}`: `seq` numbers, `A <= B`.
+fn fetch_request(
+    mut object: serde_json::Map<String, Json>,
+) -> Result<ClientMessage, ProtocolError> {
+    let mut seq = |name: &str| match object.remove(name) {
+        Some(v) => v.as_u64().ok_or_else(|| {
+            ProtocolError::BadRequest(format!("fetch: `{name}` must be a non-negative integer"))
+        }),
+        None => Err(ProtocolError::BadRequest(format!("fetch: needs `{name}`"))),
+    };
+    let (from, to) = (seq("from")?, seq("to")?);
+    if let Some(other) = object.keys().next() {
+        return Err(ProtocolError::BadRequest(format!(
+            "fetch: unknown field `{other}`"
+        )));
+    }
+    if from > to || to - from >= MAX_FETCH {
+        return Err(ProtocolError::BadRequest(format!(
+            "fetch: needs from <= to, at most {MAX_FETCH} frames"
+        )));
+    }
+    Ok(ClientMessage::Fetch { from, to })
 }
 
 /// Parses one text message of the 2011 dialect (`/ws?format=2011`): a JSON object with
@@ -170,6 +208,20 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
                 }
                 request.comm = Some(comm);
             }
+            "share" => {
+                request.share = value.as_bool().ok_or_else(|| {
+                    ProtocolError::BadRequest("start: `share` must be true or false".into())
+                })?;
+            }
+            "encoding" => match value.as_str() {
+                Some("json") => request.compact = false,
+                Some("compact") => request.compact = true,
+                _ => {
+                    return Err(ProtocolError::BadRequest(
+                        "start: `encoding` must be \"json\" or \"compact\"".into(),
+                    ))
+                }
+            },
             "include_self" => {
                 let include = value.as_bool().ok_or_else(|| {
                     ProtocolError::BadRequest("start: `include_self` must be true or false".into())
@@ -213,6 +265,8 @@ pub enum ServerMessage<'a> {
         /// Whether this session may run custom scripts.
         custom_scripts: bool,
         max_script_bytes: usize,
+        /// Frame encodings a `start` may ask for (v1.1: `compact`).
+        encodings: [&'static str; 2],
     },
     Started {
         session: &'a str,
@@ -234,6 +288,19 @@ pub enum ServerMessage<'a> {
         /// What the program leaves out of its picture (heat-actix itself); absent: nothing.
         #[serde(skip_serializing_if = "Option::is_none")]
         excluded: Option<&'a [Excluded]>,
+        /// The running program this session watches (v1.1).
+        program: u64,
+        /// Whether other sessions may join the program (presets, and scripts started with
+        /// `share`), and how many watch it now, this one included (v1.1).
+        shared: bool,
+        viewers: usize,
+        /// The first frame this session gets: the oldest of the `history` that follows, or the
+        /// next live frame (v1.1).
+        first_seq: u64,
+    },
+    /// How many sessions watch the program, when it changed (at most once a tick; v1.1).
+    Viewers {
+        count: usize,
     },
     Stopped {
         reason: &'static str,
@@ -242,6 +309,21 @@ pub enum ServerMessage<'a> {
         code: &'a str,
         message: &'a str,
     },
+}
+
+/// A `history` message (v1.1) from frames already encoded as JSON `frame` messages, so that
+/// nothing is encoded twice: `{"type":"history","from":A,"to":B,"frames":[…]}`. `from` and
+/// `to` are the range asked for (a join: the ring's); `frames` holds those the ring still has.
+pub fn encode_history<'a>(from: u64, to: u64, frames: impl Iterator<Item = &'a str>) -> String {
+    let mut out = format!(r#"{{"type":"history","from":{from},"to":{to},"frames":["#);
+    for (i, frame) in frames.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(frame);
+    }
+    out.push_str("]}");
+    out
 }
 
 impl ServerMessage<'_> {

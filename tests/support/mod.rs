@@ -460,7 +460,10 @@ impl Client {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv(left) {
                 Received::Json(m) if m["type"] == kind => return m,
-                Received::Json(m) if m["type"] == "frame" => {}
+                // Frames, the history before them and viewer counts come whenever they come.
+                Received::Json(m)
+                    if ["frame", "history", "viewers"]
+                        .contains(&m["type"].as_str().unwrap_or("")) => {}
                 other => panic!("expected {kind}, got {other:?}"),
             }
         }

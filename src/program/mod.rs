@@ -1,0 +1,508 @@
+//! Who owns a running program: one [`Program`] actor per distinct running tracing program,
+//! holding its consumer (on the consumer's own thread), its tick, the ring of its recent frames
+//! and its members. Sessions never touch a consumer: they join a program through the
+//! [`registry::Programs`] actor, get `started`, the ring as history and then every frame, and
+//! leave. The registry decides when a program ends (its last member left); the program only
+//! does what it is told and reports how it ended.
+
+pub mod plan;
+pub mod registry;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::aggregation::AggregationInfo;
+use crate::consumer::{
+    self, Begin, ConsumerActor, ConsumerError, EncodedFrame, Encoding, Encodings, Finish, Halt,
+    KillSwitch, Walk,
+};
+use crate::telemetry::{Event, Failure};
+
+pub use self::plan::{Plan, ProgramKey};
+
+/// A program's identity for the lifetime of the server (never reused).
+pub type ProgramId = u64;
+
+/// What a viewer is told when a program started (or when it joins one already running).
+#[derive(Debug)]
+pub struct StartedInfo {
+    pub backend: consumer::Backend,
+    pub tick_ms: u64,
+    pub preset: Option<&'static str>,
+    pub unit: Option<&'static str>,
+    pub startup: Duration,
+    pub aggregations: Vec<AggregationInfo>,
+    /// For D scripts: the engine that runs them and its notes on approximations.
+    pub engine: Option<(&'static str, Vec<String>)>,
+    /// Why a preset runs on bpftrace when its native version was the first choice.
+    pub fallback: Option<String>,
+    /// Whether other sessions may join this program.
+    pub shared: bool,
+    /// What the program leaves out of its picture (heat-actix itself).
+    pub excluded: Vec<crate::presets::Excluded>,
+}
+
+/// Why a program could not start or stopped running: the wire code, the metric kind, and
+/// the tracer's words.
+#[derive(Debug, Clone)]
+pub struct ProgramFailure {
+    pub code: &'static str,
+    pub kind: Failure,
+    pub message: String,
+    /// The `stopped` reason when the program was running.
+    pub reason: &'static str,
+}
+
+impl ProgramFailure {
+    fn from_consumer(e: &ConsumerError) -> ProgramFailure {
+        let (code, reason) = match e {
+            ConsumerError::Compile(_) => ("compile", "tracer_exited"),
+            ConsumerError::OverBudget { .. } => ("budget", "budget"),
+            _ => ("tracer", "tracer_exited"),
+        };
+        ProgramFailure {
+            code,
+            kind: e.kind(),
+            message: e.to_string(),
+            reason,
+        }
+    }
+
+    fn internal(message: String) -> ProgramFailure {
+        ProgramFailure {
+            code: "internal",
+            kind: Failure::Internal,
+            message,
+            reason: "tracer_exited",
+        }
+    }
+}
+
+/// What a program tells one of its viewers.
+#[derive(Debug, Clone)]
+pub enum ViewerEvent {
+    /// The program runs; `history` holds its recent frames (oldest first, consecutive `seq`s,
+    /// possibly none), sent before any later frame.
+    Started {
+        info: Arc<StartedInfo>,
+        history: Vec<Arc<EncodedFrame>>,
+        viewers: usize,
+        /// The `seq` of the next live frame.
+        next_seq: u64,
+    },
+    /// One tick's frame, the same bytes for every viewer.
+    Frame(Arc<EncodedFrame>),
+    /// The number of viewers changed since the last tick.
+    Viewers(usize),
+    /// The last frame, after `Finish` (none when the program had not started yet, so had
+    /// nothing to flush); `stopped` follows at the viewer's end.
+    Final(Result<Option<Arc<EncodedFrame>>, ProgramFailure>),
+    /// The program could not start, or died: an error, then `stopped` (when it had started).
+    Failed(ProgramFailure),
+}
+
+/// An event from program `program` to a viewer, for the viewer's join number `generation`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ToViewer {
+    pub program: ProgramId,
+    pub generation: u64,
+    pub event: ViewerEvent,
+}
+
+/// A session watching a program.
+#[derive(Clone)]
+pub struct Member {
+    pub session: String,
+    /// The session's join number: events it gets carry it, so a session that left and joined
+    /// again ignores the old program's.
+    pub generation: u64,
+    pub recipient: Recipient<ToViewer>,
+    pub encoding: Encoding,
+}
+
+/// Add a viewer (from the registry, which counts members).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddMember(pub Member);
+
+/// Remove a viewer that leaves while others stay (from the registry).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveMember(pub String);
+
+/// End the program politely (its last member left): walk one last time and hand the final
+/// frame to `to`, if that member still wants it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FinishProgram {
+    pub to: Option<String>,
+}
+
+/// End the program now (its last member went away), without a final walk.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HaltProgram;
+
+/// Frames `from..=to` of the ring, for a viewer that skipped them.
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<EncodedFrame>>")]
+pub struct FetchFrames {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// Where a program is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Running,
+    Finishing,
+}
+
+/// One running program.
+pub struct Program {
+    id: ProgramId,
+    plan: Arc<Plan>,
+    registry: Addr<registry::Programs>,
+    /// Frames kept for joiners and for `fetch` (`limits.channel_history_ticks`).
+    ring_capacity: usize,
+    config: Arc<crate::config::Config>,
+    state: State,
+    consumer: Option<Addr<ConsumerActor>>,
+    kill: Option<KillSwitch>,
+    tick: Option<SpawnHandle>,
+    info: Option<Arc<StartedInfo>>,
+    members: HashMap<String, Member>,
+    ring: VecDeque<Arc<EncodedFrame>>,
+    /// The last frame number walked.
+    seq: u64,
+    walking: bool,
+    /// The viewer count changed since viewers were last told.
+    viewers_changed: bool,
+}
+
+impl Program {
+    pub fn new(
+        id: ProgramId,
+        plan: Arc<Plan>,
+        config: Arc<crate::config::Config>,
+        registry: Addr<registry::Programs>,
+    ) -> Program {
+        Program {
+            id,
+            plan,
+            registry,
+            ring_capacity: config.limits.channel_history_ticks,
+            config,
+            state: State::Starting,
+            consumer: None,
+            kill: None,
+            tick: None,
+            info: None,
+            members: HashMap::new(),
+            ring: VecDeque::new(),
+            seq: 0,
+            walking: false,
+            viewers_changed: false,
+        }
+    }
+
+    fn encodings(&self) -> Encodings {
+        self.members
+            .values()
+            .fold(Encodings::default(), |e, m| e.with(m.encoding))
+    }
+
+    fn tell(&self, member: &Member, event: ViewerEvent) {
+        member.recipient.do_send(ToViewer {
+            program: self.id,
+            generation: member.generation,
+            event,
+        });
+    }
+
+    /// Sends `event` to every member; the fan-out is timed.
+    fn broadcast(&self, event: ViewerEvent) {
+        let began = Instant::now();
+        for member in self.members.values() {
+            self.tell(member, event.clone());
+        }
+        Event::FannedOut {
+            viewers: self.members.len(),
+            elapsed: began.elapsed(),
+        }
+        .emit();
+    }
+
+    fn joined(&self, member: &Member) {
+        let Some(info) = &self.info else {
+            return; // told with everyone once the program has started
+        };
+        // The 2011 dialect has no history; the ring holds no frames in its encoding.
+        let history = match member.encoding {
+            Encoding::Legacy2011 => Vec::new(),
+            _ => self.ring.iter().cloned().collect(),
+        };
+        self.tell(
+            member,
+            ViewerEvent::Started {
+                info: info.clone(),
+                history,
+                viewers: self.members.len(),
+                next_seq: self.seq + 1,
+            },
+        );
+    }
+
+    /// The program died or could not start: members are told, the registry forgets it.
+    fn fail(&mut self, failure: ProgramFailure, ctx: &mut Context<Self>) {
+        Event::ConsumerFailed {
+            kind: failure.kind,
+            message: &failure.message,
+        }
+        .emit();
+        self.broadcast(ViewerEvent::Failed(failure));
+        self.members.clear();
+        self.registry.do_send(registry::Ended { program: self.id });
+        ctx.stop();
+    }
+
+    fn begin(&mut self, ctx: &mut Context<Self>) {
+        let plan = self.plan.clone();
+        let consumer = consumer::spawn(
+            plan.backend,
+            plan.fallback,
+            format!("p-{:x}", self.id),
+            plan.program.clone(),
+            &self.config,
+        );
+        self.consumer = Some(consumer.clone());
+        consumer
+            .send(Begin)
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if act.state != State::Starting {
+                    return; // halted meanwhile; dropping the consumer's address freed it
+                }
+                match result {
+                    Ok(Ok(started)) => {
+                        act.kill = started.kill_switch;
+                        act.state = State::Running;
+                        let tick = Duration::from_millis(plan.tick_ms);
+                        act.tick = Some(ctx.run_interval(tick, |act, ctx| act.walk(ctx)));
+                        let preset = plan.preset.map(|p| p.name);
+                        Event::ProgramStarted {
+                            program: act.id,
+                            backend: started.backend,
+                            preset,
+                            startup: started.startup,
+                        }
+                        .emit();
+                        act.info = Some(Arc::new(StartedInfo {
+                            backend: started.backend,
+                            tick_ms: plan.tick_ms,
+                            preset,
+                            unit: plan.preset.map(|p| p.unit),
+                            startup: started.startup,
+                            aggregations: started.aggregations,
+                            engine: plan.engine.clone(),
+                            fallback: started.fallback.or_else(|| plan.why_not_native.clone()),
+                            shared: plan.key.is_some(),
+                            excluded: plan.program.filter.excluded(),
+                        }));
+                        for member in act.members.values() {
+                            act.joined(member);
+                        }
+                        // `started` told everyone the count.
+                        act.viewers_changed = false;
+                    }
+                    Ok(Err(e)) => act.fail(ProgramFailure::from_consumer(&e), ctx),
+                    Err(e) => act.fail(
+                        ProgramFailure::internal(format!("consumer thread lost: {e}")),
+                        ctx,
+                    ),
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn walk(&mut self, ctx: &mut Context<Self>) {
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
+        if self.walking || self.state != State::Running {
+            return; // the previous walk is still running; this tick is skipped, not queued
+        }
+        if std::mem::take(&mut self.viewers_changed) {
+            self.broadcast(ViewerEvent::Viewers(self.members.len()));
+        }
+        self.walking = true;
+        self.seq += 1;
+        let seq = self.seq;
+        consumer
+            .send(Walk {
+                seq,
+                encodings: self.encodings(),
+            })
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.walking = false;
+                if act.state != State::Running {
+                    // Finishing: this frame still goes out, before the final one.
+                    if let (State::Finishing, Ok(Ok(frame))) = (act.state, result) {
+                        act.publish(frame);
+                    }
+                    return;
+                }
+                match result {
+                    Ok(Ok(frame)) => act.publish(frame),
+                    // A slow tracer leaves a gap in `seq`; what it found goes into the next frame.
+                    Ok(Err(e @ ConsumerError::WalkTimeout(_))) => Event::ConsumerFailed {
+                        kind: e.kind(),
+                        message: &e.to_string(),
+                    }
+                    .emit(),
+                    Ok(Err(e)) => act.fail(ProgramFailure::from_consumer(&e), ctx),
+                    Err(e) => act.fail(
+                        ProgramFailure::internal(format!("consumer thread lost: {e}")),
+                        ctx,
+                    ),
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn publish(&mut self, frame: EncodedFrame) {
+        let frame = Arc::new(frame);
+        if self.ring_capacity > 0 {
+            if self.ring.len() >= self.ring_capacity {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(frame.clone());
+        }
+        self.broadcast(ViewerEvent::Frame(frame));
+    }
+
+    fn stop_consumer(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            kill.kill();
+        }
+        if let Some(consumer) = self.consumer.take() {
+            consumer.do_send(Halt);
+        }
+    }
+}
+
+impl Actor for Program {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.begin(ctx);
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.stop_consumer();
+        Event::ProgramStopped { program: self.id }.emit();
+        Running::Stop
+    }
+}
+
+impl Handler<AddMember> for Program {
+    type Result = ();
+
+    fn handle(&mut self, AddMember(member): AddMember, _: &mut Context<Self>) {
+        // The others learn the new count at the next tick; the joiner from `started`.
+        self.viewers_changed |= self.info.is_some();
+        self.members.insert(member.session.clone(), member.clone());
+        self.joined(&member);
+    }
+}
+
+impl Handler<RemoveMember> for Program {
+    type Result = ();
+
+    fn handle(&mut self, RemoveMember(session): RemoveMember, _: &mut Context<Self>) {
+        self.viewers_changed |= self.members.remove(&session).is_some();
+    }
+}
+
+impl Handler<FinishProgram> for Program {
+    type Result = ();
+
+    fn handle(&mut self, finish: FinishProgram, ctx: &mut Context<Self>) {
+        let to = finish.to.and_then(|s| self.members.remove(&s));
+        self.members.clear();
+        let (State::Running, Some(consumer)) = (self.state, self.consumer.clone()) else {
+            // Nothing was walked yet, so there is nothing to flush.
+            if let Some(member) = &to {
+                self.tell(member, ViewerEvent::Final(Ok(None)));
+            }
+            return ctx.stop();
+        };
+        self.state = State::Finishing;
+        if let Some(tick) = self.tick.take() {
+            ctx.cancel_future(tick);
+        }
+        // The member that asked gets the final frame, in the encoding it reads.
+        let encodings = to.as_ref().map_or(Encodings::default(), |m| {
+            Encodings::default().with(m.encoding)
+        });
+        if let Some(member) = &to {
+            self.members.insert(member.session.clone(), member.clone());
+        }
+        let seq = self.seq + 1;
+        consumer
+            .send(Finish { seq, encodings })
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                let last = match result {
+                    Ok(Ok(frame)) => Ok(Some(Arc::new(frame))),
+                    Ok(Err(e)) => {
+                        let failure = ProgramFailure::from_consumer(&e);
+                        Event::ConsumerFailed {
+                            kind: failure.kind,
+                            message: &failure.message,
+                        }
+                        .emit();
+                        Err(failure)
+                    }
+                    Err(e) => Err(ProgramFailure::internal(format!(
+                        "consumer thread lost: {e}"
+                    ))),
+                };
+                if let Some(member) = &to {
+                    act.tell(member, ViewerEvent::Final(last));
+                }
+                ctx.stop();
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Handler<HaltProgram> for Program {
+    type Result = ();
+
+    fn handle(&mut self, _: HaltProgram, ctx: &mut Context<Self>) {
+        self.members.clear();
+        self.state = State::Finishing;
+        ctx.stop();
+    }
+}
+
+impl Handler<FetchFrames> for Program {
+    type Result = MessageResult<FetchFrames>;
+
+    fn handle(&mut self, fetch: FetchFrames, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.ring
+                .iter()
+                .filter(|f| (fetch.from..=fetch.to).contains(&f.seq))
+                .cloned()
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,282 @@
+//! The program registry: "what runs" (a shared program's [`ProgramKey`], or a private
+//! program's id) → the running [`Program`], its members, and `max_programs`. Being one actor,
+//! it sees joins and leaves one at a time, so "the last member left" is decided in one place
+//! and a program that is ending is never handed to a new member.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{
+    AddMember, FinishProgram, HaltProgram, Member, Plan, Program, ProgramId, ProgramKey,
+    RemoveMember,
+};
+use crate::config::Config;
+use crate::consumer::Backend;
+use crate::telemetry::metrics;
+
+/// A running program, as the registry knows it.
+struct Entry {
+    key: Option<ProgramKey>,
+    addr: Addr<Program>,
+    backend: Backend,
+    /// `preset` name or `script`: the label of `heat_program_viewers`.
+    kind: &'static str,
+    members: BTreeSet<String>,
+}
+
+/// Why a program was not started for a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramRefusal {
+    /// `limits.max_programs` programs run already, and this start joins none of them.
+    #[error(
+        "{running} programs are running, the most this server runs at once \
+         (limits.max_programs = {max}); join a running one (same preset and parameters) or \
+         try again later"
+    )]
+    Capacity { running: usize, max: usize },
+}
+
+/// Every running program.
+pub struct Programs {
+    config: Arc<Config>,
+    next_id: ProgramId,
+    running: HashMap<ProgramId, Entry>,
+    shared: HashMap<ProgramKey, ProgramId>,
+    /// The program each session watches (at most one).
+    watching: HashMap<String, ProgramId>,
+}
+
+impl Programs {
+    pub fn new(config: Arc<Config>) -> Programs {
+        for backend in Backend::ALL {
+            metrics()
+                .programs_active
+                .with_label_values(&[backend.as_str()])
+                .set(0);
+        }
+        Programs {
+            config,
+            next_id: 1,
+            running: HashMap::new(),
+            shared: HashMap::new(),
+            watching: HashMap::new(),
+        }
+    }
+
+    /// Keeps the program gauges true after any change.
+    fn gauges(&self) {
+        let m = metrics();
+        for backend in Backend::ALL {
+            let n = self
+                .running
+                .values()
+                .filter(|e| e.backend == backend)
+                .count();
+            m.programs_active
+                .with_label_values(&[backend.as_str()])
+                .set(n as i64);
+        }
+        let mut viewers: HashMap<&str, usize> = HashMap::new();
+        for entry in self.running.values() {
+            *viewers.entry(entry.kind).or_default() += entry.members.len();
+        }
+        m.program_viewers.reset();
+        for (kind, n) in viewers {
+            m.program_viewers.with_label_values(&[kind]).set(n as i64);
+        }
+    }
+
+    fn remove(&mut self, program: ProgramId) -> Option<Entry> {
+        let entry = self.running.remove(&program)?;
+        for session in &entry.members {
+            self.watching.remove(session);
+        }
+        if let Some(key) = &entry.key {
+            if self.shared.get(key) == Some(&program) {
+                self.shared.remove(key);
+            }
+        }
+        Some(entry)
+    }
+}
+
+impl Actor for Programs {
+    type Context = Context<Self>;
+}
+
+/// Join the program `plan` names, starting it when none runs (or when it is private).
+#[derive(Message)]
+#[rtype(result = "Result<Joined, ProgramRefusal>")]
+pub struct Join {
+    pub plan: Plan,
+    pub member: Member,
+}
+
+/// A session's place in a program.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub program: ProgramId,
+    pub addr: Addr<Program>,
+    /// Whether the session joined a program that was already running.
+    pub existing: bool,
+}
+
+/// Leave the program this session watches. With `flush`, a last member gets the final frame
+/// (stop, replace, polite close); without it (the connection is gone) the program ends at once.
+/// By session, not program: a session gone before its join was answered still leaves.
+#[derive(Message)]
+#[rtype(result = "Left")]
+pub struct Leave {
+    pub session: String,
+    pub flush: bool,
+}
+
+/// What leaving did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub enum Left {
+    /// Others still watch: the program runs on, and no final frame comes.
+    Continues,
+    /// This was the last member: the program ends; with `flush`, a `Final` event follows.
+    Ending,
+    /// The program had ended already.
+    Gone,
+}
+
+/// A program ended on its own (its tracer died or could not start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ended {
+    pub program: ProgramId,
+}
+
+impl Handler<Join> for Programs {
+    type Result = Result<Joined, ProgramRefusal>;
+
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) -> Self::Result {
+        let session = join.member.session.clone();
+        // One program per session: a join replaces whatever it still watched.
+        self.leave(&session, false);
+        if let Some(&program) = join.plan.key.as_ref().and_then(|k| self.shared.get(k)) {
+            let entry = self
+                .running
+                .get_mut(&program)
+                .expect("shared ids are running");
+            entry.members.insert(session.clone());
+            entry.addr.do_send(AddMember(join.member));
+            self.watching.insert(session, program);
+            let joined = Joined {
+                program,
+                addr: entry.addr.clone(),
+                existing: true,
+            };
+            self.gauges();
+            return Ok(joined);
+        }
+        let max = self.config.limits.max_programs;
+        if self.running.len() >= max {
+            return Err(ProgramRefusal::Capacity {
+                running: self.running.len(),
+                max,
+            });
+        }
+        let program = self.next_id;
+        self.next_id += 1;
+        let kind = join.plan.preset.map_or("script", |p| p.name);
+        let backend = join.plan.backend;
+        let key = join.plan.key.clone();
+        let addr = Program::new(
+            program,
+            Arc::new(join.plan),
+            self.config.clone(),
+            ctx.address(),
+        )
+        .start();
+        addr.do_send(AddMember(join.member));
+        if let Some(key) = &key {
+            self.shared.insert(key.clone(), program);
+        }
+        self.watching.insert(session.clone(), program);
+        self.running.insert(
+            program,
+            Entry {
+                key,
+                addr: addr.clone(),
+                backend,
+                kind,
+                members: BTreeSet::from([session]),
+            },
+        );
+        self.gauges();
+        Ok(Joined {
+            program,
+            addr,
+            existing: false,
+        })
+    }
+}
+
+impl Programs {
+    fn leave(&mut self, session: &str, flush: bool) -> Left {
+        let Some(program) = self.watching.remove(session) else {
+            return Left::Gone;
+        };
+        let Some(entry) = self.running.get_mut(&program) else {
+            return Left::Gone;
+        };
+        entry.members.remove(session);
+        if !entry.members.is_empty() {
+            entry.addr.do_send(RemoveMember(session.to_owned()));
+            self.gauges();
+            return Left::Continues;
+        }
+        let entry = self.remove(program).expect("found above");
+        if flush {
+            entry.addr.do_send(FinishProgram {
+                to: Some(session.to_owned()),
+            });
+        } else {
+            entry.addr.do_send(HaltProgram);
+        }
+        self.gauges();
+        Left::Ending
+    }
+}
+
+impl Handler<Leave> for Programs {
+    type Result = Left;
+
+    fn handle(&mut self, leave: Leave, _: &mut Context<Self>) -> Left {
+        self.leave(&leave.session, leave.flush)
+    }
+}
+
+impl Handler<Ended> for Programs {
+    type Result = ();
+
+    fn handle(&mut self, ended: Ended, _: &mut Context<Self>) {
+        if self.remove(ended.program).is_some() {
+            self.gauges();
+        }
+    }
+}
+
+/// Ends every program now (server shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HaltAll;
+
+impl Handler<HaltAll> for Programs {
+    type Result = ();
+
+    fn handle(&mut self, _: HaltAll, _: &mut Context<Self>) {
+        let ids: Vec<ProgramId> = self.running.keys().copied().collect();
+        for id in ids {
+            if let Some(entry) = self.remove(id) {
+                entry.addr.do_send(HaltProgram);
+            }
+        }
+        self.gauges();
+    }
+}
