@@ -262,6 +262,58 @@ impl Handler<Ended> for Programs {
     }
 }
 
+/// The shared preset programs running now, for `hello` (scripts are not listed: their text
+/// is their owners').
+#[derive(Message)]
+#[rtype(result = "Vec<RunningProgram>")]
+pub struct ListRunning;
+
+/// One running shared preset program, as `hello.running` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunningProgram {
+    pub program: ProgramId,
+    pub preset: &'static str,
+    pub backend: &'static str,
+    pub tick_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    pub viewers: usize,
+}
+
+impl Handler<ListRunning> for Programs {
+    type Result = MessageResult<ListRunning>;
+
+    fn handle(&mut self, _: ListRunning, _: &mut Context<Self>) -> Self::Result {
+        let mut running: Vec<RunningProgram> = self
+            .running
+            .iter()
+            .filter_map(|(&program, entry)| match &entry.key {
+                Some(ProgramKey::Preset {
+                    name,
+                    pid,
+                    comm,
+                    tick_ms,
+                    backend,
+                    ..
+                }) => Some(RunningProgram {
+                    program,
+                    preset: name,
+                    backend: backend.as_str(),
+                    tick_ms: *tick_ms,
+                    pid: *pid,
+                    comm: comm.clone(),
+                    viewers: entry.members.len(),
+                }),
+                _ => None,
+            })
+            .collect();
+        running.sort_by_key(|r| r.program);
+        MessageResult(running)
+    }
+}
+
 /// Ends every program now (server shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -162,7 +162,7 @@ impl Session {
         self.send_error(ctx, reason.as_str(), message);
     }
 
-    fn hello(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn hello(&self, ctx: &mut ws::WebsocketContext<Self>, running: &[registry::RunningProgram]) {
         let identity = self.identity();
         self.send(
             ctx,
@@ -182,6 +182,7 @@ impl Session {
                 custom_scripts: identity.may_run_custom_scripts(self.config()).is_ok(),
                 max_script_bytes: self.config().limits.max_script_bytes,
                 encodings: ["json", "compact"],
+                running,
             },
         );
     }
@@ -683,7 +684,12 @@ impl Actor for Session {
             .map(|result, act, ctx| match result {
                 Ok(Ok(())) => {
                     act.admitted = true;
-                    act.hello(ctx);
+                    act.shared
+                        .programs
+                        .send(registry::ListRunning)
+                        .into_actor(act)
+                        .map(|running, act, ctx| act.hello(ctx, &running.unwrap_or_default()))
+                        .wait(ctx);
                 }
                 Ok(Err(rejection)) => act.close(ctx, CloseCode::Again, rejection.to_string()),
                 Err(_) => act.close(ctx, CloseCode::Error, "supervisor gone".into()),

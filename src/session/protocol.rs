@@ -267,6 +267,8 @@ pub enum ServerMessage<'a> {
         max_script_bytes: usize,
         /// Frame encodings a `start` may ask for (v1.1: `compact`).
         encodings: [&'static str; 2],
+        /// Shared preset programs running now, which a `start` with the same parameters joins.
+        running: &'a [crate::program::registry::RunningProgram],
     },
     Started {
         session: &'a str,
