@@ -1,5 +1,6 @@
 //! heat-actix: live kernel tracing turned into realtime latency heatmaps in the browser, for
-//! many people at once. Each websocket session owns a tracing consumer on its own thread; an
+//! many people at once. Each distinct running program (`program`) owns a tracing consumer on
+//! its own thread and is shared by every websocket session (`session`) that asks for it; an
 //! interval tick walks its aggregations into frames; a supervisor caps the sessions.
 
 pub mod aggregation;
