@@ -3,6 +3,7 @@
 //! into walks and frames, enforces the per-session limits, and frees the consumer when the
 //! program or the connection ends.
 
+pub mod compact;
 pub mod protocol;
 
 use std::net::IpAddr;
