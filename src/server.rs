@@ -36,6 +36,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/colour.js"),
     ),
     (
+        "compact.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/compact.js"),
+    ),
+    (
         "connection.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/connection.js"),

@@ -4,6 +4,7 @@
 //! which it joins and leaves through the program registry (`crate::program`): the tracer, its
 //! tick and its frames belong to the program, not to the session.
 
+pub mod compact;
 pub mod protocol;
 
 use std::net::IpAddr;
