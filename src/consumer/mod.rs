@@ -22,6 +22,7 @@ use bytestring::ByteString;
 
 use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::presets::{KeyNames, Preset, ProcessFilter};
+use crate::session::compact::{self, CompactEncoder};
 use crate::session::protocol;
 use crate::telemetry::{Event, Failure};
 
@@ -222,6 +223,10 @@ pub struct EncodedFrame {
     pub json: Option<ByteString>,
     pub compact: Option<Bytes>,
     pub legacy: Option<ByteString>,
+    /// The compact key dictionary after this frame, when this frame changed it.
+    pub dictionary: Option<Bytes>,
+    /// This frame reset the compact key dictionary: older compact frames use other ids.
+    pub resets_dictionary: bool,
     /// Series in the frame, after key folding.
     pub series: usize,
 }
@@ -268,6 +273,8 @@ pub struct ConsumerActor {
     program: ProgramSpec,
     max_keys: usize,
     last_walk: Option<Instant>,
+    /// The program's compact encoder (its key dictionary), made once the aggregations are known.
+    compact: Option<CompactEncoder>,
 }
 
 impl ConsumerActor {
@@ -284,6 +291,7 @@ impl ConsumerActor {
             program,
             max_keys,
             last_walk: None,
+            compact: None,
         }
     }
 
@@ -373,6 +381,7 @@ impl Handler<Begin> for ConsumerActor {
             rewrite.infos(&mut aggregations);
         }
         self.last_walk = Some(Instant::now());
+        self.compact = Some(CompactEncoder::new(&aggregations));
         Ok(Started {
             backend: self.consumer.backend(),
             fallback: fell_back,
@@ -412,13 +421,28 @@ impl ConsumerActor {
             dropped: 0,
             last,
         };
+        // Compact frames are always made (a late joiner may ask for them, and the dictionary
+        // must see every frame); they cost a fraction of the JSON.
+        let (compact, dictionary, resets_dictionary) = match self.compact.as_mut() {
+            Some(encoder) => {
+                let keys = encoder.keys();
+                let bytes = encoder.frame(&header, &snapshot);
+                let resets = compact::resets_dictionary(&bytes);
+                let changed = resets || encoder.keys() != keys;
+                let dictionary = changed.then(|| Bytes::from(encoder.dictionary()));
+                (Some(Bytes::from(bytes)), dictionary, resets)
+            }
+            None => (None, None, false),
+        };
         EncodedFrame {
             seq,
             last,
             json: encodings
                 .json
                 .then(|| protocol::encode_frame(&header, &snapshot).into()),
-            compact: None,
+            compact,
+            dictionary,
+            resets_dictionary,
             legacy: encodings
                 .legacy
                 .then(|| protocol::encode_2011(&snapshot).into()),

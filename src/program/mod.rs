@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use crate::aggregation::AggregationInfo;
 use crate::consumer::{
@@ -92,6 +93,8 @@ pub enum ViewerEvent {
         viewers: usize,
         /// The `seq` of the next live frame.
         next_seq: u64,
+        /// The compact key dictionary so far, for a compact viewer (before its history).
+        dictionary: Option<Bytes>,
     },
     /// One tick's frame, the same bytes for every viewer.
     Frame(Arc<EncodedFrame>),
@@ -178,6 +181,8 @@ pub struct Program {
     info: Option<Arc<StartedInfo>>,
     members: HashMap<String, Member>,
     ring: VecDeque<Arc<EncodedFrame>>,
+    /// The latest compact key dictionary (every key the ring's compact frames use).
+    dictionary: Option<Bytes>,
     /// The last frame number walked.
     seq: u64,
     walking: bool,
@@ -205,16 +210,21 @@ impl Program {
             info: None,
             members: HashMap::new(),
             ring: VecDeque::new(),
+            dictionary: None,
             seq: 0,
             walking: false,
             viewers_changed: false,
         }
     }
 
+    /// JSON always (the ring serves joiners of either kind; compact frames are always made),
+    /// the 2011 object only while a 2011 client watches.
     fn encodings(&self) -> Encodings {
         self.members
             .values()
-            .fold(Encodings::default(), |e, m| e.with(m.encoding))
+            .fold(Encodings::default().with(Encoding::V1), |e, m| {
+                e.with(m.encoding)
+            })
     }
 
     fn tell(&self, member: &Member, event: ViewerEvent) {
@@ -254,6 +264,7 @@ impl Program {
                 history,
                 viewers: self.members.len(),
                 next_seq: self.seq + 1,
+                dictionary: self.dictionary.clone(),
             },
         );
     }
@@ -377,6 +388,13 @@ impl Program {
     }
 
     fn publish(&mut self, frame: EncodedFrame) {
+        if frame.resets_dictionary {
+            // Older compact frames use ids that now name other keys: a joiner cannot read them.
+            self.ring.clear();
+        }
+        if let Some(dictionary) = &frame.dictionary {
+            self.dictionary = Some(dictionary.clone());
+        }
         let frame = Arc::new(frame);
         if self.ring_capacity > 0 {
             if self.ring.len() >= self.ring_capacity {

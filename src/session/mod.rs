@@ -424,15 +424,24 @@ impl Session {
         to: u64,
         frames: &[Arc<EncodedFrame>],
     ) {
-        let text =
-            protocol::encode_history(from, to, frames.iter().filter_map(|f| f.json.as_deref()));
+        let bytes = if encoding == Encoding::Compact {
+            let parts: Vec<&[u8]> = frames.iter().filter_map(|f| f.compact.as_deref()).collect();
+            let message = compact::history(&parts);
+            let n = message.len();
+            ctx.binary(message);
+            n
+        } else {
+            let text =
+                protocol::encode_history(from, to, frames.iter().filter_map(|f| f.json.as_deref()));
+            let n = text.len();
+            ctx.text(text);
+            n
+        };
         Event::FrameSent {
-            encoding: encoding_label(Encoding::V1),
-            bytes: text.len(),
+            encoding: encoding_label(encoding),
+            bytes,
         }
         .emit();
-        let _ = encoding; // compact history is sent once compact frames are (see compact.rs)
-        ctx.text(text);
     }
 
     /// Sends one frame in this viewer's encoding, unless it is behind.
@@ -566,6 +575,7 @@ impl Handler<ToViewer> for Session {
                 history,
                 viewers,
                 next_seq,
+                dictionary,
             } => {
                 watch.started = true;
                 let encoding = watch.encoding;
@@ -590,6 +600,10 @@ impl Handler<ToViewer> for Session {
                         first_seq: history.first().map_or(next_seq, |f| f.seq),
                     },
                 );
+                // A compact viewer learns every key before any frame that uses one.
+                if let (Encoding::Compact, Some(dictionary)) = (encoding, dictionary) {
+                    ctx.binary(dictionary);
+                }
                 if let (Some(first), Some(last)) = (history.first(), history.last()) {
                     let (from, to) = (first.seq, last.seq);
                     self.send_history(ctx, encoding, from, to, &history);
