@@ -329,3 +329,73 @@ fn a_thousand_joins_and_leaves_over_three_presets_leave_nothing_behind() {
         );
     }
 }
+
+/// The next binary message, skipping text ones; panics after `timeout`.
+fn next_binary(client: &mut Client, timeout: Duration) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        match client.ws.read() {
+            Ok(tungstenite::Message::Binary(bytes)) => return bytes.to_vec(),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("websocket error: {e}"),
+        }
+    }
+    panic!("no binary message within {timeout:?}");
+}
+
+/// A compact frame's `seq`: the LEB128 number after the tag byte.
+fn compact_seq(frame: &[u8]) -> u64 {
+    let (mut seq, mut shift) = (0u64, 0);
+    for &byte in &frame[1..] {
+        seq |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    seq
+}
+
+#[test]
+fn a_compact_joiner_gets_keys_history_and_frames_as_binary_and_smaller() {
+    require_tracing();
+    let server = Server::start(&[]);
+    let mut json_viewer = server.connect();
+    json_viewer.expect("hello", 5 * SECOND);
+    start(&mut json_viewer, preset("syscall-latency", 100));
+    let before = frames_by_seq(&mut json_viewer, SECOND);
+    assert!(before.len() >= 5);
+
+    let mut compact_viewer = server.connect();
+    let hello = compact_viewer.expect("hello", 5 * SECOND);
+    assert!(hello["encodings"].as_array().unwrap().contains(&json!("compact")));
+    assert_eq!(hello["running"][0]["preset"], "syscall-latency", "{hello}");
+    let mut request = preset("syscall-latency", 100);
+    request["encoding"] = json!("compact");
+    let joined = start(&mut compact_viewer, request);
+    assert!(joined["first_seq"].as_u64().unwrap() <= *before.keys().next().unwrap());
+    // Keys first (tag 3), then the past (tag 2), then live frames (tag 1).
+    assert_eq!(next_binary(&mut compact_viewer, 5 * SECOND)[0], 3, "dictionary");
+    assert_eq!(next_binary(&mut compact_viewer, 5 * SECOND)[0], 2, "history");
+    let (json_frames, compact_frames) = std::thread::scope(|s| {
+        let json_frames = s.spawn(|| frames_by_seq(&mut json_viewer, 2 * SECOND));
+        let mut compact_frames = BTreeMap::new();
+        for _ in 0..8 {
+            let frame = next_binary(&mut compact_viewer, 5 * SECOND);
+            assert_eq!(frame[0], 1, "a frame");
+            compact_frames.insert(compact_seq(&frame), frame.len());
+        }
+        (json_frames.join().unwrap(), compact_frames)
+    });
+    let mut compared = 0;
+    for (seq, compact_len) in &compact_frames {
+        if let Some(frame) = json_frames.get(seq) {
+            let json_len = frame.to_string().len();
+            assert!(*compact_len < json_len, "seq {seq}: {compact_len} vs {json_len}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3, "{compact_frames:?} vs {:?}", json_frames.keys());
+    assert!(server.metric("heat_frame_bytes_total{encoding=\"compact\"}").unwrap() > 0.0);
+}
