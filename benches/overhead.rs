@@ -1,9 +1,11 @@
 //! What watching costs the watched machine: ns per getppid(2) from this process with no
 //! tracing, with an empty raw tracepoint pair on sys_enter/sys_exit (the floor any syscall
 //! tracer pays), with a pair that only reads the clock at entry and exit (the floor any syscall
-//! latency tracer pays), with a native `syscall-latency` session and with a bpftrace one, both run by
-//! a real heat-actix server. Prints the added cost of each, the two ratios the native backend
-//! is held to, and the time from a start request to the first frame for both backends.
+//! latency tracer pays), with a native `syscall-latency` session (as started by default, leaving
+//! heat-actix out; and with `include_self`, which leaves nothing out, to show what the exclusion
+//! costs) and with a bpftrace one, all run by a real heat-actix server. Prints the added cost of
+//! each, the two ratios the native backend is held to, and the time from a start request to the
+//! first frame for both backends.
 //!
 //! Run as root: `cargo bench --bench overhead`. Figures, not assertions: nothing here fails
 //! because a machine is slow.
@@ -178,11 +180,17 @@ fn next_of(ws: &mut WebSocket<TcpStream>, kind: &str) -> Json {
     }
 }
 
-/// Starts `syscall-latency` on `backend`; returns the session and the time to its first frame.
-fn start_session(server: &Server, backend: &str, tick_ms: u64) -> (WebSocket<TcpStream>, Duration) {
+/// Starts `syscall-latency` on `backend` (with heat-actix included when `include_self`);
+/// returns the session and the time to its first frame.
+fn start_session(
+    server: &Server,
+    backend: &str,
+    tick_ms: u64,
+    include_self: bool,
+) -> (WebSocket<TcpStream>, Duration) {
     let mut ws = server.connect();
     let began = Instant::now();
-    let start = json!({"type": "start", "preset": "syscall-latency", "backend": backend, "tick_ms": tick_ms});
+    let start = json!({"type": "start", "preset": "syscall-latency", "backend": backend, "tick_ms": tick_ms, "include_self": include_self});
     ws.send(Message::text(start.to_string())).unwrap();
     let started = next_of(&mut ws, "started");
     assert_eq!(started["backend"], backend);
@@ -192,8 +200,8 @@ fn start_session(server: &Server, backend: &str, tick_ms: u64) -> (WebSocket<Tcp
 
 /// Measures getppid while a `syscall-latency` session runs on `backend`; returns once the
 /// session's tracer is gone again, so the next measurement does not pay for it.
-fn with_session(server: &Server, backend: &str) -> f64 {
-    let (ws, _) = start_session(server, backend, SESSION_TICK_MS);
+fn with_session(server: &Server, backend: &str, include_self: bool) -> f64 {
+    let (ws, _) = start_session(server, backend, SESSION_TICK_MS, include_self);
     let ns = ns_per_getppid();
     drop(ws);
     server.wait_until_idle();
@@ -201,12 +209,13 @@ fn with_session(server: &Server, backend: &str) -> f64 {
 }
 
 /// The configurations measured, in the order of each round.
-const CONFIGS: [&str; 5] = [
+const CONFIGS: [&str; 6] = [
     "no tracing",
     "empty raw tracepoint pair",
     "clock-only raw tracepoint pair",
     "native syscall-latency (ebpf)",
     "bpftrace syscall-latency",
+    "native, include_self",
 ];
 
 /// Loads one of the floor objects, which are not the server's.
@@ -247,21 +256,22 @@ fn main() {
     let server = Server::start();
 
     // ns per call of each configuration, round by round.
-    let mut ns: [Vec<f64>; 5] = Default::default();
+    let mut ns: [Vec<f64>; 6] = Default::default();
     for _ in 0..ROUNDS {
         let round = [
             ns_per_getppid(),
             with_programs(&mut floor),
             with_programs(&mut clock_floor),
-            with_session(&server, "ebpf"),
-            with_session(&server, "bpftrace"),
+            with_session(&server, "ebpf", false),
+            with_session(&server, "bpftrace", false),
+            with_session(&server, "ebpf", true),
         ];
         for (i, value) in round.into_iter().enumerate() {
             ns[i].push(value);
         }
     }
-    let (_, native_first) = start_session(&server, "ebpf", FIRST_FRAME_TICK_MS);
-    let (_, bpftrace_first) = start_session(&server, "bpftrace", FIRST_FRAME_TICK_MS);
+    let (_, native_first) = start_session(&server, "ebpf", FIRST_FRAME_TICK_MS, false);
+    let (_, bpftrace_first) = start_session(&server, "bpftrace", FIRST_FRAME_TICK_MS, false);
     drop(server);
     let ns = ns.map(fastest);
     let added = ns.map(|v| v - ns[0]);
@@ -290,6 +300,10 @@ fn main() {
         "clock-only added / floor added = {clock_vs_floor:.2}  (two clock reads and nothing else: the least any latency tracer adds)"
     );
     println!("native added / clock-only added = {vs_clock:.2}  (what the native program costs beyond its clock reads)");
+    println!(
+        "native - native include_self  = {:+.1} ns  (leaving heat-actix out: a task pointer, its parent's tgid, two compares)",
+        ns[3] - ns[5]
+    );
     for (backend, took) in [("ebpf", native_first), ("bpftrace", bpftrace_first)] {
         let beyond_tick = took.as_millis() as i64 - FIRST_FRAME_TICK_MS as i64;
         println!(

@@ -93,14 +93,19 @@ impl HeatConfig {
 static SUPPORT: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Loads and attaches the syscall program once, then frees it: proves BPF, BTF, task storage
-/// and raw tracepoints all work here. Call it at start-up, off any async arbiter.
+/// and raw tracepoints all work here, with heat-actix left out as a default start leaves it
+/// out (so the task reads that takes pass the verifier too). Call it at start-up, off any
+/// async arbiter.
 pub fn probe() -> &'static Result<(), String> {
     SUPPORT.get_or_init(|| {
         if crate::consumer::fault_injected("ebpf_probe") {
             return Err(EbpfError::Injected("native programs refused at start-up").to_string());
         }
         let native = find("syscall-latency").expect("syscall-latency is native");
-        let filter = ProcessFilter::default();
+        let filter = ProcessFilter {
+            exclude: Some(crate::presets::Exclusion::this_server()),
+            ..ProcessFilter::default()
+        };
         Loaded::load(native, &filter)
             .map(drop)
             .map_err(|e| e.to_string())
