@@ -62,6 +62,170 @@ pub struct Config {
     /// HTTPS and WSS; plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Where recordings are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Standing watches: programs that run from start-up with no viewer, and are recorded.
+    #[serde(default, rename = "watch")]
+    pub watches: Vec<WatchConfig>,
+}
+
+/// The embedded store of recordings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A directory. Default: `/var/lib/heat-actix` when running as root, otherwise
+    /// `heat-actix-store` beside the config file (or in the working directory without one).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    /// The directory recordings go to, for a config read from `origin` (if any).
+    pub fn resolve(&self, origin: Option<&Path>) -> PathBuf {
+        if let Some(path) = &self.path {
+            return path.clone();
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        #[cfg(unix)]
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/heat-actix");
+        }
+        origin.and_then(Path::parent).map_or_else(
+            || PathBuf::from("heat-actix-store"),
+            |d| d.join("heat-actix-store"),
+        )
+    }
+}
+
+/// A standing watch: a program that runs from start-up, pinned (leaving never stops it),
+/// restarted with backoff when it fails, and recorded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Its name in the store, the API and the page: 1..=64 of `a-z 0-9 _ -`.
+    pub name: String,
+    /// A preset (exclusive with `script`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// A program text (the config is trusted; no policy applies); needs `lang`.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// `bpftrace` or `d`, for a `script`.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Walk interval in milliseconds; default the server's `tick_ms`.
+    #[serde(default)]
+    pub tick_ms: Option<u64>,
+    /// Force a backend (`ebpf`, `bpftrace`, `dtrace`), as a start request may.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Preset filters, as in a start request.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub comm: Option<String>,
+    #[serde(default)]
+    pub include_self: Option<bool>,
+    /// Record every tick to the store.
+    #[serde(default = "default_true")]
+    pub record: bool,
+    /// Recorded data older than this many seconds goes (pinned ranges aside).
+    #[serde(default = "default_max_age_s")]
+    pub max_age_s: u64,
+    /// The oldest recorded data goes once the watch takes more bytes than this.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Ticks are kept at full resolution for this many seconds, then summed into roll-ups.
+    #[serde(default = "default_full_resolution_s")]
+    pub full_resolution_s: u64,
+    /// The width of a roll-up, in seconds.
+    #[serde(default = "default_rollup_s")]
+    pub rollup_s: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_age_s() -> u64 {
+    30 * 24 * 3600
+}
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_full_resolution_s() -> u64 {
+    24 * 3600
+}
+fn default_rollup_s() -> u64 {
+    60
+}
+
+impl WatchConfig {
+    /// The start request this watch amounts to (a watch's script is always shareable).
+    pub fn start_request(&self, default_tick_ms: u64) -> crate::session::protocol::StartRequest {
+        crate::session::protocol::StartRequest {
+            preset: self.preset.clone(),
+            lang: self.lang.clone(),
+            script: self.script.clone(),
+            tick_ms: Some(self.tick_ms.unwrap_or(default_tick_ms)),
+            backend: self.backend.clone(),
+            pid: self.pid,
+            comm: self.comm.clone(),
+            include_self: self.include_self,
+            share: true,
+            compact: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "watch",
+            message: format!("{:?}: {message}", self.name),
+        };
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(invalid("a name is 1..=64 of a-z 0-9 _ -".into()));
+        }
+        match (&self.preset, &self.script, &self.lang) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    "give `preset`, or `script` with `lang`, not both".into(),
+                ))
+            }
+        }
+        if let Some(tick) = self.tick_ms.filter(|t| !TICK_MS_RANGE.contains(t)) {
+            return Err(invalid(format!(
+                "tick_ms {tick} is not in {}..={}",
+                TICK_MS_RANGE.start(),
+                TICK_MS_RANGE.end()
+            )));
+        }
+        let ranges = [
+            ("max_age_s", self.max_age_s, 60..=10 * 365 * 24 * 3600),
+            ("max_bytes", self.max_bytes, 1 << 20..=1 << 44),
+            (
+                "full_resolution_s",
+                self.full_resolution_s,
+                60..=365 * 24 * 3600,
+            ),
+            ("rollup_s", self.rollup_s, 1..=24 * 3600),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                return Err(invalid(format!(
+                    "{key} {value} is not in {}..={}",
+                    range.start(),
+                    range.end()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a token lets its holder do.
@@ -234,6 +398,8 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             limits: LimitsConfig::default(),
             tls: None,
+            store: StoreConfig::default(),
+            watches: Vec::new(),
         }
     }
 }
@@ -311,6 +477,15 @@ impl Config {
             });
         }
         self.validate_security()?;
+        for (i, watch) in self.watches.iter().enumerate() {
+            watch.validate()?;
+            if self.watches[..i].iter().any(|w| w.name == watch.name) {
+                return Err(ConfigError::Invalid {
+                    key: "watch",
+                    message: format!("two watches are named {:?}", watch.name),
+                });
+            }
+        }
         let l = &self.limits;
         let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 9] = [
             (

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub program_viewers: IntGaugeVec,
     pub frame_bytes: IntCounterVec,
     pub fanout_duration: Histogram,
+    pub watch_restarts: IntCounterVec,
 }
 
 impl Metrics {
@@ -117,8 +118,17 @@ impl Metrics {
             .buckets(prometheus::exponential_buckets(0.00001, 2.0, 16).unwrap()),
         )
         .unwrap();
+        let watch_restarts = IntCounterVec::new(
+            Opts::new(
+                "heat_watch_restarts_total",
+                "Times a watch's program failed and was started again, by watch",
+            ),
+            &["watch"],
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(watch_restarts.clone()),
             Box::new(programs_active.clone()),
             Box::new(program_viewers.clone()),
             Box::new(frame_bytes.clone()),
@@ -170,6 +180,7 @@ impl Metrics {
             program_viewers,
             frame_bytes,
             fanout_duration,
+            watch_restarts,
         }
     }
 
@@ -341,6 +352,12 @@ pub enum Event<'a> {
         encoding: &'static str,
         bytes: usize,
     },
+    /// A watch's program failed; it starts again after `wait`.
+    WatchRestarting {
+        watch: &'a str,
+        why: &'a str,
+        wait: Duration,
+    },
     /// A program handed one frame to all its viewers.
     FannedOut { viewers: usize, elapsed: Duration },
     /// A frame was not sent: the browser had not read the previous ones.
@@ -420,6 +437,15 @@ impl Event<'_> {
                 m.frame_bytes
                     .with_label_values(&[encoding])
                     .inc_by(bytes as u64);
+            }
+            Event::WatchRestarting { watch, why, wait } => {
+                m.watch_restarts.with_label_values(&[watch]).inc();
+                warn!(
+                    watch,
+                    why,
+                    wait_ms = wait.as_millis() as u64,
+                    "Watch failed; starting it again."
+                );
             }
             Event::FannedOut { viewers, elapsed } => {
                 m.fanout_duration.observe(elapsed.as_secs_f64());

@@ -369,15 +369,26 @@ fn a_compact_joiner_gets_keys_history_and_frames_as_binary_and_smaller() {
 
     let mut compact_viewer = server.connect();
     let hello = compact_viewer.expect("hello", 5 * SECOND);
-    assert!(hello["encodings"].as_array().unwrap().contains(&json!("compact")));
+    assert!(hello["encodings"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("compact")));
     assert_eq!(hello["running"][0]["preset"], "syscall-latency", "{hello}");
     let mut request = preset("syscall-latency", 100);
     request["encoding"] = json!("compact");
     let joined = start(&mut compact_viewer, request);
     assert!(joined["first_seq"].as_u64().unwrap() <= *before.keys().next().unwrap());
     // Keys first (tag 3), then the past (tag 2), then live frames (tag 1).
-    assert_eq!(next_binary(&mut compact_viewer, 5 * SECOND)[0], 3, "dictionary");
-    assert_eq!(next_binary(&mut compact_viewer, 5 * SECOND)[0], 2, "history");
+    assert_eq!(
+        next_binary(&mut compact_viewer, 5 * SECOND)[0],
+        3,
+        "dictionary"
+    );
+    assert_eq!(
+        next_binary(&mut compact_viewer, 5 * SECOND)[0],
+        2,
+        "history"
+    );
     let (json_frames, compact_frames) = std::thread::scope(|s| {
         let json_frames = s.spawn(|| frames_by_seq(&mut json_viewer, 2 * SECOND));
         let mut compact_frames = BTreeMap::new();
@@ -392,10 +403,22 @@ fn a_compact_joiner_gets_keys_history_and_frames_as_binary_and_smaller() {
     for (seq, compact_len) in &compact_frames {
         if let Some(frame) = json_frames.get(seq) {
             let json_len = frame.to_string().len();
-            assert!(*compact_len < json_len, "seq {seq}: {compact_len} vs {json_len}");
+            assert!(
+                *compact_len < json_len,
+                "seq {seq}: {compact_len} vs {json_len}"
+            );
             compared += 1;
         }
     }
-    assert!(compared >= 3, "{compact_frames:?} vs {:?}", json_frames.keys());
-    assert!(server.metric("heat_frame_bytes_total{encoding=\"compact\"}").unwrap() > 0.0);
+    assert!(
+        compared >= 3,
+        "{compact_frames:?} vs {:?}",
+        json_frames.keys()
+    );
+    assert!(
+        server
+            .metric("heat_frame_bytes_total{encoding=\"compact\"}")
+            .unwrap()
+            > 0.0
+    );
 }

@@ -276,9 +276,13 @@ impl Program {
             message: &failure.message,
         }
         .emit();
+        let why = failure.message.clone();
         self.broadcast(ViewerEvent::Failed(failure));
         self.members.clear();
-        self.registry.do_send(registry::Ended { program: self.id });
+        self.registry.do_send(registry::Ended {
+            program: self.id,
+            why,
+        });
         ctx.stop();
     }
 

@@ -52,6 +52,8 @@ pub struct Plan {
     pub tick_ms: u64,
     /// Sessions with equal keys share the program; `None`: private to its session.
     pub key: Option<ProgramKey>,
+    /// The watch this program is (`[[watch]]`): pinned, restarted when it fails, recorded.
+    pub watch: Option<String>,
 }
 
 /// Why a start request cannot run.
@@ -150,6 +152,7 @@ pub fn plan(
         engine,
         tick_ms,
         key,
+        watch: None,
     })
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -12,9 +13,16 @@ use super::{
     AddMember, FinishProgram, HaltProgram, Member, Plan, Program, ProgramId, ProgramKey,
     RemoveMember,
 };
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::consumer::Backend;
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, Event};
+
+/// The first wait before a failed watch is started again; it doubles with each failure.
+const WATCH_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two starts of a failing watch.
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A watch that ran this long before failing starts again after the first wait.
+const WATCH_HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// A running program, as the registry knows it.
 struct Entry {
@@ -24,6 +32,15 @@ struct Entry {
     /// `preset` name or `script`: the label of `heat_program_viewers`.
     kind: &'static str,
     members: BTreeSet<String>,
+    /// The watch this program is: it keeps running without members.
+    watch: Option<String>,
+}
+
+/// How a watch has been doing, for its restart backoff.
+#[derive(Debug, Default)]
+struct WatchState {
+    failures: u32,
+    started: Option<Instant>,
 }
 
 /// Why a program was not started for a session.
@@ -46,6 +63,7 @@ pub struct Programs {
     shared: HashMap<ProgramKey, ProgramId>,
     /// The program each session watches (at most one).
     watching: HashMap<String, ProgramId>,
+    watch_states: HashMap<String, WatchState>,
 }
 
 impl Programs {
@@ -62,6 +80,94 @@ impl Programs {
             running: HashMap::new(),
             shared: HashMap::new(),
             watching: HashMap::new(),
+            watch_states: HashMap::new(),
+        }
+    }
+
+    /// Starts watch `name` as a pinned, shared program. A watch that cannot even be planned
+    /// (its backend is missing, say) is retried like one that failed.
+    fn start_watch(&mut self, name: &str, ctx: &mut Context<Self>) {
+        let Some(watch) = self.config.watches.iter().find(|w| w.name == name) else {
+            return;
+        };
+        let request = watch.start_request(self.config.tick_ms);
+        let planned = super::plan::plan(name, &request, &self.config, Role::Operator);
+        self.watch_states
+            .entry(name.to_owned())
+            .or_default()
+            .started = Some(Instant::now());
+        match planned {
+            Ok(mut plan) => {
+                plan.watch = Some(name.to_owned());
+                self.launch(plan, None, ctx);
+            }
+            Err(e) => {
+                let message = match e {
+                    super::plan::PlanError::Refused(_, m) | super::plan::PlanError::Compile(m) => m,
+                };
+                self.watch_failed(name, &message, ctx);
+            }
+        }
+    }
+
+    /// A watch's program failed (or could not start): counted, logged, started again later.
+    fn watch_failed(&mut self, name: &str, why: &str, ctx: &mut Context<Self>) {
+        let state = self.watch_states.entry(name.to_owned()).or_default();
+        if state
+            .started
+            .is_some_and(|t| t.elapsed() >= WATCH_HEALTHY_AFTER)
+        {
+            state.failures = 0;
+        }
+        let wait = WATCH_BACKOFF_FIRST
+            .saturating_mul(1 << state.failures.min(16))
+            .min(WATCH_BACKOFF_MAX);
+        state.failures += 1;
+        Event::WatchRestarting {
+            watch: name,
+            why,
+            wait,
+        }
+        .emit();
+        let name = name.to_owned();
+        ctx.run_later(wait, move |act, ctx| act.start_watch(&name, ctx));
+    }
+
+    /// Starts a program for `plan`, with `member` as its first viewer (none for a watch).
+    fn launch(&mut self, plan: Plan, member: Option<Member>, ctx: &mut Context<Self>) -> Joined {
+        let program = self.next_id;
+        self.next_id += 1;
+        let kind = plan.preset.map_or("script", |p| p.name);
+        let backend = plan.backend;
+        let key = plan.key.clone();
+        let watch = plan.watch.clone();
+        let addr =
+            Program::new(program, Arc::new(plan), self.config.clone(), ctx.address()).start();
+        let mut members = BTreeSet::new();
+        if let Some(member) = member {
+            members.insert(member.session.clone());
+            self.watching.insert(member.session.clone(), program);
+            addr.do_send(AddMember(member));
+        }
+        if let Some(key) = &key {
+            self.shared.insert(key.clone(), program);
+        }
+        self.running.insert(
+            program,
+            Entry {
+                key,
+                addr: addr.clone(),
+                backend,
+                kind,
+                members,
+                watch,
+            },
+        );
+        self.gauges();
+        Joined {
+            program,
+            addr,
+            existing: false,
         }
     }
 
@@ -104,6 +210,14 @@ impl Programs {
 
 impl Actor for Programs {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let names: Vec<String> = self.config.watches.iter().map(|w| w.name.clone()).collect();
+        for name in names {
+            metrics().watch_restarts.with_label_values(&[&name]);
+            self.start_watch(&name, ctx);
+        }
+    }
 }
 
 /// Join the program `plan` names, starting it when none runs (or when it is private).
@@ -149,6 +263,8 @@ pub enum Left {
 #[rtype(result = "()")]
 pub struct Ended {
     pub program: ProgramId,
+    /// What the tracer said.
+    pub why: String,
 }
 
 impl Handler<Join> for Programs {
@@ -174,46 +290,13 @@ impl Handler<Join> for Programs {
             self.gauges();
             return Ok(joined);
         }
+        // Watches run outside the cap: they are the operator's own.
+        let running = self.running.values().filter(|e| e.watch.is_none()).count();
         let max = self.config.limits.max_programs;
-        if self.running.len() >= max {
-            return Err(ProgramRefusal::Capacity {
-                running: self.running.len(),
-                max,
-            });
+        if running >= max {
+            return Err(ProgramRefusal::Capacity { running, max });
         }
-        let program = self.next_id;
-        self.next_id += 1;
-        let kind = join.plan.preset.map_or("script", |p| p.name);
-        let backend = join.plan.backend;
-        let key = join.plan.key.clone();
-        let addr = Program::new(
-            program,
-            Arc::new(join.plan),
-            self.config.clone(),
-            ctx.address(),
-        )
-        .start();
-        addr.do_send(AddMember(join.member));
-        if let Some(key) = &key {
-            self.shared.insert(key.clone(), program);
-        }
-        self.watching.insert(session.clone(), program);
-        self.running.insert(
-            program,
-            Entry {
-                key,
-                addr: addr.clone(),
-                backend,
-                kind,
-                members: BTreeSet::from([session]),
-            },
-        );
-        self.gauges();
-        Ok(Joined {
-            program,
-            addr,
-            existing: false,
-        })
+        Ok(self.launch(join.plan, Some(join.member), ctx))
     }
 }
 
@@ -226,7 +309,8 @@ impl Programs {
             return Left::Gone;
         };
         entry.members.remove(session);
-        if !entry.members.is_empty() {
+        // A watch runs on without viewers: it records.
+        if !entry.members.is_empty() || entry.watch.is_some() {
             entry.addr.do_send(RemoveMember(session.to_owned()));
             self.gauges();
             return Left::Continues;
@@ -255,9 +339,13 @@ impl Handler<Leave> for Programs {
 impl Handler<Ended> for Programs {
     type Result = ();
 
-    fn handle(&mut self, ended: Ended, _: &mut Context<Self>) {
-        if self.remove(ended.program).is_some() {
-            self.gauges();
+    fn handle(&mut self, ended: Ended, ctx: &mut Context<Self>) {
+        let Some(entry) = self.remove(ended.program) else {
+            return;
+        };
+        self.gauges();
+        if let Some(watch) = entry.watch {
+            self.watch_failed(&watch, &ended.why, ctx);
         }
     }
 }
@@ -280,6 +368,9 @@ pub struct RunningProgram {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
     pub viewers: usize,
+    /// The watch this program is, if it is one (it runs and records without viewers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
 }
 
 impl Handler<ListRunning> for Programs {
@@ -305,6 +396,7 @@ impl Handler<ListRunning> for Programs {
                     pid: *pid,
                     comm: comm.clone(),
                     viewers: entry.members.len(),
+                    watch: entry.watch.clone(),
                 }),
                 _ => None,
             })
