@@ -62,6 +62,8 @@ fn documented_ranges() -> Vec<(String, u64, u64)> {
         if let Some(r) = line.strip_prefix("# Range: ") {
             let (lo, hi) = r.split_once("..=").expect("Range: A..=B");
             range = Some((lo.trim().parse().unwrap(), hi.trim().parse().unwrap()));
+        } else if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            section = format!("{name}.");
         } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = format!("{name}.");
         } else if let Some((key, value)) = line.split_once(" = ").filter(|_| !line.starts_with('#'))
@@ -82,6 +84,10 @@ fn documented_ranges() -> Vec<(String, u64, u64)> {
 /// Config text setting one (dotted) key.
 fn with_value(key: &str, value: u64) -> String {
     match key.split_once('.') {
+        // A watch needs a name and a program besides the key under test.
+        Some(("watch", key)) => {
+            format!("[[watch]]\nname = \"t\"\npreset = \"syscall-latency\"\n{key} = {value}\n")
+        }
         Some((section, key)) => format!("[{section}]\n{key} = {value}\n"),
         None => format!("{key} = {value}\n"),
     }
