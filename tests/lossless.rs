@@ -14,6 +14,20 @@ const LONG_TICK_MS: u64 = 10_000;
 /// How long a test waits for the final frame and `stopped` after asking for them.
 const FLUSH_WAIT: Duration = Duration::from_secs(15);
 
+/// A server and a client past its `hello`.
+fn connected() -> (Server, Client) {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    (server, client)
+}
+
+/// A script counting this thread's getppid calls in `@n`.
+fn getppid_counter() -> String {
+    let tid = gettid();
+    format!("tracepoint:syscalls:sys_enter_getppid /tid == {tid}/ {{ @n = count(); }}")
+}
+
 /// Frames until `stopped`; panics on anything else (an `error` included) or a timeout.
 fn frames_until_stopped(client: &mut Client) -> (Vec<Json>, Json) {
     let mut frames = Vec::new();
@@ -176,12 +190,8 @@ fn d_begin_and_a_stop_lose_nothing_through_the_translator() {
 #[test]
 fn a_polite_close_gets_the_final_frame_first() {
     require_tracing();
-    let server = Server::start(&[]);
-    let mut client = server.connect();
-    client.expect("hello", Duration::from_secs(5));
-    let tid = gettid();
-    let script =
-        format!("tracepoint:syscalls:sys_enter_getppid /tid == {tid}/ {{ @n = count(); }}");
+    let (server, mut client) = connected();
+    let script = getppid_counter();
     client.start_script(&script, LONG_TICK_MS);
     getppid_n(55);
     client.ws.close(None).expect("close");
@@ -200,12 +210,8 @@ fn a_polite_close_gets_the_final_frame_first() {
 #[test]
 fn a_walk_that_times_out_hands_its_events_to_the_next_frame() {
     require_tracing();
-    let server = Server::start(&[]);
-    let mut client = server.connect();
-    client.expect("hello", Duration::from_secs(5));
-    let tid = gettid();
-    let script =
-        format!("tracepoint:syscalls:sys_enter_getppid /tid == {tid}/ {{ @n = count(); }}");
+    let (server, mut client) = connected();
+    let script = getppid_counter();
     client.start_script(&script, 1000);
     const N: usize = 4321;
     getppid_n(N);

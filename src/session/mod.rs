@@ -342,11 +342,7 @@ impl Session {
             })
             .into_actor(self)
             .map(move |result, act, ctx| {
-                if act
-                    .watch
-                    .as_ref()
-                    .is_none_or(|w| w.generation != generation)
-                {
+                if !act.watches(generation) {
                     return; // the final frame came first and ended the watch
                 }
                 match result {
@@ -356,6 +352,13 @@ impl Session {
                 }
             })
             .spawn(ctx);
+    }
+
+    /// Whether the watch of join number `generation` is still this session's.
+    fn watches(&self, generation: u64) -> bool {
+        self.watch
+            .as_ref()
+            .is_some_and(|w| w.generation == generation)
     }
 
     /// The watch is over: `stopped` with the reason asked for, then whatever was to follow.
@@ -402,11 +405,7 @@ impl Session {
             .send(FetchFrames { from, to })
             .into_actor(self)
             .map(move |result, act, ctx| {
-                if act
-                    .watch
-                    .as_ref()
-                    .is_none_or(|w| w.generation != generation)
-                {
+                if !act.watches(generation) {
                     return;
                 }
                 if let Ok(frames) = result {
