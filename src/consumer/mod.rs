@@ -227,6 +227,10 @@ pub struct EncodedFrame {
     pub dictionary: Option<Bytes>,
     /// This frame reset the compact key dictionary: older compact frames use other ids.
     pub resets_dictionary: bool,
+    /// The frame as data, when asked for (recording, triggers): never wire text.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub ts_ms: u64,
+    pub interval_ms: u64,
     /// Series in the frame, after key folding.
     pub series: usize,
 }
@@ -248,6 +252,8 @@ pub struct Encodings {
     pub json: bool,
     pub compact: bool,
     pub legacy: bool,
+    /// The typed snapshot too (for the recorder and triggers).
+    pub typed: bool,
 }
 
 impl Encodings {
@@ -443,10 +449,13 @@ impl ConsumerActor {
             compact,
             dictionary,
             resets_dictionary,
+            ts_ms,
+            interval_ms: header.interval_ms,
             legacy: encodings
                 .legacy
                 .then(|| protocol::encode_2011(&snapshot).into()),
             series: snapshot.aggregations.iter().map(|a| a.series.len()).sum(),
+            snapshot: encodings.typed.then(|| Arc::new(snapshot)),
         }
     }
 }
