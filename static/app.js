@@ -412,6 +412,11 @@ function onError(msg) {
     S.authMessage = typeof msg.message === 'string' ? msg.message : null;
     return;
   }
+  if (S.fetches.inFlight > 0 && typeof msg.message === 'string' && msg.message.startsWith('fetch:')) {
+    // A fetch that crossed the program's end: its gap stays marked; nothing for the user to do.
+    S.fetches.inFlight--;
+    return;
+  }
   showError(msg.code || 'error', typeof msg.message === 'string' ? msg.message : JSON.stringify(msg.message ?? ''));
   if (S.run === 'starting') S.run = 'idle';
   renderTop();
