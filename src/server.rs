@@ -61,6 +61,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/model.js"),
     ),
     (
+        "protocol.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/protocol.js"),
+    ),
+    (
         "rows.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/rows.js"),
@@ -378,4 +383,23 @@ async fn metrics() -> HttpResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         ))
         .body(telemetry::metrics().render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ASSETS;
+
+    /// A page module missing from `ASSETS` is a 404 its importers die of: serve every file.
+    #[test]
+    fn every_static_file_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+        for entry in std::fs::read_dir(&dir).expect("static/") {
+            let name = entry.expect("static/ entry").file_name();
+            let name = name.to_str().expect("UTF-8 name");
+            assert!(
+                ASSETS.iter().any(|(n, _, _)| *n == name),
+                "static/{name} is not in server::ASSETS"
+            );
+        }
+    }
 }

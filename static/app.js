@@ -1,12 +1,14 @@
-// heat-actix browser UI: speaks websocket protocol v1 (docs/protocol.md). Plain ES modules,
+// heat-actix browser UI: speaks websocket protocol v1.1 (docs/protocol.md). Plain ES modules,
 // no build step, nothing from outside the server. This module owns the page state and wires
 // the protocol to the views:
-//   connection.js  websocket + reconnect      model.js    per-aggregation history, per key
+//   connection.js  websocket + reconnect      protocol.js JSON and compact messages → one shape
+//   compact.js     compact frame decoder      model.js    per-aggregation history, per key
 //   heatmap.js     canvas (incremental)        keys.js     key list, isolate / exclude
 //   scalars.js     scalar cards + line charts  colour.js   scales and palettes
 //   units.js       ns/µs/ms labels             rows.js     bucket → row layouts
 
 import { Connection } from './connection.js';
+import { ProtocolReader, chooseEncoding } from './protocol.js';
 import { HistModel } from './model.js';
 import { HeatmapView, OVERLAYS } from './heatmap.js';
 import { KeysView } from './keys.js';
@@ -22,6 +24,10 @@ const [HISTORY_MIN, HISTORY_MAX, HISTORY_DEFAULT] = [60, 1800, 120]; // ticks, a
 const MAX_OUTPUT_LINES = 500;
 const CUSTOM = ''; // value of the "custom script" entry of #preset
 const LANG_NAMES = { bpftrace: 'bpftrace', d: 'D' };
+// Fetches of skipped frames (a `seq` gap) awaiting their `history` answer; further gaps wait
+// and go out merged, so a page that keeps falling behind never floods the server.
+const MAX_FETCHES_IN_FLIGHT = 2;
+const HISTORIES_KEPT = 20; // `history` messages remembered for window.heat.histories
 
 // `args->id`, not `args.id`: bpftrace 0.17 (Debian 12) knows only the arrow, and later releases
 // still accept it.
@@ -59,7 +65,7 @@ function takeToken() {
 
 const ui = {
   status: $('status'), retry: $('retry'), run: $('run'), session: $('session'), backend: $('backend'),
-  tickInfo: $('tick-ms'), frames: $('frames'), dropped: $('dropped'),
+  tickInfo: $('tick-ms'), frames: $('frames'), dropped: $('dropped'), viewers: $('viewers'),
   preset: $('preset'), presetHint: $('preset-hint'), script: $('script'), tick: $('tick'),
   scriptField: $('script-field'), scriptLang: $('script-lang'), customOff: $('custom-off'),
   auth: $('auth'), authMessage: $('auth-message'), tokenInput: $('token-input'),
@@ -85,8 +91,18 @@ const S = {
   tick: null,
   unit: null,            // the preset's unit, or null for custom scripts
   frames: 0,
-  dropped: 0,
-  expectSeq: 1,
+  dropped: 0,            // frames skipped live (gaps in `seq`)
+  refetched: 0,          // of those, frames fetched back and put in their place
+  expectSeq: 1,          // the next live seq; below it, only placeholders of `missing` are filled
+  missing: new Set(),    // seqs of placeholder columns: ticks whose frame has not arrived
+  fetches: { inFlight: 0, queue: [], sent: 0 }, // queue: [from, to] ranges not asked yet
+  live: 0,              // live frames of this run (history and fetched frames aside)
+  histories: [],         // the last few `history` messages: {from, to, frames, liveBefore}
+  dropLive: 0,           // test hook: live frames to drop as if the server had skipped them
+  viewers: null,         // sessions watching the program (`started.viewers`, `viewers`)
+  shared: null,          // whether the program is shared (`started.shared`)
+  program: null,         // the program's id (`started.program`)
+  running: [],           // shared preset programs: `hello.running`, kept current for our own
   lastFrame: null,
   models: new Map(),     // histogram aggregations of the running program, by name
   selected: null,        // name of the aggregation shown in the heatmap
@@ -105,6 +121,7 @@ const scalars = new ScalarsView(ui.scalars);
 view.keyHue = (id) => keys.hue(id);
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+const proto = new ProtocolReader();
 const conn = new Connection(wsUrl, { onState, onMessage, token });
 
 // ── protocol ──
@@ -141,11 +158,22 @@ function submitToken(ev) {
   conn.connect();
 }
 
-function onMessage(msg) {
+/** Whatever the connection delivers (parsed JSON or compact bytes), through protocol.js. */
+function onMessage(data) {
+  let msg;
+  try {
+    msg = proto.read(data);
+  } catch (e) {
+    showError('protocol', `unreadable message from the server: ${e.message}`);
+    return undefined;
+  }
+  if (!msg) return undefined;
   switch (msg.type) {
     case 'hello': return onHello(msg);
     case 'started': return onStarted(msg);
     case 'frame': return onFrame(msg);
+    case 'history': return onHistory(msg);
+    case 'viewers': return onViewers(msg);
     case 'stopped': return onStopped(msg);
     case 'error': return onError(msg);
     default: return undefined; // later protocol revisions may add messages: ignore them
@@ -159,12 +187,14 @@ function onHello(msg) {
   Object.assign(S, {
     hello: msg, session: msg.session ?? null, tick: msg.tick_ms ?? null,
     backend: Array.isArray(msg.backends) ? msg.backends.join(', ') : null,
-    started: null, unit: null, run: 'idle', stopReason: null, frames: 0, dropped: 0, expectSeq: 1, lastFrame: null,
+    started: null, unit: null, run: 'idle', stopReason: null, lastFrame: null,
   });
+  resetSeqs(1);
   resetRun([]);
   clearError();
   if (msg.protocol !== PROTOCOL) showError('protocol', `server speaks protocol ${msg.protocol}; this page speaks ${PROTOCOL}`);
   // A server without the field (before it existed) let everyone try: the server still decides.
+  S.running = Array.isArray(msg.running) ? msg.running.filter((r) => r && typeof r.preset === 'string').map((r) => ({ ...r })) : [];
   fillPresets(Array.isArray(msg.presets) ? msg.presets : [], msg.custom_scripts !== false, msg.role);
   const [lo, hi] = Array.isArray(msg.tick_ms_range) ? msg.tick_ms_range : [100, 10000];
   ui.tick.min = lo;
@@ -176,10 +206,16 @@ function onHello(msg) {
 
 function onStarted(msg) {
   Object.assign(S, {
-    started: msg, run: 'running', stopReason: null, expectSeq: 1,
+    started: msg, run: 'running', stopReason: null,
+    viewers: Number.isInteger(msg.viewers) ? msg.viewers : null,
+    shared: typeof msg.shared === 'boolean' ? msg.shared : null,
+    program: msg.program ?? null,
     backend: msg.engine ? `${msg.backend} · ${msg.engine}` : (msg.backend ?? S.backend), tick: msg.tick_ms ?? S.tick, session: msg.session ?? S.session, unit: msg.unit ?? null,
   });
   clearError();
+  noteViewers();
+  // A joiner's first frame is the oldest of the history that follows (v1.1); before v1.1, 1.
+  resetSeqs(Number.isInteger(msg.first_seq) ? msg.first_seq : 1);
   resetRun(Array.isArray(msg.aggregations) ? msg.aggregations : []);
   if (S.tick) view.setTick(S.tick);
   renderPresetHint();
@@ -187,48 +223,185 @@ function onStarted(msg) {
 }
 
 function onFrame(msg) {
-  S.frames++;
+  if (S.dropLive > 0) { S.dropLive--; return; } // test hook: as if the server had skipped it
+  S.live++;
+  const r = ingest([msg], true);
   S.lastFrame = msg;
-  let gap = 0;
-  if (Number.isInteger(msg.seq)) {
-    if (msg.seq > S.expectSeq) gap = msg.seq - S.expectSeq;
-    S.dropped += gap;
-    S.expectSeq = Math.max(S.expectSeq, msg.seq + 1);
-  }
   if (S.run === 'idle' || S.run === 'starting') S.run = 'running';
-  const meta = { seq: msg.seq, ts: Number.isFinite(msg.ts_ms) ? msg.ts_ms : Date.now(), interval: msg.interval_ms, gap };
-  if (msg.interval_ms > 0 && !S.tick) view.setTick(msg.interval_ms);
-
-  const aggs = Array.isArray(msg.aggregations) ? msg.aggregations : [];
-  const present = new Set();
-  let rowsChanged = false, listChanged = false;
-  for (const a of aggs) {
-    if (!a || typeof a.name !== 'string' || !HIST_KINDS.has(a.kind)) continue;
-    let m = S.models.get(a.name);
-    if (!m) { m = addModel(a.name, a.kind, a.layout); listChanged = true; }
-    present.add(a.name);
-    const changed = m.push(a, meta);
-    if (a.name === S.selected) rowsChanged = changed;
-  }
-  for (const [name, m] of S.models) {
-    if (present.has(name)) continue;
-    const changed = m.push(null, meta); // keep every history aligned in time
-    if (name === S.selected) rowsChanged = changed;
-  }
-  scalars.push(aggs, msg.interval_ms);
-  if (Array.isArray(msg.output) && msg.output.length) appendOutput(msg.output);
-  if (listChanged) fillAggregations();
+  if (r.listChanged) fillAggregations();
   if (S.paused) {
     // Paused: the frame is in the model (nothing is lost); only the drawing waits.
     S.pausedFrames++;
-  } else if (!listChanged) {
-    view.update(rowsChanged);
+  } else if (!r.listChanged) {
+    if (r.filled) view.full(); else view.update(r.rowsChanged);
   }
+  for (const [from, to] of r.gaps) S.fetches.queue.push([from, to]);
+  pumpFetches();
   schedulePanels();
   renderTop();
 }
 
+/**
+ * Frames of the past: the recent frames a joiner gets after `started`, or the answer to a
+ * `fetch`. They go into the model before (or, for a fetch, between) the live ones, each at
+ * its seq; one redraw for them all.
+ */
+function onHistory(msg) {
+  if (S.fetches.inFlight > 0) S.fetches.inFlight--; // a fetch's answer (the joiner's comes before any fetch)
+  const r = ingest(msg.frames, false);
+  S.histories.push({ from: msg.from, to: msg.to, frames: msg.frames.length, liveBefore: S.live });
+  if (S.histories.length > HISTORIES_KEPT) S.histories.shift();
+  if (r.listChanged) fillAggregations();
+  if (S.paused) S.pausedFrames += r.added + r.filled;
+  else if (!r.listChanged) view.full();
+  pumpFetches();
+  schedulePanels();
+  renderTop();
+}
+
+function onViewers(msg) {
+  if (Number.isInteger(msg.count)) S.viewers = msg.count;
+  noteViewers();
+  renderTop();
+}
+
+/**
+ * The picker's "N watching" follows what this tab knows: `hello.running` at connect, then the
+ * viewer count of the program it watches (and one viewer less when it leaves).
+ */
+function noteViewers(leaving = false) {
+  const st = S.started;
+  if (!st || !st.preset || !st.shared || S.program === null || S.viewers === null) return;
+  let entry = S.running.find((r) => r.program === S.program);
+  if (!entry) { entry = { program: S.program, preset: st.preset, tick_ms: st.tick_ms, viewers: 0 }; S.running.push(entry); }
+  entry.viewers = leaving ? S.viewers - 1 : S.viewers;
+  S.running = S.running.filter((r) => r.viewers > 0);
+  for (const o of ui.preset.options) {
+    const n = o.value && o.value !== CUSTOM ? watching(o.value) : 0;
+    if (o.value && o.value !== CUSTOM) o.textContent = n ? `${o.value} · ${n} watching` : o.value;
+  }
+  renderPresetHint();
+}
+
+/** A new run (or connection): frames from `first` on; no gap, no fetch pending. */
+function resetSeqs(first) {
+  Object.assign(S, { frames: 0, live: 0, histories: [], dropped: 0, refetched: 0, expectSeq: first, missing: new Set(), fetches: { inFlight: 0, queue: [], sent: 0 } });
+}
+
+/**
+ * Frames into the run, keyed by `seq`, whatever brought them (live, a joiner's history, a
+ * fetch's answer). A frame past the expected seq first adds a placeholder column for each tick
+ * in between (a gap: frames skipped while this page was behind); a frame before it fills its
+ * placeholder, or is a duplicate and ignored. Returns what the drawing needs to know, and the
+ * gaps a live frame revealed (`[from, to]`, to fetch).
+ */
+function ingest(frames, live) {
+  const out = { rowsChanged: false, listChanged: false, added: 0, filled: 0, gaps: [] };
+  for (const f of frames) {
+    const seq = Number.isInteger(f.seq) ? f.seq : null;
+    if (seq !== null && seq < S.expectSeq) {
+      if (!S.missing.delete(seq)) continue; // already held: a duplicate
+      fillFrame(f, out);
+      continue;
+    }
+    if (seq !== null && seq > S.expectSeq) {
+      S.dropped += seq - S.expectSeq;
+      const gap = addMissing(S.expectSeq, seq, f);
+      if (live && gap) out.gaps.push(gap);
+    }
+    appendFrame(f, out);
+  }
+  return out;
+}
+
+function frameMeta(f) {
+  return { seq: f.seq, ts: Number.isFinite(f.ts_ms) ? f.ts_ms : Date.now(), interval: f.interval_ms, missing: false };
+}
+
+/** The newest frame: a column at the right of every model. */
+function appendFrame(f, out) {
+  S.frames++;
+  out.added++;
+  if (Number.isInteger(f.seq)) S.expectSeq = Math.max(S.expectSeq, f.seq + 1);
+  const meta = frameMeta(f);
+  if (f.interval_ms > 0 && !S.tick) view.setTick(f.interval_ms);
+  const aggs = Array.isArray(f.aggregations) ? f.aggregations : [];
+  const present = new Set();
+  for (const a of aggs) {
+    if (!a || typeof a.name !== 'string' || !HIST_KINDS.has(a.kind)) continue;
+    let m = S.models.get(a.name);
+    if (!m) { m = addModel(a.name, a.kind, a.layout); out.listChanged = true; }
+    present.add(a.name);
+    const changed = m.push(a, meta);
+    if (a.name === S.selected) out.rowsChanged = out.rowsChanged || changed;
+  }
+  for (const [name, m] of S.models) {
+    if (present.has(name)) continue;
+    const changed = m.push(null, meta); // keep every history aligned in time
+    if (name === S.selected) out.rowsChanged = out.rowsChanged || changed;
+  }
+  scalars.push(aggs, f.interval_ms, f.seq);
+  if (Array.isArray(f.output) && f.output.length) appendOutput(f.output);
+}
+
+/**
+ * Placeholder columns for the ticks `from` … `next.seq - 1`, whose frames were skipped: at most
+ * a history's worth (older ones would scroll out at once). Returns the range they cover.
+ */
+function addMissing(from, to, next) {
+  const first = Math.max(from, to - history);
+  if (first >= to) return null;
+  const tick = S.tick || next.interval_ms || 1000;
+  const nextTs = Number.isFinite(next.ts_ms) ? next.ts_ms : Date.now();
+  for (let seq = first; seq < to; seq++) {
+    const meta = { seq, ts: nextTs - (to - seq) * tick, interval: null, missing: true };
+    for (const m of S.models.values()) m.push(null, meta);
+    scalars.pushMissing(seq);
+    S.missing.add(seq);
+  }
+  // Placeholders that scrolled out of every model can no longer be filled.
+  if (S.missing.size > history) for (const seq of S.missing) if (seq < to - history) S.missing.delete(seq);
+  return [first, to - 1];
+}
+
+/** A skipped tick's frame, fetched back: into its placeholder column, in place. */
+function fillFrame(f, out) {
+  S.frames++;
+  S.refetched++;
+  out.filled++;
+  const meta = frameMeta(f);
+  const aggs = Array.isArray(f.aggregations) ? f.aggregations : [];
+  const byName = new Map(aggs.filter((a) => a && typeof a.name === 'string').map((a) => [a.name, a]));
+  for (const [name, m] of S.models) {
+    const changed = m.fill(byName.get(name) ?? null, meta);
+    if (name === S.selected && changed) out.rowsChanged = true;
+  }
+  scalars.fill(aggs, f.seq);
+  if (Array.isArray(f.output) && f.output.length) appendOutput(f.output);
+}
+
+/**
+ * Asks for skipped frames again (`fetch`, v1.1): each gap once, at most
+ * MAX_FETCHES_IN_FLIGHT at a time; gaps found meanwhile go out as one range, trimmed to the
+ * placeholders still waiting. What the server no longer holds stays a gap (red mark).
+ */
+function pumpFetches() {
+  const q = S.fetches.queue;
+  while (q.length && S.fetches.inFlight < MAX_FETCHES_IN_FLIGHT) {
+    let [from, to] = q.length === 1 ? q[0] : [Math.min(...q.map((r) => r[0])), Math.max(...q.map((r) => r[1]))];
+    q.length = 0;
+    from = Math.max(from, S.expectSeq - history); // older ones have scrolled out
+    while (from <= to && !S.missing.has(from)) from++;
+    while (to >= from && !S.missing.has(to)) to--;
+    if (from > to || S.run !== 'running' || !S.hello?.encodings) return; // nothing left, or a server before v1.1
+    if (!conn.send({ type: 'fetch', from, to })) return;
+    S.fetches.inFlight++;
+    S.fetches.sent++;
+  }
+}
+
 function onStopped(msg) {
+  if (S.run === 'running') noteViewers(true);
   S.run = 'stopped';
   S.stopReason = msg.reason ?? null;
   renderTop();
@@ -237,6 +410,11 @@ function onStopped(msg) {
 function onError(msg) {
   if (msg.code === 'unauthorized') { // the close 4401 follows; the token field shows it
     S.authMessage = typeof msg.message === 'string' ? msg.message : null;
+    return;
+  }
+  if (S.fetches.inFlight > 0 && typeof msg.message === 'string' && msg.message.startsWith('fetch:')) {
+    // A fetch that crossed the program's end: its gap stays marked; nothing for the user to do.
+    S.fetches.inFlight--;
     return;
   }
   showError(msg.code || 'error', typeof msg.message === 'string' ? msg.message : JSON.stringify(msg.message ?? ''));
@@ -391,7 +569,10 @@ function refreshCell() {
  */
 function fillPresets(presets, custom, role) {
   const saved = store.get('preset');
-  const opts = presets.map((p) => el('option', { value: p.name, title: p.description || null, text: p.name }));
+  const opts = presets.map((p) => {
+    const n = watching(p.name);
+    return el('option', { value: p.name, title: p.description || null, text: n ? `${p.name} · ${n} watching` : p.name });
+  });
   if (custom) opts.push(el('option', { value: CUSTOM, text: 'Custom script…' }));
   if (!opts.length) opts.push(el('option', { value: '', disabled: true, text: S.hello ? 'no presets' : 'waiting for the server…' }));
   ui.preset.replaceChildren(...opts);
@@ -419,12 +600,22 @@ function renderLang() {
   if (opt) opt.textContent = `Custom script (${name})…`;
 }
 
+/** Shared programs of a preset running now, as far as this tab knows (`hello.running`, v1.1). */
+function runningOf(name) {
+  return S.running.filter((r) => r.preset === name);
+}
+
+/** Viewers of a preset's running programs. */
+function watching(name) { return runningOf(name).reduce((a, r) => a + (Number(r.viewers) || 0), 0); }
+
 function renderPresetHint() {
   const p = S.presets.find((x) => x.name === ui.preset.value);
   ui.presetHint.replaceChildren();
   if (p) {
     ui.presetHint.append(p.description || '');
-    const tags = [p.lang, p.unit && `unit: ${p.unit}`].filter(Boolean).join(' · ');
+    // Starting with the same tick (and filters) joins a running program and shows its past.
+    const joinable = runningOf(p.name).filter((r) => r.pid == null && r.comm == null).map((r) => `${r.tick_ms} ms`);
+    const tags = [p.lang, p.unit && `unit: ${p.unit}`, joinable.length && `running at tick ${joinable.join(', ')}`].filter(Boolean).join(' · ');
     if (tags) ui.presetHint.append(el('span', { class: 'tags', text: tags }));
     // Why this preset runs on bpftrace when its native version was the first choice.
     const why = S.started && S.started.preset === p.name ? S.started.fallback : null;
@@ -445,8 +636,11 @@ function startMessage() {
   const tick = clampInt(ui.tick.value, lo, hi, S.hello?.tick_ms ?? 1000);
   ui.tick.value = tick;
   store.set('tick', tick);
-  if (ui.preset.value !== CUSTOM || !S.custom) return { type: 'start', preset: ui.preset.value, tick_ms: tick };
-  return { type: 'start', lang: scriptLang(), script: ui.script.value, tick_ms: tick };
+  // Compact frames when the server offers them (v1.1); a server before v1.1 gets no field.
+  const encoding = chooseEncoding(S.hello, params.get('encoding'));
+  const enc = encoding ? { encoding } : {};
+  if (ui.preset.value !== CUSTOM || !S.custom) return { type: 'start', preset: ui.preset.value, tick_ms: tick, ...enc };
+  return { type: 'start', lang: scriptLang(), script: ui.script.value, tick_ms: tick, ...enc };
 }
 
 /** D's probe syntax and aggregating functions have no bpftrace spelling. */
@@ -540,11 +734,20 @@ function renderTop() {
   ui.backend.textContent = S.backend ?? '–';
   ui.tickInfo.textContent = S.tick ? `${S.tick} ms` : '–';
   ui.frames.textContent = fmtNum(S.frames);
-  ui.dropped.textContent = fmtNum(S.dropped);
-  ui.dropped.classList.toggle('bad', S.dropped > 0);
+  // Skipped frames, and how many of them were fetched back into their place.
+  ui.dropped.textContent = S.refetched ? `${fmtNum(S.dropped)} (${fmtNum(S.refetched)} fetched)` : fmtNum(S.dropped);
+  ui.dropped.classList.toggle('bad', S.dropped > S.refetched);
+  ui.viewers.textContent = viewersText();
   const open = S.state === 'open' && !!S.hello;
   ui.start.disabled = !open;
   ui.stop.disabled = !open; // stop is harmless when nothing runs
+}
+
+/** "shared · 3 viewers" while a program runs (v1.1 servers say so in `started`). */
+function viewersText() {
+  if (S.run !== 'running' || !S.started || S.viewers === null) return '–';
+  const n = `${fmtNum(S.viewers)} viewer${S.viewers === 1 ? '' : 's'}`;
+  return S.shared === null ? n : `${S.shared ? 'shared' : 'private'} · ${n}`;
 }
 
 function renderRetry() {
@@ -645,6 +848,35 @@ window.heat = {
   get unit() { return unitOf(currentModel()); },
   get frames() { return S.frames; },
   get dropped() { return S.dropped; },
+  /** Skipped frames fetched back into their place. */
+  get refetched() { return S.refetched; },
+  /** Seqs whose frame is still missing (placeholder columns). */
+  get missing() { return [...S.missing].sort((a, b) => a - b); },
+  get fetchesSent() { return S.fetches.sent; },
+  /** The last `history` messages of this run: {from, to, frames, liveBefore (live frames before it)}. */
+  get histories() { return S.histories.map((h) => ({ ...h })); },
+  get viewers() { return S.viewers; },
+  get shared() { return S.shared; },
+  get program() { return S.program; },
+  /** Binary (compact) messages received on this connection, and their bytes. */
+  get binary() { return { messages: proto.binaryMessages, bytes: proto.binaryBytes }; },
+  /** The seq of each column of the shown histogram, oldest first. */
+  get seqs() { const m = currentModel(); return m ? m.cols.map((c) => c.meta.seq) : []; },
+  /**
+   * One column of a histogram by seq: its events as {"key|lo|hi": count} (the frame's buckets,
+   * as received), or null when no column has that seq; `missing` for a placeholder.
+   */
+  column(seq, name) {
+    const m = S.models.get(name ?? S.selected);
+    const i = m ? m.indexOfSeq(seq) : -1;
+    if (i < 0) return null;
+    const col = m.cols[i];
+    const cells = {};
+    for (const [id, lo, hi, c] of col.raw) { const k = `${m.keys[id].name}|${lo}|${hi}`; cells[k] = (cells[k] || 0) + c; }
+    return { seq, missing: !!col.meta.missing, cells };
+  },
+  /** Test hook: drop the next `n` live frames as if the server had skipped them (a gap). */
+  dropLive(n) { S.dropLive = n; },
   get paused() { return S.paused; },
   get lastFrame() { return S.lastFrame; },
   get hello() { return S.hello; },

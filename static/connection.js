@@ -9,7 +9,10 @@ const SUBPROTOCOL = 'heat-actix.v1';
 /** RFC 7230 token characters: all a Sec-WebSocket-Protocol value may hold. */
 const SUBPROTOCOL_SAFE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-/** One websocket with automatic reconnect (exponential backoff with jitter). */
+/**
+ * One websocket with automatic reconnect (exponential backoff with jitter). `onMessage` gets
+ * each text message parsed (a JSON object) and each binary message as an ArrayBuffer.
+ */
 export class Connection {
   constructor(url, { onState, onMessage, token = null }) {
     this.url = url;
@@ -60,10 +63,14 @@ export class Connection {
       this.scheduleReconnect(0);
       return;
     }
+    // Compact frames (protocol v1.1) are binary messages: read them as bytes, not Blobs.
+    ws.binaryType = 'arraybuffer';
     this.ws = ws;
     ws.onopen = () => { if (ws === this.ws) this.setState('open'); };
     ws.onmessage = (ev) => {
-      if (ws !== this.ws || typeof ev.data !== 'string') return;
+      if (ws !== this.ws) return;
+      if (ev.data instanceof ArrayBuffer) { this.onMessage(ev.data); return; }
+      if (typeof ev.data !== 'string') return;
       let msg;
       try { msg = JSON.parse(ev.data); } catch { console.debug('heat: ignoring non-JSON message'); return; }
       if (msg && typeof msg === 'object' && !Array.isArray(msg)) this.onMessage(msg);

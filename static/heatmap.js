@@ -440,7 +440,7 @@ export class HeatmapView {
   /**
    * Time axis: wall-clock labels (server time of the walk) under columns whose absolute index
    * is a multiple of the label step, so the labels travel with the data; red marks under
-   * columns that follow a gap in `seq` (dropped frames).
+   * the columns of ticks whose frame is missing (skipped live and not fetched back).
    */
   drawXAxis() {
     const g = this.g, m = this.model;
@@ -476,7 +476,7 @@ export class HeatmapView {
     ctx.fillText('time →', g.x - Math.round(8 * g.dpr), ly);
     ctx.fillStyle = '#ff5c5c';
     for (let abs = w.lo; abs < w.hi; abs++) {
-      if (m.cols[w.at(abs)].meta.gap) ctx.fillRect(this.colX(w.slot(abs)), top, Math.max(2, Math.round(2 * g.dpr)), Math.round(5 * g.dpr));
+      if (m.cols[w.at(abs)].meta.missing) ctx.fillRect(this.colX(w.slot(abs)), top, Math.max(2, Math.round(2 * g.dpr)), Math.round(5 * g.dpr));
     }
     ctx.restore();
   }
@@ -539,6 +539,13 @@ export class HeatmapView {
     const info = this.cellInfo(hit);
     const newest = m.cols[this.win().at(this.win().hi - 1)].meta;
     const filteredNote = m.filtered ? ' (shown keys)' : '';
+    if (m.cols[hit.col].meta.missing) {
+      tip.replaceChildren(
+        el('div', { class: 'tt-time' }, fmtClock(info.ts), el('span', { class: 'muted', text: ` · seq ${info.seq}` })),
+        el('div', { class: 'tt-range', text: 'no frame for this tick (skipped while this page was behind)' }));
+      this.placeTooltip();
+      return;
+    }
     tip.replaceChildren(
       el('div', { class: 'tt-time' }, fmtClock(info.ts), el('span', { class: 'muted', text: ` · ${fmtAgo((newest.ts - info.ts) / 1000)}` })),
       el('div', { class: 'tt-range', text: rangeText(info.range, this.unit) }),
@@ -553,6 +560,11 @@ export class HeatmapView {
       if (info.keys.length > 5) tbl.append(el('tr', {}, el('td', { class: 'muted', text: `+${info.keys.length - 5} more · click for all` }), el('td')));
       tip.append(tbl);
     }
+    this.placeTooltip();
+  }
+
+  placeTooltip() {
+    const tip = this.tooltip;
     tip.hidden = false;
     const wrapR = this.wrap.getBoundingClientRect();
     const canR = this.canvas.getBoundingClientRect();

@@ -49,8 +49,51 @@ export class HistModel {
   includes(id) { return this.isolate !== null ? id === this.isolate : !this.exclude.has(id); }
   get filtered() { return this.isolate !== null || this.exclude.size > 0; }
 
-  /** Adds one tick (agg may be null: nothing aggregated). Returns true when the rows changed. */
+  /**
+   * Adds one tick (agg may be null: nothing aggregated). `meta.missing` marks a placeholder: a
+   * tick whose frame was skipped (a gap in `seq`), which `fill` may give its frame later.
+   * Returns true when the rows changed.
+   */
   push(agg, meta) {
+    const { raw, changed } = this.rawOf(agg);
+    const col = { meta, raw, total: null, shown: null, dom: null, stats: null };
+    this.cols.push(col);
+    this.pushed++;
+    if (changed) this.rederive(); else this.derive(col);
+    while (this.cols.length > this.capacity) this.evict();
+    return changed;
+  }
+
+  /**
+   * Gives the placeholder column of `meta.seq` its frame (agg may be null), in place: the
+   * columns keep their order and absolute indices. Returns null when no placeholder of that
+   * seq is held (a duplicate, or one that scrolled out), else whether the rows changed.
+   */
+  fill(agg, meta) {
+    const i = this.indexOfSeq(meta.seq);
+    if (i < 0 || !this.cols[i].meta.missing) return null;
+    const { raw, changed } = this.rawOf(agg);
+    const col = this.cols[i];
+    col.raw = raw;
+    col.meta = meta;
+    if (changed) this.rederive(); else this.derive(col);
+    return changed;
+  }
+
+  /** Index in `cols` of the column of `seq` (columns are in ascending seq order), or -1. */
+  indexOfSeq(seq) {
+    let lo = 0, hi = this.cols.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.cols[mid].meta.seq;
+      if (s === seq) return mid;
+      if (!(s < seq)) hi = mid - 1; else lo = mid + 1;
+    }
+    return -1;
+  }
+
+  /** One aggregation's buckets as raw column entries; counts them into the key totals. */
+  rawOf(agg) {
     const raw = [];
     let changed = false;
     for (const s of (agg && Array.isArray(agg.series)) ? agg.series : []) {
@@ -66,12 +109,7 @@ export class HistModel {
         if (this.seenMax === null || k > this.seenMax) this.seenMax = k;
       }
     }
-    const col = { meta, raw, total: null, shown: null, dom: null, stats: null };
-    this.cols.push(col);
-    this.pushed++;
-    if (changed) this.rederive(); else this.derive(col);
-    while (this.cols.length > this.capacity) this.evict();
-    return changed;
+    return { raw, changed };
   }
 
   evict() {

@@ -13,35 +13,62 @@ const SVG = 'http://www.w3.org/2000/svg';
 export class ScalarsView {
   constructor(root) {
     this.root = root;
-    this.aggs = new Map(); // name → {name, kind, series (latest), history: [number|null]}
+    this.aggs = new Map(); // name → {name, kind, series (latest), history: [number|null], seqs: [seq of each history entry]}
     this.intervalMs = null;
   }
 
   /** Placeholders from `started.aggregations`, before the first frame arrives. */
   reset(aggs) {
     this.aggs = new Map();
-    for (const a of aggs) if (a && SCALAR_KINDS.has(a.kind)) this.aggs.set(a.name, { name: a.name, kind: a.kind, series: [], history: [] });
+    for (const a of aggs) if (a && SCALAR_KINDS.has(a.kind)) this.aggs.set(a.name, { name: a.name, kind: a.kind, series: [], history: [], seqs: [] });
     this.render();
   }
 
   /** One frame's scalar aggregations (a missing one counts as nothing this tick). */
-  push(frameAggs, intervalMs) {
+  push(frameAggs, intervalMs, seq = null) {
     this.intervalMs = intervalMs;
     const seen = new Set();
     for (const a of frameAggs) {
       if (!a || !SCALAR_KINDS.has(a.kind)) continue;
       let s = this.aggs.get(a.name);
-      if (!s) { s = { name: a.name, kind: a.kind, series: [], history: [] }; this.aggs.set(a.name, s); }
+      if (!s) { s = { name: a.name, kind: a.kind, series: [], history: [], seqs: [] }; this.aggs.set(a.name, s); }
       s.series = Array.isArray(a.series) ? a.series : [];
       s.history.push(summary(s.kind, s.series));
+      s.seqs.push(seq);
       seen.add(a.name);
     }
     for (const s of this.aggs.values()) {
       if (seen.has(s.name)) continue;
       s.series = [];
       s.history.push(ADDITIVE.has(s.kind) ? 0 : null);
+      s.seqs.push(seq);
     }
-    for (const s of this.aggs.values()) if (s.history.length > SPARK_POINTS) s.history.splice(0, s.history.length - SPARK_POINTS);
+    this.trim();
+  }
+
+  /** A tick whose frame is missing (a gap in `seq`): a break in every line, until `fill`. */
+  pushMissing(seq) {
+    for (const s of this.aggs.values()) { s.history.push(null); s.seqs.push(seq); }
+    this.trim();
+  }
+
+  /** A missing tick's frame, fetched later: its values go where the break was. */
+  fill(frameAggs, seq) {
+    const by = new Map(frameAggs.filter((a) => a && SCALAR_KINDS.has(a.kind)).map((a) => [a.name, a]));
+    for (const s of this.aggs.values()) {
+      const i = s.seqs.lastIndexOf(seq);
+      if (i < 0) continue;
+      const a = by.get(s.name);
+      s.history[i] = a ? summary(s.kind, Array.isArray(a.series) ? a.series : []) : (ADDITIVE.has(s.kind) ? 0 : null);
+    }
+  }
+
+  trim() {
+    for (const s of this.aggs.values()) {
+      if (s.history.length <= SPARK_POINTS) continue;
+      s.history.splice(0, s.history.length - SPARK_POINTS);
+      s.seqs.splice(0, s.seqs.length - SPARK_POINTS);
+    }
   }
 
   render() {
