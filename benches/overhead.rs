@@ -19,6 +19,9 @@ use libbpf_rs::ObjectBuilder;
 use serde_json::{json, Value as Json};
 use tungstenite::{Message, WebSocket};
 
+mod support;
+use support::{fastest, verdict};
+
 /// getppid calls per measurement.
 const CALLS: u32 = 200_000;
 /// Rounds; each measures every configuration once, in turn. Each configuration's fastest
@@ -44,33 +47,6 @@ const TARGET_FIRST_FRAME_MS: u64 = 100;
 const FLOOR_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
 /// The clock-only pair, from `src/consumer/ebpf/bpf/clock_floor.bpf.c`.
 const CLOCK_FLOOR_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clock_floor.bpf.o"));
-
-/// This thread's CPU time (user + system). Time spent descheduled is not in it, so the
-/// figures hold on a machine that is busy with other work; BPF programs that run in this
-/// thread's syscalls are.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// CPU ns per getppid over [`CALLS`] calls.
-fn ns_per_getppid() -> f64 {
-    let began = thread_cpu_time();
-    for _ in 0..CALLS {
-        // SAFETY: getppid has no arguments and cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
-    (thread_cpu_time() - began).as_nanos() as f64 / f64::from(CALLS)
-}
-
-fn fastest(values: Vec<f64>) -> f64 {
-    values.into_iter().fold(f64::INFINITY, f64::min)
-}
 
 /// A heat-actix server child on a free loopback port.
 struct Server {
@@ -202,7 +178,7 @@ fn start_session(
 /// session's tracer is gone again, so the next measurement does not pay for it.
 fn with_session(server: &Server, backend: &str, include_self: bool) -> f64 {
     let (ws, _) = start_session(server, backend, SESSION_TICK_MS, include_self);
-    let ns = ns_per_getppid();
+    let ns = support::ns_per_getppid(CALLS);
     drop(ws);
     server.wait_until_idle();
     ns
@@ -233,20 +209,13 @@ fn with_programs(object: &mut libbpf_rs::Object) -> f64 {
         .progs_mut()
         .map(|p| p.attach().expect("attach a floor program"))
         .collect();
-    let ns = ns_per_getppid();
+    let ns = support::ns_per_getppid(CALLS);
     drop(links);
     ns
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("overhead: needs root to load BPF programs and run bpftrace; skipped");
-        return;
-    }
-    // `cargo bench` passes --bench; `cargo test --benches` does not run us for long.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("overhead: run with `cargo bench --bench overhead`");
+    if !support::running_as_root("overhead") || !support::run_by_cargo_bench("overhead") {
         return;
     }
 
@@ -259,7 +228,7 @@ fn main() {
     let mut ns: [Vec<f64>; 6] = Default::default();
     for _ in 0..ROUNDS {
         let round = [
-            ns_per_getppid(),
+            support::ns_per_getppid(CALLS),
             with_programs(&mut floor),
             with_programs(&mut clock_floor),
             with_session(&server, "ebpf", false),
@@ -310,13 +279,5 @@ fn main() {
             "start request -> first frame, {backend:<8}: {:5} ms (tick {FIRST_FRAME_TICK_MS} ms; {beyond_tick} ms beyond it, target <= {TARGET_FIRST_FRAME_MS} for ebpf)",
             took.as_millis()
         );
-    }
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
     }
 }

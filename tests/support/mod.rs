@@ -59,6 +59,17 @@ impl Server {
 
     /// Starts the real binary with this config text, extra flags and environment.
     pub fn start_with(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_logged(config, extra, env, "debug")
+    }
+
+    /// As `start_with`, with the log filter `filter` (benches log less, so logging is not
+    /// what they measure).
+    pub fn start_logged(
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        filter: &str,
+    ) -> Server {
         let port = free_port();
         let log =
             std::env::temp_dir().join(format!("heat-actix-test-{}-{port}.log", std::process::id()));
@@ -74,7 +85,7 @@ impl Server {
             "--bind".to_owned(),
             format!("127.0.0.1:{port}"),
             "--log".to_owned(),
-            "debug".to_owned(),
+            filter.to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
