@@ -13,6 +13,7 @@ pub mod presets;
 pub mod program;
 pub mod server;
 pub mod session;
+pub(crate) mod sparse;
 pub mod supervisor;
 pub mod syscalls;
 pub mod telemetry;
