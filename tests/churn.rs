@@ -40,7 +40,7 @@ fn a_thousand_sessions_leave_nothing_behind() {
                         client.expect("hello", Duration::from_secs(10));
                         // Every other session runs on bpftrace, the rest natively where the
                         // kernel allows (in-process BPF programs and maps).
-                        let backend = if (i / PARALLEL / 4) % 2 == 0 { "bpftrace" } else { "auto" };
+                        let backend = if (i / PARALLEL / 4).is_multiple_of(2) { "bpftrace" } else { "auto" };
                         let mut start = json!({"type": "start", "preset": "syscall-latency", "tick_ms": 100});
                         if backend == "bpftrace" {
                             start["backend"] = json!("bpftrace");

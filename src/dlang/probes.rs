@@ -324,7 +324,7 @@ fn rate_unit(rate: &str) -> Option<(&'static str, u64)> {
         "s" | "sec" => ("s", n),
         "ms" | "msec" => ("ms", n),
         "us" | "usec" => ("us", n),
-        "ns" | "nsec" if n % 1000 == 0 => ("us", n / 1000),
+        "ns" | "nsec" if n.is_multiple_of(1000) => ("us", n / 1000),
         "m" | "min" => ("s", n * 60),
         "h" | "hour" => ("s", n * 3600),
         "d" | "day" => ("s", n * 86400),

@@ -7,10 +7,16 @@
 
 use std::collections::HashMap;
 
-use crate::aggregation::{
-    AggKind, Aggregation, AggregationInfo, Bucket, KeyPart, Layout, Series, Snapshot, Value,
-};
+use crate::aggregation::{AggKind, Aggregation, AggregationInfo, KeyPart, Snapshot};
+#[cfg(test)]
+use crate::aggregation::{Bucket, Layout, Series, Value};
 use crate::session::protocol::FrameHeader;
+use crate::sparse::{kind_name, put_str, put_u64, put_usize, put_value, Index};
+#[cfg(test)]
+use crate::sparse::{
+    BUCKET_HI_OPEN, BUCKET_LO_OPEN, FORM_BITS, FORM_DEVIATION, FORM_EXPLICIT, FORM_INDEXED,
+    FORM_SCALAR, FORM_STATS,
+};
 
 /// First byte of a frame message.
 pub const TAG_FRAME: u8 = 1;
@@ -24,118 +30,9 @@ pub const FLAG_FINAL: u8 = 1;
 /// Frame flag: the dictionary was cleared before this frame's definitions.
 pub const FLAG_RESET: u8 = 2;
 
-/// Bits of a series head that hold its form; the rest hold the key id.
-const FORM_BITS: u32 = 3;
-/// Series form: one signed number (count, sum, avg, min, max).
-const FORM_SCALAR: u8 = 0;
-/// Series form: count, total, average (stats, DTrace avg).
-const FORM_STATS: u8 = 1;
-/// Series form: count, total, average, stddev (DTrace stddev).
-const FORM_DEVIATION: u8 = 2;
-/// Series form: first bucket index, run length, one count per index of the run.
-const FORM_INDEXED: u8 = 3;
-/// Series form: every bucket with its bounds.
-const FORM_EXPLICIT: u8 = 4;
-
-/// Explicit bucket flag: the bucket has no lower bound.
-const BUCKET_LO_OPEN: u8 = 1;
-/// Explicit bucket flag: the bucket has no upper bound.
-const BUCKET_HI_OPEN: u8 = 2;
-
 /// Most keys the dictionary holds: past it the encoder starts a new one (a reset), so a
 /// program keyed by something unbounded costs the server and every browser bounded memory.
 pub const MAX_DICTIONARY_KEYS: usize = 65_536;
-
-/// The last index of a `hist` (log2) histogram: bpftrace 0.17's open top `[2^31, null]`.
-const LOG2_TOP: u32 = 33;
-
-/// How a histogram's buckets map to indices, from its kind and announced layout.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Index {
-    /// `hist`: `[null,-1]`→0, `[0,0]`→1, `[2^k, 2^(k+1)-1]`→k+2, `[2^31, null]`→33.
-    Log2,
-    /// `lhist`/`lquantize` with a usable layout: `[null, min-1]`→0,
-    /// `[min+k*step, min+(k+1)*step-1]`→k+1 for k < levels, `[min+levels*step, null]`→levels+1.
-    Linear { min: i64, step: i64, levels: i64 },
-    /// No index: buckets always go explicit.
-    None,
-}
-
-impl Index {
-    fn of(kind: AggKind, layout: Option<Layout>) -> Index {
-        match (kind, layout) {
-            (AggKind::Hist, _) => Index::Log2,
-            (AggKind::Lhist | AggKind::Lquantize, Some(Layout { min, max, step })) => {
-                // The top bucket's lower edge must be an i64, and the bucket below min too.
-                let usable = step > 0
-                    && max >= min
-                    && min > i64::MIN
-                    && max
-                        .checked_sub(min)
-                        .and_then(|span| min.checked_add(span / step * step))
-                        .is_some();
-                if usable {
-                    Index::Linear {
-                        min,
-                        step,
-                        levels: (max - min) / step,
-                    }
-                } else {
-                    Index::None
-                }
-            }
-            _ => Index::None,
-        }
-    }
-
-    /// The bounds of bucket `index`, or `None` past the last index.
-    fn bounds(self, index: u64) -> Option<(Option<i64>, Option<i64>)> {
-        match self {
-            Index::Log2 => match index {
-                0 => Some((None, Some(-1))),
-                1 => Some((Some(0), Some(0))),
-                2..=32 => {
-                    let lo = 1i64 << (index - 2);
-                    Some((Some(lo), Some(2 * lo - 1)))
-                }
-                33 => Some((Some(1 << 31), None)),
-                _ => None,
-            },
-            Index::Linear { min, step, levels } => {
-                let levels = levels as u64;
-                if index == 0 {
-                    Some((None, Some(min - 1)))
-                } else if index <= levels {
-                    let lo = min + (index as i64 - 1) * step;
-                    Some((Some(lo), Some(lo + step - 1)))
-                } else if index == levels + 1 {
-                    Some((Some(min + levels as i64 * step), None))
-                } else {
-                    None
-                }
-            }
-            Index::None => None,
-        }
-    }
-
-    /// The index of `bucket`, if its bounds are exactly those of an index.
-    fn index(self, bucket: &Bucket) -> Option<u64> {
-        let index = match (self, bucket.lo) {
-            (Index::None, _) => return None,
-            (_, None) => 0,
-            (Index::Log2, Some(_)) if bucket.hi.is_none() => u64::from(LOG2_TOP),
-            (Index::Log2, Some(0)) => 1,
-            (Index::Log2, Some(lo)) if lo > 0 => u64::from(lo.ilog2()) + 2,
-            (Index::Log2, Some(_)) => return None,
-            (Index::Linear { levels, .. }, Some(_)) if bucket.hi.is_none() => levels as u64 + 1,
-            (Index::Linear { min, step, .. }, Some(lo)) if lo >= min => {
-                ((lo as i128 - min as i128) / step as i128) as u64 + 1
-            }
-            (Index::Linear { .. }, Some(_)) => return None,
-        };
-        (self.bounds(index) == Some((bucket.lo, bucket.hi))).then_some(index)
-    }
-}
 
 /// What the encoder knows of one aggregation.
 #[derive(Debug, Clone)]
@@ -328,165 +225,6 @@ fn skip_varint(bytes: &[u8], at: &mut usize) -> bool {
         }
     }
     false
-}
-
-/// The kind as the JSON protocol spells it.
-fn kind_name(kind: AggKind) -> &'static str {
-    match kind {
-        AggKind::Count => "count",
-        AggKind::Sum => "sum",
-        AggKind::Avg => "avg",
-        AggKind::Min => "min",
-        AggKind::Max => "max",
-        AggKind::Stats => "stats",
-        AggKind::Stddev => "stddev",
-        AggKind::Hist => "hist",
-        AggKind::Lhist => "lhist",
-        AggKind::Quantize => "quantize",
-        AggKind::Lquantize => "lquantize",
-        AggKind::Llquantize => "llquantize",
-    }
-}
-
-/// One series: its key id and form in one varint (`id << 3 | form`), then what the form holds.
-fn put_value(out: &mut Vec<u8>, index: Index, id: u32, series: &Series) {
-    let head = |form: u8| (u64::from(id) << FORM_BITS) | u64::from(form);
-    match &series.value {
-        Value::Scalar(v) => {
-            put_u64(out, head(FORM_SCALAR));
-            put_i64(out, *v);
-        }
-        Value::Stats {
-            count,
-            total,
-            average,
-        } => {
-            put_u64(out, head(FORM_STATS));
-            put_u64(out, *count);
-            put_i64(out, *total);
-            put_i64(out, *average);
-        }
-        Value::Deviation {
-            count,
-            total,
-            average,
-            stddev,
-        } => {
-            put_u64(out, head(FORM_DEVIATION));
-            put_u64(out, *count);
-            put_i64(out, *total);
-            put_i64(out, *average);
-            put_u64(out, *stddev);
-        }
-        Value::Buckets(buckets) => {
-            if !put_indexed(out, index, head(FORM_INDEXED), buckets) {
-                put_explicit(out, head(FORM_EXPLICIT), buckets);
-            }
-        }
-    }
-}
-
-/// Writes `buckets` as a run of counts when every bucket sits exactly on an index, in strictly
-/// ascending order, with a count (zeros are what the run fills in, so a zero bucket could not
-/// come back), and the run is no longer than the explicit form. Writes nothing otherwise.
-fn put_indexed(out: &mut Vec<u8>, index: Index, head: u64, buckets: &[Bucket]) -> bool {
-    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
-        return false;
-    };
-    let (Some(first), Some(last)) = (index.index(first), index.index(last)) else {
-        return false;
-    };
-    if last < first {
-        return false;
-    }
-    let run = last - first + 1;
-    if run > buckets.len() as u64 {
-        // Zeros inside the run cost a byte each; explicit buckets cost their bounds.
-        let indexed = run - buckets.len() as u64
-            + buckets.iter().map(|b| varint_len(b.count)).sum::<u64>()
-            + varint_len(first)
-            + varint_len(run);
-        let explicit = varint_len(buckets.len() as u64)
-            + buckets
-                .iter()
-                .map(|b| {
-                    1 + varint_len(b.count)
-                        + b.lo.map_or(0, |v| varint_len(zigzag(v)))
-                        + b.hi.map_or(0, |v| varint_len(zigzag(v)))
-                })
-                .sum::<u64>();
-        if indexed > explicit {
-            return false;
-        }
-    }
-    let start = out.len();
-    put_u64(out, head);
-    put_u64(out, first);
-    put_u64(out, run);
-    let mut next = first;
-    for bucket in buckets {
-        let at = match index.index(bucket) {
-            Some(at) if at >= next && bucket.count > 0 => at,
-            _ => {
-                out.truncate(start);
-                return false;
-            }
-        };
-        out.resize(out.len() + (at - next) as usize, 0);
-        put_u64(out, bucket.count);
-        next = at + 1;
-    }
-    true
-}
-
-fn put_explicit(out: &mut Vec<u8>, head: u64, buckets: &[Bucket]) {
-    put_u64(out, head);
-    put_usize(out, buckets.len());
-    for bucket in buckets {
-        let open = if bucket.lo.is_none() {
-            BUCKET_LO_OPEN
-        } else {
-            0
-        } | if bucket.hi.is_none() {
-            BUCKET_HI_OPEN
-        } else {
-            0
-        };
-        out.push(open);
-        for bound in [bucket.lo, bucket.hi].into_iter().flatten() {
-            put_i64(out, bound);
-        }
-        put_u64(out, bucket.count);
-    }
-}
-
-fn put_u64(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_usize(out: &mut Vec<u8>, v: usize) {
-    put_u64(out, v as u64);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn put_i64(out: &mut Vec<u8>, v: i64) {
-    put_u64(out, zigzag(v));
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_usize(out, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn varint_len(v: u64) -> u64 {
-    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
 }
 
 #[cfg(test)]

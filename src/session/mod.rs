@@ -652,7 +652,7 @@ fn human(d: Duration) -> String {
     let ms = d.as_nanos().div_ceil(1_000_000);
     match ms {
         0..=999 => format!("{ms} ms"),
-        _ if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        _ if ms.is_multiple_of(1000) => format!("{} s", ms / 1000),
         _ => format!("{:.1} s", ms as f64 / 1000.0),
     }
 }
