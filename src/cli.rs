@@ -47,6 +47,8 @@ impl Cli {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        // The store's default place depends on where the config came from: settle it now.
+        config.store.path = Some(config.store.resolve(self.config.as_deref()));
         if let Some(bind) = self.bind {
             config.bind = bind;
         }

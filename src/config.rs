@@ -161,6 +161,16 @@ fn default_rollup_s() -> u64 {
 }
 
 impl WatchConfig {
+    /// What the store keeps of this watch.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            max_age: Duration::from_secs(self.max_age_s),
+            max_bytes: self.max_bytes,
+            full_resolution: Duration::from_secs(self.full_resolution_s),
+            rollup: Duration::from_secs(self.rollup_s),
+        }
+    }
+
     /// The start request this watch amounts to (a watch's script is always shareable).
     pub fn start_request(&self, default_tick_ms: u64) -> crate::session::protocol::StartRequest {
         crate::session::protocol::StartRequest {

@@ -4,6 +4,7 @@
 //! interval tick walks its aggregations into frames; a supervisor caps the sessions.
 
 pub mod aggregation;
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -61,7 +61,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     actix_web::rt::System::new().block_on(async move {
-        let running = server::start(config.clone()).with_context(|| format!("cannot listen on {}", config.bind))?;
+        // Each error names what failed (the address, the certificate, the store and what to do).
+        let running = server::start(config.clone())?;
         for addr in &running.bound {
             info!(%addr, max_sessions = config.max_sessions, tick_ms = config.tick_ms, "Listening.");
         }

@@ -10,6 +10,7 @@ use actix_web::{
 };
 use actix_web_actors::ws;
 
+use crate::api::api_error;
 use crate::auth::{self, PROTOCOL_NAME};
 use crate::config::{Config, TlsConfig};
 use crate::consumer::Encoding;
@@ -104,6 +105,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used.
     #[error("tls: {0}")]
     Tls(String),
+    /// The store of recordings could not be opened (its message says what to do).
+    #[error("{0}")]
+    Store(crate::store::StoreError),
 }
 
 /// Everything a running server holds on to.
@@ -124,11 +128,21 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         sessions.clone(),
     )
     .start();
-    let programs = Programs::new(Arc::new(config.clone())).start();
+    // Opened here, before anything runs, so a damaged store stops start-up with its message.
+    let recorder = if config.watches.iter().any(|w| w.record) {
+        let path = config.store.resolve(None).join(crate::store::FILE_NAME);
+        let store = crate::store::Store::open(&path).map_err(ServerError::Store)?;
+        tracing::info!(path = %store.path().display(), "Recording to the store.");
+        Some(crate::program::recorder::Recorder::start(store))
+    } else {
+        None
+    };
+    let programs = Programs::new(Arc::new(config.clone()), recorder.clone()).start();
     let shared = Arc::new(Shared {
         config: config.clone(),
         supervisor: supervisor.clone(),
         programs: programs.clone(),
+        recorder,
     });
     let data = web::Data::from(shared);
     let http = HttpServer::new(move || {
@@ -142,6 +156,15 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                 web::resource("/api/translate")
                     .route(web::post().to(translate))
                     .default_service(web::to(only_post)),
+            )
+            .route("/api/watches", web::get().to(crate::api::watches))
+            .route(
+                "/api/watches/{name}/frames",
+                web::get().to(crate::api::watch_frames),
+            )
+            .route(
+                "/api/watches/{name}/export",
+                web::get().to(crate::api::watch_export),
             )
             .route("/healthz", web::get().to(|| async { "ok\n" }))
     })
@@ -267,13 +290,6 @@ async fn websocket(
         .start()
 }
 
-/// `{"error": {"code": …, "message": …}}`, the shape of every `/api/translate` refusal.
-fn api_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({
-        "error": {"code": code, "message": message}
-    }))
-}
-
 /// What `/api/translate` answers to any method but POST.
 async fn only_post(req: HttpRequest) -> HttpResponse {
     let message = format!("{} is not allowed here; POST a D script", req.method());
@@ -299,41 +315,8 @@ async fn translate(
 ) -> HttpResponse {
     const ENDPOINT: &str = "/api/translate";
     let config = &shared.config;
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .ok();
-    let token = bearer.or_else(|| {
-        query
-            .as_ref()
-            .and_then(|q| q.get("token"))
-            .map(String::as_str)
-    });
-    if let Err(e) = auth::authenticate(config, token, &[]) {
-        let message = match e {
-            auth::AuthError::Missing => {
-                "this server requires a token: send `Authorization: Bearer TOKEN` or add ?token=TOKEN"
-                    .to_owned()
-            }
-            other => other.to_string(),
-        };
-        Event::RequestRefused {
-            session: ENDPOINT,
-            reason: Refusal::Auth,
-            detail: &message,
-        }
-        .emit();
-        let mut response = api_error(StatusCode::UNAUTHORIZED, "unauthorized", &message);
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return response;
+    if let Err(refused) = crate::api::authorize(&req, config, ENDPOINT) {
+        return *refused;
     }
     let max = config.limits.max_script_bytes;
     let refuse = |status, reason: Refusal, message: &str| {

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub frame_bytes: IntCounterVec,
     pub fanout_duration: Histogram,
     pub watch_restarts: IntCounterVec,
+    pub store_bytes: IntGaugeVec,
+    pub store_writes: IntCounter,
+    pub store_write_errors: IntCounter,
+    pub store_write_duration: Histogram,
 }
 
 impl Metrics {
@@ -126,9 +130,39 @@ impl Metrics {
             &["watch"],
         )
         .unwrap();
+        let store_bytes = IntGaugeVec::new(
+            Opts::new(
+                "heat_store_bytes",
+                "Bytes a watch's recording takes in the store, by watch (after the last retention pass)",
+            ),
+            &["watch"],
+        )
+        .unwrap();
+        let store_writes = IntCounter::new(
+            "heat_store_writes_total",
+            "Ticks and runs written to the store",
+        )
+        .unwrap();
+        let store_write_errors = IntCounter::new(
+            "heat_store_write_errors_total",
+            "Writes to the store that failed (disk full, unwritable): those ticks are not recorded",
+        )
+        .unwrap();
+        let store_write_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "heat_store_write_duration_seconds",
+                "Time to write one tick to the store (on the recorder's thread, off the tick path)",
+            )
+            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).unwrap()),
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(watch_restarts.clone()),
+            Box::new(store_bytes.clone()),
+            Box::new(store_writes.clone()),
+            Box::new(store_write_errors.clone()),
+            Box::new(store_write_duration.clone()),
             Box::new(programs_active.clone()),
             Box::new(program_viewers.clone()),
             Box::new(frame_bytes.clone()),
@@ -181,6 +215,10 @@ impl Metrics {
             frame_bytes,
             fanout_duration,
             watch_restarts,
+            store_bytes,
+            store_writes,
+            store_write_errors,
+            store_write_duration,
         }
     }
 
@@ -352,6 +390,18 @@ pub enum Event<'a> {
         encoding: &'static str,
         bytes: usize,
     },
+    /// A tick (or a run) was written to the store.
+    StoreWritten { elapsed: Duration },
+    /// A write to the store failed; `first` when the watch had been recording fine until now.
+    StoreWriteFailed {
+        watch: &'a str,
+        error: &'a str,
+        first: bool,
+    },
+    /// A watch records again after writes had failed.
+    RecordingResumed { watch: &'a str, after: &'a str },
+    /// A retention pass left a watch's recording this big.
+    StoreSized { watch: &'a str, bytes: u64 },
     /// A watch's program failed; it starts again after `wait`.
     WatchRestarting {
         watch: &'a str,
@@ -437,6 +487,32 @@ impl Event<'_> {
                 m.frame_bytes
                     .with_label_values(&[encoding])
                     .inc_by(bytes as u64);
+            }
+            Event::StoreWritten { elapsed } => {
+                m.store_writes.inc();
+                m.store_write_duration.observe(elapsed.as_secs_f64());
+            }
+            Event::StoreWriteFailed {
+                watch,
+                error,
+                first,
+            } => {
+                m.store_write_errors.inc();
+                if first {
+                    warn!(
+                        watch,
+                        error,
+                        "Recording stopped: the store refused a write; live viewing goes on."
+                    );
+                } else {
+                    debug!(watch, error, "Store write failed again.");
+                }
+            }
+            Event::RecordingResumed { watch, after } => {
+                info!(watch, after, "Recording resumed.");
+            }
+            Event::StoreSized { watch, bytes } => {
+                m.store_bytes.with_label_values(&[watch]).set(bytes as i64);
             }
             Event::WatchRestarting { watch, why, wait } => {
                 m.watch_restarts.with_label_values(&[watch]).inc();

@@ -12,33 +12,13 @@ use tungstenite::protocol::frame::Frame;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn hash(token: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heat-actix"))
-        .arg("hash-token")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(token.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    let line = String::from_utf8(out.stdout).unwrap();
-    line.trim()
-        .strip_prefix("sha256 = \"")
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("hash-token prints a config line")
-        .to_owned()
-}
-
 fn auth_config() -> String {
     format!(
         "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n\
          [[auth.tokens]]\nname = \"vic\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\
          [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
-        hash("view-token"),
-        hash("operator-token")
+        support::hash_token("view-token"),
+        support::hash_token("operator-token")
     )
 }
 
@@ -581,8 +561,8 @@ fn every_request_refusal_counts_once_under_its_reason() {
          [limits]\nstart_cooldown_ms = 60000\nmax_script_bytes = 100\nmax_message_bytes = 4096\n\
          [[auth.tokens]]\nname = \"vic\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\
          [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
-        hash("view-token"),
-        hash("operator-token")
+        support::hash_token("view-token"),
+        support::hash_token("operator-token")
     );
     let server = Server::start_with(&config, &[], &[]);
     let mut op = server.connect_with("token=operator-token", &[]).unwrap();
@@ -753,7 +733,7 @@ fn translate_takes_the_websocket_token_and_limit_and_answers_json() {
     let config = format!(
         "[limits]\nmax_script_bytes = 200\n\
          [[auth.tokens]]\nname = \"vic\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
-        hash("view-token")
+        support::hash_token("view-token")
     );
     let server = Server::start_with(&config, &[], &[]);
     let script = "syscall:::entry { @[probefunc] = count(); }";

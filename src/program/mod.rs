@@ -6,6 +6,7 @@
 //! does what it is told and reports how it ended.
 
 pub mod plan;
+pub mod recorder;
 pub mod registry;
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +24,13 @@ use crate::consumer::{
 use crate::telemetry::{Event, Failure};
 
 pub use self::plan::{Plan, ProgramKey};
+
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A program's identity for the lifetime of the server (never reused).
 pub type ProgramId = u64;
@@ -171,6 +179,8 @@ pub struct Program {
     id: ProgramId,
     plan: Arc<Plan>,
     registry: Addr<registry::Programs>,
+    /// Where a recorded watch's ticks go.
+    recorder: Option<Addr<recorder::Recorder>>,
     /// Frames kept for joiners and for `fetch` (`limits.channel_history_ticks`).
     ring_capacity: usize,
     config: Arc<crate::config::Config>,
@@ -196,11 +206,13 @@ impl Program {
         plan: Arc<Plan>,
         config: Arc<crate::config::Config>,
         registry: Addr<registry::Programs>,
+        recorder: Option<Addr<recorder::Recorder>>,
     ) -> Program {
         Program {
             id,
             plan,
             registry,
+            recorder,
             ring_capacity: config.limits.channel_history_ticks,
             config,
             state: State::Starting,
@@ -220,11 +232,16 @@ impl Program {
     /// JSON always (the ring serves joiners of either kind; compact frames are always made),
     /// the 2011 object only while a 2011 client watches.
     fn encodings(&self) -> Encodings {
-        self.members
+        let encodings = self
+            .members
             .values()
             .fold(Encodings::default().with(Encoding::V1), |e, m| {
                 e.with(m.encoding)
-            })
+            });
+        Encodings {
+            typed: self.recorder.is_some(),
+            ..encodings
+        }
     }
 
     fn tell(&self, member: &Member, event: ViewerEvent) {
@@ -329,6 +346,15 @@ impl Program {
                             shared: plan.key.is_some(),
                             excluded: plan.program.filter.excluded(),
                         }));
+                        if let (Some(recorder), Some(watch), Some(info)) =
+                            (&act.recorder, &plan.watch, &act.info)
+                        {
+                            recorder.do_send(recorder::BeginRun {
+                                watch: watch.clone(),
+                                infos: info.aggregations.clone(),
+                                started_ms: now_ms(),
+                            });
+                        }
                         for member in act.members.values() {
                             act.joined(member);
                         }
@@ -398,6 +424,18 @@ impl Program {
         }
         if let Some(dictionary) = &frame.dictionary {
             self.dictionary = Some(dictionary.clone());
+        }
+        if let (Some(recorder), Some(watch), Some(snapshot)) =
+            (&self.recorder, &self.plan.watch, &frame.snapshot)
+        {
+            // Off the tick path: the recorder's own thread writes it.
+            recorder.do_send(recorder::Record {
+                watch: watch.clone(),
+                seq: frame.seq,
+                ts_ms: frame.ts_ms,
+                interval_ms: frame.interval_ms,
+                snapshot: snapshot.clone(),
+            });
         }
         let frame = Arc::new(frame);
         if self.ring_capacity > 0 {

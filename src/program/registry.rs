@@ -21,6 +21,10 @@ use crate::telemetry::{metrics, Event};
 const WATCH_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two starts of a failing watch.
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often recorded watches get their retention applied (roll-ups, age, size).
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// The first retention pass after start-up, once the watches have started.
+const RETENTION_FIRST: Duration = Duration::from_secs(5);
 /// A watch that ran this long before failing starts again after the first wait.
 const WATCH_HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
@@ -58,6 +62,8 @@ pub enum ProgramRefusal {
 /// Every running program.
 pub struct Programs {
     config: Arc<Config>,
+    /// The store's writer, when watches record.
+    recorder: Option<Addr<super::recorder::Recorder>>,
     next_id: ProgramId,
     running: HashMap<ProgramId, Entry>,
     shared: HashMap<ProgramKey, ProgramId>,
@@ -67,7 +73,7 @@ pub struct Programs {
 }
 
 impl Programs {
-    pub fn new(config: Arc<Config>) -> Programs {
+    pub fn new(config: Arc<Config>, recorder: Option<Addr<super::recorder::Recorder>>) -> Programs {
         for backend in Backend::ALL {
             metrics()
                 .programs_active
@@ -76,6 +82,7 @@ impl Programs {
         }
         Programs {
             config,
+            recorder,
             next_id: 1,
             running: HashMap::new(),
             shared: HashMap::new(),
@@ -110,6 +117,30 @@ impl Programs {
         }
     }
 
+    /// Applies every recorded watch's retention, on the recorder's thread.
+    fn enforce_retention(&mut self, ctx: &mut Context<Self>) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        for watch in self.config.watches.iter().filter(|w| w.record) {
+            let name = watch.name.clone();
+            let enforce = super::recorder::Enforce {
+                watch: watch.name.clone(),
+                retention: watch.retention(),
+                now_ms: super::now_ms(),
+            };
+            recorder
+                .send(enforce)
+                .into_actor(self)
+                .map(move |result, _, _| match result {
+                    Ok(Ok(report)) => tracing::debug!(watch = %name, ?report, "Retention applied."),
+                    Ok(Err(e)) => tracing::warn!(watch = %name, error = %e, "Retention failed."),
+                    Err(e) => tracing::warn!(watch = %name, error = %e, "Recorder gone."),
+                })
+                .spawn(ctx);
+        }
+    }
+
     /// A watch's program failed (or could not start): counted, logged, started again later.
     fn watch_failed(&mut self, name: &str, why: &str, ctx: &mut Context<Self>) {
         let state = self.watch_states.entry(name.to_owned()).or_default();
@@ -141,8 +172,19 @@ impl Programs {
         let backend = plan.backend;
         let key = plan.key.clone();
         let watch = plan.watch.clone();
-        let addr =
-            Program::new(program, Arc::new(plan), self.config.clone(), ctx.address()).start();
+        let recorder = watch
+            .as_deref()
+            .and_then(|name| self.config.watches.iter().find(|w| w.name == name))
+            .filter(|w| w.record)
+            .and(self.recorder.clone());
+        let addr = Program::new(
+            program,
+            Arc::new(plan),
+            self.config.clone(),
+            ctx.address(),
+            recorder,
+        )
+        .start();
         let mut members = BTreeSet::new();
         if let Some(member) = member {
             members.insert(member.session.clone());
@@ -215,7 +257,12 @@ impl Actor for Programs {
         let names: Vec<String> = self.config.watches.iter().map(|w| w.name.clone()).collect();
         for name in names {
             metrics().watch_restarts.with_label_values(&[&name]);
+            metrics().store_bytes.with_label_values(&[&name]);
             self.start_watch(&name, ctx);
+        }
+        if self.recorder.is_some() {
+            ctx.run_later(RETENTION_FIRST, |act, ctx| act.enforce_retention(ctx));
+            ctx.run_interval(RETENTION_INTERVAL, |act, ctx| act.enforce_retention(ctx));
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Shared {
     pub config: Config,
     pub supervisor: Addr<Supervisor>,
     pub programs: Addr<Programs>,
+    /// The store's reader and writer, when watches record.
+    pub recorder: Option<Addr<crate::program::recorder::Recorder>>,
 }
 
 /// Where a connection comes from and who holds it, as the HTTP handler found out.

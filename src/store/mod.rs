@@ -29,6 +29,9 @@ use codec::Keys;
 /// `max_bytes` so that many tiny rows cannot exceed it unseen.
 const ROW_OVERHEAD: u64 = 64;
 
+/// The store's file inside the `[store] path` directory (with SQLite's `-wal` and `-shm`).
+pub const FILE_NAME: &str = "heat-actix.sqlite";
+
 /// Default full-resolution window: a day of ticks.
 pub const DEFAULT_FULL_RESOLUTION: Duration = Duration::from_secs(24 * 3600);
 /// Default roll-up width: one minute.

@@ -628,3 +628,24 @@ pub fn bpftool_names(kind: &str, ids: &std::collections::BTreeSet<u64>) -> Vec<S
         .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// The `sha256` of a token as `heat-actix hash-token` computes it (the binary itself runs).
+pub fn hash_token(token: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(token.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.trim()
+        .strip_prefix("sha256 = \"")
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("hash-token prints a config line")
+        .to_owned()
+}
