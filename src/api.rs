@@ -13,7 +13,7 @@ use serde_json::{json, Value as Json};
 use crate::auth::{self, Identity};
 use crate::config::Config;
 use crate::program::recorder::{ListRecorded, Range, ReadRange};
-use crate::program::registry::ListRunning;
+use crate::program::registry::{GetRecorder, ListRunning};
 use crate::session::protocol::{encode_frame, FrameHeader};
 use crate::session::Shared;
 use crate::store::StoredTick;
@@ -90,7 +90,7 @@ pub async fn watches(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
         return *refused;
     }
     let running = shared.programs.send(ListRunning).await.unwrap_or_default();
-    let recorded = match &shared.recorder {
+    let recorded = match shared.programs.send(GetRecorder).await.ok().flatten() {
         Some(recorder) => match recorder.send(ListRecorded).await {
             Ok(Ok(list)) => list,
             Ok(Err(e)) => {
@@ -192,11 +192,11 @@ async fn read(
     to_ms: u64,
     columns: Option<usize>,
 ) -> Result<Range, Refused> {
-    let Some(recorder) = &shared.recorder else {
+    let Some(recorder) = shared.programs.send(GetRecorder).await.ok().flatten() else {
         return Err(Box::new(api_error(
             StatusCode::NOT_FOUND,
             "not_recorded",
-            "this server records no watch (no [[watch]] with record = true)",
+            "nothing is recorded on this server yet (no [[watch]] records, no session asked to record)",
         )));
     };
     let read = ReadRange {

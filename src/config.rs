@@ -184,6 +184,7 @@ impl WatchConfig {
             include_self: self.include_self,
             share: true,
             compact: false,
+            record: false,
         }
     }
 

@@ -137,12 +137,11 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     } else {
         None
     };
-    let programs = Programs::new(Arc::new(config.clone()), recorder.clone()).start();
+    let programs = Programs::new(Arc::new(config.clone()), recorder).start();
     let shared = Arc::new(Shared {
         config: config.clone(),
         supervisor: supervisor.clone(),
         programs: programs.clone(),
-        recorder,
     });
     let data = web::Data::from(shared);
     let http = HttpServer::new(move || {

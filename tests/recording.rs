@@ -301,3 +301,47 @@ fn the_recording_api_takes_the_websocket_tokens() {
     );
     assert_eq!(unknown.status, 404, "{}", unknown.body);
 }
+
+#[test]
+fn a_session_may_record_its_own_program() {
+    require_tracing();
+    let store = StoreDir::new("session");
+    let text = format!(
+        "{}\n[store]\npath = {:?}\n",
+        support::TEST_CONFIG,
+        store.0.display().to_string()
+    );
+    let server = Server::start_with(&text, &[], &[]);
+    let mut client = server.connect();
+    client.expect("hello", 5 * SECOND);
+    client.send(
+        json!({"type": "start", "preset": "syscall-latency", "tick_ms": TICK_MS,
+                       "record": true}),
+    );
+    let started = client.expect("started", 10 * SECOND);
+    let name = started["recording"]
+        .as_str()
+        .expect("started names the recording")
+        .to_owned();
+    let live = client.frames_for(2 * SECOND);
+    std::thread::sleep(SECOND);
+    let body = get(
+        &server,
+        &format!("/api/watches/{name}/frames?from=0&to={}", now_ms() + 1000),
+    );
+    let stored = body["frames"].as_array().unwrap();
+    for frame in &live {
+        let same = stored.iter().find(|f| f["seq"] == frame["seq"]);
+        assert_eq!(
+            same.map(|f| &f["aggregations"]),
+            Some(&frame["aggregations"]),
+            "tick {}",
+            frame["seq"]
+        );
+    }
+    // A second viewer of the same preset joins the recorded program.
+    let mut second = server.connect();
+    second.expect("hello", 5 * SECOND);
+    second.send(json!({"type": "start", "preset": "syscall-latency", "tick_ms": TICK_MS}));
+    assert_eq!(second.expect("started", 10 * SECOND)["recording"], name);
+}

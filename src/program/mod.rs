@@ -101,6 +101,8 @@ pub enum ViewerEvent {
         viewers: usize,
         /// The `seq` of the next live frame.
         next_seq: u64,
+        /// The name this program's ticks are recorded under, if they are.
+        recording: Option<String>,
         /// The compact key dictionary so far, for a compact viewer (before its history).
         dictionary: Option<Bytes>,
     },
@@ -153,6 +155,14 @@ pub struct FinishProgram {
     pub to: Option<String>,
 }
 
+/// Record this program's ticks under `name` from now on (a session asked to record it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartRecording {
+    pub name: String,
+    pub recorder: Addr<recorder::Recorder>,
+}
+
 /// End the program now (its last member went away), without a final walk.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -179,8 +189,9 @@ pub struct Program {
     id: ProgramId,
     plan: Arc<Plan>,
     registry: Addr<registry::Programs>,
-    /// Where a recorded watch's ticks go.
-    recorder: Option<Addr<recorder::Recorder>>,
+    /// Where this program's ticks are recorded: the name they go under (a watch's name, or
+    /// one made for a session that asked to record) and the recorder.
+    recording: Option<(String, Addr<recorder::Recorder>)>,
     /// Frames kept for joiners and for `fetch` (`limits.channel_history_ticks`).
     ring_capacity: usize,
     config: Arc<crate::config::Config>,
@@ -206,13 +217,13 @@ impl Program {
         plan: Arc<Plan>,
         config: Arc<crate::config::Config>,
         registry: Addr<registry::Programs>,
-        recorder: Option<Addr<recorder::Recorder>>,
+        recording: Option<(String, Addr<recorder::Recorder>)>,
     ) -> Program {
         Program {
             id,
             plan,
             registry,
-            recorder,
+            recording,
             ring_capacity: config.limits.channel_history_ticks,
             config,
             state: State::Starting,
@@ -239,7 +250,7 @@ impl Program {
                 e.with(m.encoding)
             });
         Encodings {
-            typed: self.recorder.is_some(),
+            typed: self.recording.is_some(),
             ..encodings
         }
     }
@@ -281,6 +292,7 @@ impl Program {
                 history,
                 viewers: self.members.len(),
                 next_seq: self.seq + 1,
+                recording: self.recording.as_ref().map(|(name, _)| name.clone()),
                 dictionary: self.dictionary.clone(),
             },
         );
@@ -346,15 +358,7 @@ impl Program {
                             shared: plan.key.is_some(),
                             excluded: plan.program.filter.excluded(),
                         }));
-                        if let (Some(recorder), Some(watch), Some(info)) =
-                            (&act.recorder, &plan.watch, &act.info)
-                        {
-                            recorder.do_send(recorder::BeginRun {
-                                watch: watch.clone(),
-                                infos: info.aggregations.clone(),
-                                started_ms: now_ms(),
-                            });
-                        }
+                        act.begin_run();
                         for member in act.members.values() {
                             act.joined(member);
                         }
@@ -425,9 +429,7 @@ impl Program {
         if let Some(dictionary) = &frame.dictionary {
             self.dictionary = Some(dictionary.clone());
         }
-        if let (Some(recorder), Some(watch), Some(snapshot)) =
-            (&self.recorder, &self.plan.watch, &frame.snapshot)
-        {
+        if let (Some((watch, recorder)), Some(snapshot)) = (&self.recording, &frame.snapshot) {
             // Off the tick path: the recorder's own thread writes it.
             recorder.do_send(recorder::Record {
                 watch: watch.clone(),
@@ -445,6 +447,17 @@ impl Program {
             self.ring.push_back(frame.clone());
         }
         self.broadcast(ViewerEvent::Frame(frame));
+    }
+
+    /// Tells the recorder that this program's ticks from now on are a new run.
+    fn begin_run(&self) {
+        if let (Some((name, recorder)), Some(info)) = (&self.recording, &self.info) {
+            recorder.do_send(recorder::BeginRun {
+                watch: name.clone(),
+                infos: info.aggregations.clone(),
+                started_ms: now_ms(),
+            });
+        }
     }
 
     fn stop_consumer(&mut self) {
@@ -540,6 +553,17 @@ impl Handler<FinishProgram> for Program {
                 ctx.stop();
             })
             .spawn(ctx);
+    }
+}
+
+impl Handler<StartRecording> for Program {
+    type Result = ();
+
+    fn handle(&mut self, start: StartRecording, _: &mut Context<Self>) {
+        if self.recording.is_none() {
+            self.recording = Some((start.name, start.recorder));
+            self.begin_run(); // at once when running; else once it starts
+        }
     }
 }
 

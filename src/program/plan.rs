@@ -54,6 +54,8 @@ pub struct Plan {
     pub key: Option<ProgramKey>,
     /// The watch this program is (`[[watch]]`): pinned, restarted when it fails, recorded.
     pub watch: Option<String>,
+    /// The session asked for its program to be recorded (`"record": true`).
+    pub record: bool,
 }
 
 /// Why a start request cannot run.
@@ -153,6 +155,7 @@ pub fn plan(
         tick_ms,
         key,
         watch: None,
+        record: request.record,
     })
 }
 

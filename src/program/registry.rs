@@ -38,6 +38,8 @@ struct Entry {
     members: BTreeSet<String>,
     /// The watch this program is: it keeps running without members.
     watch: Option<String>,
+    /// The name its ticks are recorded under, if they are.
+    recording: Option<String>,
 }
 
 /// How a watch has been doing, for its restart backoff.
@@ -57,6 +59,9 @@ pub enum ProgramRefusal {
          try again later"
     )]
     Capacity { running: usize, max: usize },
+    /// `record` was asked for and the store cannot be opened.
+    #[error("cannot record: {0}")]
+    NoStore(String),
 }
 
 /// Every running program.
@@ -70,6 +75,8 @@ pub struct Programs {
     /// The program each session watches (at most one).
     watching: HashMap<String, ProgramId>,
     watch_states: HashMap<String, WatchState>,
+    /// Names sessions' recordings were made under (for retention).
+    session_recordings: BTreeSet<String>,
 }
 
 impl Programs {
@@ -88,6 +95,7 @@ impl Programs {
             shared: HashMap::new(),
             watching: HashMap::new(),
             watch_states: HashMap::new(),
+            session_recordings: BTreeSet::new(),
         }
     }
 
@@ -106,7 +114,9 @@ impl Programs {
         match planned {
             Ok(mut plan) => {
                 plan.watch = Some(name.to_owned());
-                self.launch(plan, None, ctx);
+                if let Err(e) = self.launch(plan, None, ctx) {
+                    self.watch_failed(name, &e.to_string(), ctx);
+                }
             }
             Err(e) => {
                 let message = match e {
@@ -117,16 +127,43 @@ impl Programs {
         }
     }
 
+    /// The store's writer, started on first need when no watch records.
+    fn recorder(&mut self) -> Result<Addr<super::recorder::Recorder>, ProgramRefusal> {
+        if let Some(recorder) = &self.recorder {
+            return Ok(recorder.clone());
+        }
+        let path = self
+            .config
+            .store
+            .resolve(None)
+            .join(crate::store::FILE_NAME);
+        let store =
+            crate::store::Store::open(&path).map_err(|e| ProgramRefusal::NoStore(e.to_string()))?;
+        let recorder = super::recorder::Recorder::start(store);
+        self.recorder = Some(recorder.clone());
+        Ok(recorder)
+    }
+
     /// Applies every recorded watch's retention, on the recorder's thread.
     fn enforce_retention(&mut self, ctx: &mut Context<Self>) {
         let Some(recorder) = &self.recorder else {
             return;
         };
-        for watch in self.config.watches.iter().filter(|w| w.record) {
-            let name = watch.name.clone();
+        // Watches keep what their config says; sessions' recordings the defaults.
+        let mut recorded: Vec<(String, crate::store::Retention)> = self
+            .config
+            .watches
+            .iter()
+            .filter(|w| w.record)
+            .map(|w| (w.name.clone(), w.retention()))
+            .collect();
+        for name in &self.session_recordings {
+            recorded.push((name.clone(), crate::store::Retention::default()));
+        }
+        for (name, retention) in recorded {
             let enforce = super::recorder::Enforce {
-                watch: watch.name.clone(),
-                retention: watch.retention(),
+                watch: name.clone(),
+                retention,
                 now_ms: super::now_ms(),
             };
             recorder
@@ -165,24 +202,41 @@ impl Programs {
     }
 
     /// Starts a program for `plan`, with `member` as its first viewer (none for a watch).
-    fn launch(&mut self, plan: Plan, member: Option<Member>, ctx: &mut Context<Self>) -> Joined {
+    fn launch(
+        &mut self,
+        plan: Plan,
+        member: Option<Member>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Joined, ProgramRefusal> {
         let program = self.next_id;
         self.next_id += 1;
         let kind = plan.preset.map_or("script", |p| p.name);
         let backend = plan.backend;
         let key = plan.key.clone();
         let watch = plan.watch.clone();
-        let recorder = watch
-            .as_deref()
-            .and_then(|name| self.config.watches.iter().find(|w| w.name == name))
-            .filter(|w| w.record)
-            .and(self.recorder.clone());
+        let recording = if let Some(name) = watch.as_deref() {
+            let records = self
+                .config
+                .watches
+                .iter()
+                .any(|w| w.name == name && w.record);
+            records
+                .then(|| self.recorder.clone().map(|r| (name.to_owned(), r)))
+                .flatten()
+        } else if plan.record {
+            let name = format!("{kind}-p{program}");
+            self.session_recordings.insert(name.clone());
+            Some((name, self.recorder()?))
+        } else {
+            None
+        };
+        let recording_name = recording.as_ref().map(|(n, _)| n.clone());
         let addr = Program::new(
             program,
             Arc::new(plan),
             self.config.clone(),
             ctx.address(),
-            recorder,
+            recording,
         )
         .start();
         let mut members = BTreeSet::new();
@@ -203,14 +257,15 @@ impl Programs {
                 kind,
                 members,
                 watch,
+                recording: recording_name,
             },
         );
         self.gauges();
-        Joined {
+        Ok(Joined {
             program,
             addr,
             existing: false,
-        }
+        })
     }
 
     /// Keeps the program gauges true after any change.
@@ -260,10 +315,8 @@ impl Actor for Programs {
             metrics().store_bytes.with_label_values(&[&name]);
             self.start_watch(&name, ctx);
         }
-        if self.recorder.is_some() {
-            ctx.run_later(RETENTION_FIRST, |act, ctx| act.enforce_retention(ctx));
-            ctx.run_interval(RETENTION_INTERVAL, |act, ctx| act.enforce_retention(ctx));
-        }
+        ctx.run_later(RETENTION_FIRST, |act, ctx| act.enforce_retention(ctx));
+        ctx.run_interval(RETENTION_INTERVAL, |act, ctx| act.enforce_retention(ctx));
     }
 }
 
@@ -322,6 +375,23 @@ impl Handler<Join> for Programs {
         // One program per session: a join replaces whatever it still watched.
         self.leave(&session, false);
         if let Some(&program) = join.plan.key.as_ref().and_then(|k| self.shared.get(k)) {
+            if join.plan.record
+                && self
+                    .running
+                    .get(&program)
+                    .is_some_and(|e| e.recording.is_none())
+            {
+                let recorder = self.recorder()?;
+                let entry = self
+                    .running
+                    .get_mut(&program)
+                    .expect("shared ids are running");
+                let name = format!("{}-p{program}", entry.kind);
+                self.session_recordings.insert(name.clone());
+                entry.recording = Some(name.clone());
+                // Before the member is added, so its `started` names the recording.
+                entry.addr.do_send(super::StartRecording { name, recorder });
+            }
             let entry = self
                 .running
                 .get_mut(&program)
@@ -343,7 +413,7 @@ impl Handler<Join> for Programs {
         if running >= max {
             return Err(ProgramRefusal::Capacity { running, max });
         }
-        Ok(self.launch(join.plan, Some(join.member), ctx))
+        self.launch(join.plan, Some(join.member), ctx)
     }
 }
 
@@ -450,6 +520,30 @@ impl Handler<ListRunning> for Programs {
             .collect();
         running.sort_by_key(|r| r.program);
         MessageResult(running)
+    }
+}
+
+/// The store's reader for the HTTP API: the running recorder, or, when nothing records yet
+/// but the store file exists (recordings of earlier runs), one opened for it.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<super::recorder::Recorder>>")]
+pub struct GetRecorder;
+
+impl Handler<GetRecorder> for Programs {
+    type Result = Option<Addr<super::recorder::Recorder>>;
+
+    fn handle(&mut self, _: GetRecorder, _: &mut Context<Self>) -> Self::Result {
+        if self.recorder.is_none() {
+            let path = self
+                .config
+                .store
+                .resolve(None)
+                .join(crate::store::FILE_NAME);
+            if !path.exists() {
+                return None;
+            }
+        }
+        self.recorder().ok()
     }
 }
 

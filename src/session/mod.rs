@@ -48,8 +48,6 @@ pub struct Shared {
     pub config: Config,
     pub supervisor: Addr<Supervisor>,
     pub programs: Addr<Programs>,
-    /// The store's reader and writer, when watches record.
-    pub recorder: Option<Addr<crate::program::recorder::Recorder>>,
 }
 
 /// Where a connection comes from and who holds it, as the HTTP handler found out.
@@ -223,6 +221,12 @@ impl Session {
             self.identity()
                 .may_run_custom_scripts(config)
                 .map_err(|m| (Refusal::Forbidden, m.to_owned()))?;
+            if request.record && self.identity().role != crate::config::Role::Operator {
+                return Err((
+                    Refusal::Forbidden,
+                    "recording a script needs an operator token".into(),
+                ));
+            }
             let max = config.limits.max_script_bytes;
             if script.len() > max {
                 return Err((
@@ -298,6 +302,10 @@ impl Session {
                     Ok(Err(refusal @ ProgramRefusal::Capacity { .. })) => {
                         act.watch = None;
                         act.refuse(ctx, Refusal::MaxPrograms, &refusal.to_string());
+                    }
+                    Ok(Err(refusal @ ProgramRefusal::NoStore(_))) => {
+                        act.watch = None;
+                        act.refuse(ctx, Refusal::Unsupported, &refusal.to_string());
                     }
                     Err(e) => {
                         act.watch = None;
@@ -576,6 +584,7 @@ impl Handler<ToViewer> for Session {
                 history,
                 viewers,
                 next_seq,
+                recording,
                 dictionary,
             } => {
                 watch.started = true;
@@ -599,6 +608,7 @@ impl Handler<ToViewer> for Session {
                         shared: info.shared,
                         viewers,
                         first_seq: history.first().map_or(next_seq, |f| f.seq),
+                        recording: recording.as_deref(),
                     },
                 );
                 // A compact viewer learns every key before any frame that uses one.

@@ -42,6 +42,8 @@ pub struct StartRequest {
     pub share: bool,
     /// Frames as compact binary messages (protocol v1.1) instead of JSON.
     pub compact: bool,
+    /// Record the program's ticks in the store while it runs.
+    pub record: bool,
 }
 
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
@@ -208,6 +210,11 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
                 }
                 request.comm = Some(comm);
             }
+            "record" => {
+                request.record = value.as_bool().ok_or_else(|| {
+                    ProtocolError::BadRequest("start: `record` must be true or false".into())
+                })?;
+            }
             "share" => {
                 request.share = value.as_bool().ok_or_else(|| {
                     ProtocolError::BadRequest("start: `share` must be true or false".into())
@@ -299,6 +306,10 @@ pub enum ServerMessage<'a> {
         /// The first frame this session gets: the oldest of the `history` that follows, or the
         /// next live frame (v1.1).
         first_seq: u64,
+        /// The name the program's ticks are recorded under (`/api/watches/{name}/frames`), when
+        /// they are: a watch, or a start with `record` (v1.1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recording: Option<&'a str>,
     },
     /// How many sessions watch the program, when it changed (at most once a tick; v1.1).
     Viewers {
