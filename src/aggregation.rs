@@ -4,6 +4,8 @@
 //! (one per key) aggregated since the previous walk. Backends build it; sessions serialise it
 //! into frames without knowing which backend made it.
 
+use std::collections::HashMap;
+
 use serde::ser::{SerializeMap, SerializeTuple};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -307,6 +309,32 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
                 *total / *count as i64
             };
         }
+        (Value::Buckets(a), Value::Buckets(b)) if is_sorted(a) && is_sorted(&b) => {
+            // Both ascending, as `Series::histogram` leaves them: one merge pass.
+            let mut merged = Vec::with_capacity(a.len().max(b.len()));
+            let mut left = std::mem::take(a).into_iter().peekable();
+            let mut right = b.into_iter().peekable();
+            loop {
+                let next = match (left.peek(), right.peek()) {
+                    (Some(x), Some(y)) => match (x.lo, x.hi).cmp(&(y.lo, y.hi)) {
+                        std::cmp::Ordering::Less => left.next(),
+                        std::cmp::Ordering::Greater => right.next(),
+                        std::cmp::Ordering::Equal => {
+                            let mut x = left.next().expect("peeked");
+                            x.count += right.next().expect("peeked").count;
+                            Some(x)
+                        }
+                    },
+                    (Some(_), None) => left.next(),
+                    (None, _) => right.next(),
+                };
+                match next {
+                    Some(bucket) => merged.push(bucket),
+                    None => break,
+                }
+            }
+            *a = merged;
+        }
         (Value::Buckets(a), Value::Buckets(b)) => {
             for bucket in b {
                 match a
@@ -323,6 +351,13 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
         // shapes cannot come from one map; keep what is there.
         _ => {}
     }
+}
+
+/// Whether buckets are in strictly ascending (lo, hi) order.
+fn is_sorted(buckets: &[Bucket]) -> bool {
+    buckets
+        .windows(2)
+        .all(|w| (w[0].lo, w[0].hi) < (w[1].lo, w[1].hi))
 }
 
 /// Everything one walk found.
@@ -349,9 +384,32 @@ impl Aggregation {
             self.series = later.series;
             return;
         }
-        for series in later.series {
-            match self.series.iter_mut().find(|s| s.key == series.key) {
-                Some(s) => merge_value(self.kind, &mut s.value, series.value),
+        // One hash lookup per series: summing many wide snapshots (a store read of an hour of
+        // 300-key ticks) must not compare every key with every other.
+        let found: Vec<Option<usize>> = {
+            let index: HashMap<&[KeyPart], usize> = self
+                .series
+                .iter()
+                .enumerate()
+                .map(|(at, s)| (s.key.as_slice(), at))
+                .collect();
+            later
+                .series
+                .iter()
+                .map(|s| index.get(s.key.as_slice()).copied())
+                .collect()
+        };
+        let known = self.series.len();
+        for (series, at) in later.series.into_iter().zip(found) {
+            // A key new here may still repeat within `later`.
+            let at = at.or_else(|| {
+                self.series[known..]
+                    .iter()
+                    .position(|s| s.key == series.key)
+                    .map(|p| known + p)
+            });
+            match at {
+                Some(at) => merge_value(self.kind, &mut self.series[at].value, series.value),
                 None => self.series.push(series),
             }
         }
@@ -617,5 +675,39 @@ mod tests {
         assert_eq!(first.output, ["one", "two"]);
         assert!(!first.is_empty());
         assert!(Snapshot::empty(&[info("@h", AggKind::Hist)]).is_empty());
+    }
+
+    #[test]
+    fn absorbing_merges_repeated_keys_and_unsorted_buckets_too() {
+        let b = |lo, count| Bucket {
+            lo: Some(lo),
+            hi: Some(lo),
+            count,
+        };
+        let series = |k: &str, buckets| Series {
+            key: vec![KeyPart::Str(k.into())],
+            value: Value::Buckets(buckets),
+        };
+        let agg = |series| Aggregation {
+            name: "@h".into(),
+            kind: AggKind::Lhist,
+            series,
+            folded: 0,
+        };
+        let mut first = agg(vec![series("a", vec![b(1, 1), b(3, 1)])]);
+        first.absorb(agg(vec![
+            series("b", vec![b(2, 1)]),
+            series("a", vec![b(3, 2), b(2, 5)]),
+            series("b", vec![b(2, 4), b(0, 1)]),
+        ]));
+        assert_eq!(
+            first.series[0].value,
+            Value::Buckets(vec![b(1, 1), b(2, 5), b(3, 3)])
+        );
+        assert_eq!(
+            first.series[1].value,
+            Value::Buckets(vec![b(0, 1), b(2, 5)])
+        );
+        assert_eq!(first.series.len(), 2);
     }
 }
