@@ -345,3 +345,28 @@ fn a_session_may_record_its_own_program() {
     second.send(json!({"type": "start", "preset": "syscall-latency", "tick_ms": TICK_MS}));
     assert_eq!(second.expect("started", 10 * SECOND)["recording"], name);
 }
+
+#[test]
+fn a_damaged_store_stops_start_up_naming_the_file_and_what_to_do() {
+    let store = StoreDir::new("damaged");
+    let file = store.0.join("heat-actix.sqlite");
+    // A file that is not a store at all (as a disk error or a stray copy leaves one).
+    std::fs::write(&file, vec![0x5a_u8; 64 * 1024]).unwrap();
+    let config_path = store.0.join("heat.toml");
+    std::fs::write(&config_path, config(&store.0)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+        .args(["--config"])
+        .arg(&config_path)
+        .args(["--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the server refuses to start on a damaged store"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("move it aside"),
+        "{stderr}"
+    );
+}
