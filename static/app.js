@@ -130,6 +130,7 @@ const S = {
   loadGen: 0,            // a newer range request makes older answers stale
   pendingView: null,     // {isolate, exclude} key names from a permalink, applied once the keys exist
   lastLink: null,
+  watchesAsked: false,   // /api/watches is read once the Source picker is used (or a link names a watch)
 };
 
 const view = new HeatmapView({
@@ -231,7 +232,9 @@ function onHello(msg) {
   ui.tick.max = hi;
   ui.tick.value = clampInt(store.get('tick'), lo, hi, clampInt(msg.tick_ms, lo, hi, 1000));
   if (msg.tick_ms && S.mode === 'live') view.setTick(msg.tick_ms);
-  loadWatches();
+  // The watch list is read when someone looks for it (the Source picker) or a link names one:
+  // not on every page load.
+  if (S.source) loadWatches();
   if (S.mode === 'live' && S.source) startWatch(); // ?watch=NAME: join it
   renderTop();
 }
@@ -907,6 +910,7 @@ async function apiError(res) {
 
 /** The watches the server runs or has recorded, into the Source picker. */
 async function loadWatches() {
+  S.watchesAsked = true;
   let list;
   try {
     const res = await apiFetch('/api/watches');
@@ -1255,6 +1259,7 @@ function renderRangeControls() {
 }
 
 function wireHistory() {
+  for (const ev of ['pointerdown', 'focus']) hui.source.addEventListener(ev, () => { if (!S.watchesAsked) loadWatches(); });
   hui.source.addEventListener('change', () => {
     S.source = hui.source.value;
     goLive(true);

@@ -94,6 +94,8 @@ const pixels = (p) => p.evaluate(() => {
 
 test('scroll back on the timeline, then a past range: the tooltip counts are the /frames JSON', async () => {
   const { page: p } = await tab(`/?columns=${COLUMNS}`);
+  // The picker reads the watch list when it is used.
+  await p.focus('#source');
   await p.waitForFunction(() => [...document.querySelectorAll('#source option')].some((o) => o.value === 'syscalls'), null, WAIT);
   await p.selectOption('#source', WATCH);
   // Choosing the watch joins its program: its recent ticks arrive as history, then live frames.
