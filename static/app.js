@@ -996,6 +996,7 @@ async function openRange(watch, from, to) {
   // A server without `slice` per column: its fine slices are the page's own.
   for (const f of frames) if (!Number.isInteger(f.slice)) f.slice = sliceOf(grid, f.ts_ms);
   S.source = watch;
+  if (![...hui.source.options].some((o) => o.value === watch)) hui.source.append(el('option', { value: watch, text: `watch ${watch}` }));
   hui.source.value = watch;
   Object.assign(S, { mode: 'past', file: null, past: { watch, from, to, grid, frames } });
   showFrames({ aggs: unionAggs(body.runs), grid, frames, marks: Array.isArray(body.marks) ? body.marks : [] });
@@ -1064,6 +1065,7 @@ function showFrames({ aggs, grid, frames, marks }) {
   applyPendingView();
   keys.render();
   view.full();
+  schedulePanels();
   S.loads++;
   renderRangeControls();
   renderTimeline();
