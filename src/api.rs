@@ -273,14 +273,32 @@ pub async fn watch_frames(
         .iter()
         .map(|m| json!({"from": m.from_ms, "to": m.to_ms, "until": m.until_ms, "label": m.label}))
         .collect();
+    // Which slice each column sums, so a reader places it without knowing the roll-up width:
+    // every row of a column has its `ts_ms` in the column's slice (a roll-up's is its last
+    // tick's, inside its window, and coarse slices are whole windows).
+    let frames: Vec<Json> = range
+        .ticks
+        .iter()
+        .map(|tick| {
+            let mut frame = frame_json(tick);
+            if let Some(s) = &range.slices {
+                frame["slice"] = json!(s.of(tick.ts_ms));
+            }
+            frame
+        })
+        .collect();
+    let slices = range.slices.as_ref().map(|s| {
+        json!({"origin": s.origin, "width": s.width, "count": (to - s.origin).div_ceil(s.width)})
+    });
     HttpResponse::Ok().json(json!({
         "watch": name.as_str(),
         "from": from,
         "to": to,
         "columns": columns,
+        "slices": slices,
         "runs": runs_json(&range),
         "marks": marks,
-        "frames": range.ticks.iter().map(frame_json).collect::<Vec<_>>(),
+        "frames": frames,
     }))
 }
 

@@ -77,6 +77,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/scalars.js"),
     ),
     (
+        "timeline.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/timeline.js"),
+    ),
+    (
         "units.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/units.js"),

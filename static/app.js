@@ -6,6 +6,10 @@
 //   heatmap.js     canvas (incremental)        keys.js     key list, isolate / exclude
 //   scalars.js     scalar cards + line charts  colour.js   scales and palettes
 //   units.js       ns/µs/ms labels             rows.js     bucket → row layouts
+//   timeline.js    the time strip under the heatmap (range, drag to scroll back, marks)
+// Live frames, a watch's recorded range (`/api/watches/{name}/frames`) and an imported NDJSON
+// file all go through the same ingest → model → view path; only where the frames come from
+// differs (S.mode).
 
 import { Connection } from './connection.js';
 import { ProtocolReader, chooseEncoding } from './protocol.js';
@@ -16,6 +20,7 @@ import { ScalarsView, SCALAR_KINDS } from './scalars.js';
 import { rampCss, hueLut, KEY_HUES } from './colour.js';
 import { unitFromName, rangeText } from './units.js';
 import { $, el, store, tabStore, clampInt, fmtNum, fmtPct, fmtClock } from './util.js';
+import { TimelineView } from './timeline.js';
 
 const PROTOCOL = 1;
 const HIST_KINDS = new Set(['hist', 'lhist', 'quantize', 'lquantize', 'llquantize']);
@@ -28,6 +33,8 @@ const LANG_NAMES = { bpftrace: 'bpftrace', d: 'D' };
 // and go out merged, so a page that keeps falling behind never floods the server.
 const MAX_FETCHES_IN_FLIGHT = 2;
 const HISTORIES_KEPT = 20; // `history` messages remembered for window.heat.histories
+const EXPORT_FORMAT = 'heat-actix-ndjson-1';
+const RECORDED_GAP = 'nothing recorded in this slice (the watch was not running)';
 
 // `args->id`, not `args.id`: bpftrace 0.17 (Debian 12) knows only the arrow, and later releases
 // still accept it.
@@ -110,12 +117,33 @@ const S = {
   pausedFrames: 0,       // frames buffered since the pause
   cell: null,            // {abs, row} of the clicked cell
   outputLines: [],
+  // History (issue 13). `mode`: live (the websocket's program), past (a watch's recorded
+  // range, read through /frames) or file (an imported export).
+  mode: 'live',
+  source: '',            // '' = the live program, else the name of a watch
+  watches: [],           // GET /api/watches
+  past: null,            // {watch, from, to, grid: {origin, width, count}, frames}
+  file: null,            // {name, header, frames} of an imported file
+  marks: [],             // [{from, to, label}] of the shown range
+  frameLog: new Map(),   // live frames by seq (the shown history), for export
+  loads: 0,              // past ranges and files drawn (tests wait on it)
+  loadGen: 0,            // a newer range request makes older answers stale
+  pendingView: null,     // {isolate, exclude} key names from a permalink, applied once the keys exist
+  lastLink: null,
+  watchesAsked: false,   // /api/watches is read once the Source picker is used (or a link names a watch)
 };
 
 const view = new HeatmapView({
   canvas: $('heatmap'), wrap: $('heat-wrap'), tooltip: $('tooltip'), empty: $('heat-empty'), capacity: history,
   onLegend: renderLegend, onCellClick: showCell,
 });
+const timeline = new TimelineView({ canvas: $('timeline'), onPan: (from, to) => pickRange(from, to), plotX });
+const hui = {
+  source: $('source'), customRange: $('custom-range'), rangeFrom: $('range-from'), rangeTo: $('range-to'),
+  rangeGo: $('range-go'), rangeInfo: $('range-info'), copyLink: $('copy-link'), exportNdjson: $('export-ndjson'),
+  importFile: $('import-file'), rangeButtons: [...document.querySelectorAll('[data-range]')],
+};
+
 const keys = new KeysView({ root: $('keys'), summary: $('keys-summary'), onChange: setFilter });
 const scalars = new ScalarsView(ui.scalars);
 view.keyHue = (id) => keys.hue(id);
@@ -187,10 +215,13 @@ function onHello(msg) {
   Object.assign(S, {
     hello: msg, session: msg.session ?? null, tick: msg.tick_ms ?? null,
     backend: Array.isArray(msg.backends) ? msg.backends.join(', ') : null,
-    started: null, unit: null, run: 'idle', stopReason: null, lastFrame: null,
+    started: null, run: 'idle', stopReason: null, lastFrame: null,
   });
-  resetSeqs(1);
-  resetRun([]);
+  if (S.mode === 'live') { // a past range or a file stays on screen across reconnects
+    S.unit = null;
+    resetSeqs(1);
+    resetRun([]);
+  }
   clearError();
   if (msg.protocol !== PROTOCOL) showError('protocol', `server speaks protocol ${msg.protocol}; this page speaks ${PROTOCOL}`);
   // A server without the field (before it existed) let everyone try: the server still decides.
@@ -200,11 +231,16 @@ function onHello(msg) {
   ui.tick.min = lo;
   ui.tick.max = hi;
   ui.tick.value = clampInt(store.get('tick'), lo, hi, clampInt(msg.tick_ms, lo, hi, 1000));
-  if (msg.tick_ms) view.setTick(msg.tick_ms);
+  if (msg.tick_ms && S.mode === 'live') view.setTick(msg.tick_ms);
+  // The watch list is read when someone looks for it (the Source picker) or a link names one:
+  // not on every page load.
+  if (S.source) loadWatches();
+  if (S.mode === 'live' && S.source) startWatch(); // ?watch=NAME: join it
   renderTop();
 }
 
 function onStarted(msg) {
+  if (S.mode !== 'live') return; // a program left while showing the past
   Object.assign(S, {
     started: msg, run: 'running', stopReason: null,
     viewers: Number.isInteger(msg.viewers) ? msg.viewers : null,
@@ -223,6 +259,7 @@ function onStarted(msg) {
 }
 
 function onFrame(msg) {
+  if (S.mode !== 'live') return; // the picture shows the past: live frames are not its columns
   if (S.dropLive > 0) { S.dropLive--; return; } // test hook: as if the server had skipped it
   S.live++;
   const r = ingest([msg], true);
@@ -247,6 +284,7 @@ function onFrame(msg) {
  * its seq; one redraw for them all.
  */
 function onHistory(msg) {
+  if (S.mode !== 'live') return;
   if (S.fetches.inFlight > 0) S.fetches.inFlight--; // a fetch's answer (the joiner's comes before any fetch)
   const r = ingest(msg.frames, false);
   S.histories.push({ from: msg.from, to: msg.to, frames: msg.frames.length, liveBefore: S.live });
@@ -285,6 +323,7 @@ function noteViewers(leaving = false) {
 
 /** A new run (or connection): frames from `first` on; no gap, no fetch pending. */
 function resetSeqs(first) {
+  S.frameLog = new Map();
   Object.assign(S, { frames: 0, live: 0, histories: [], dropped: 0, refetched: 0, expectSeq: first, missing: new Set(), fetches: { inFlight: 0, queue: [], sent: 0 } });
 }
 
@@ -324,6 +363,7 @@ function appendFrame(f, out) {
   out.added++;
   if (Number.isInteger(f.seq)) S.expectSeq = Math.max(S.expectSeq, f.seq + 1);
   const meta = frameMeta(f);
+  logFrame(f, meta);
   if (f.interval_ms > 0 && !S.tick) view.setTick(f.interval_ms);
   const aggs = Array.isArray(f.aggregations) ? f.aggregations : [];
   const present = new Set();
@@ -354,14 +394,28 @@ function addMissing(from, to, next) {
   const tick = S.tick || next.interval_ms || 1000;
   const nextTs = Number.isFinite(next.ts_ms) ? next.ts_ms : Date.now();
   for (let seq = first; seq < to; seq++) {
-    const meta = { seq, ts: nextTs - (to - seq) * tick, interval: null, missing: true };
-    for (const m of S.models.values()) m.push(null, meta);
-    scalars.pushMissing(seq);
+    pushPlaceholder({ seq, ts: nextTs - (to - seq) * tick, interval: null, missing: true });
     S.missing.add(seq);
   }
   // Placeholders that scrolled out of every model can no longer be filled.
   if (S.missing.size > history) for (const seq of S.missing) if (seq < to - history) S.missing.delete(seq);
   return [first, to - 1];
+}
+
+/** An empty, marked column in every model: a tick with no frame (yet). */
+function pushPlaceholder(meta) {
+  for (const m of S.models.values()) m.push(null, meta);
+  scalars.pushMissing(meta.seq);
+}
+
+/** Live frames are kept (the shown history's worth) so that Export can write them. */
+function logFrame(f, meta) {
+  if (S.mode !== 'live' || !Number.isInteger(f.seq)) return;
+  S.frameLog.set(f.seq, { ...f, ts_ms: meta.ts });
+  if (S.frameLog.size > history) {
+    const keep = S.expectSeq - history;
+    for (const seq of S.frameLog.keys()) if (seq < keep) S.frameLog.delete(seq);
+  }
 }
 
 /** A skipped tick's frame, fetched back: into its placeholder column, in place. */
@@ -370,6 +424,7 @@ function fillFrame(f, out) {
   S.refetched++;
   out.filled++;
   const meta = frameMeta(f);
+  logFrame(f, meta);
   const aggs = Array.isArray(f.aggregations) ? f.aggregations : [];
   const byName = new Map(aggs.filter((a) => a && typeof a.name === 'string').map((a) => [a.name, a]));
   for (const [name, m] of S.models) {
@@ -485,10 +540,12 @@ function schedulePanels() {
   panelsQueued = true;
   requestAnimationFrame(() => {
     panelsQueued = false;
+    applyPendingView();
     if (keys.render() && view.hueByKey) view.full(); // a key took another hue
     scalars.render();
     refreshCell();
     renderHeatMeta();
+    if (S.mode === 'live' && S.source) renderTimeline();
   });
 }
 
@@ -501,7 +558,7 @@ function renderHeatMeta() {
     parts.push(`${m.kind} · ${m.rows.length} buckets${r && (r[1] - r[0] + 1) < m.rows.length ? ` (${r[1] - r[0] + 1} shown)` : ''}`);
     const u = unitOf(m);
     if (u) parts.push(u === 'us' ? 'µs' : u);
-    parts.push(`${m.length}/${history} ticks`);
+    parts.push(S.mode === 'live' ? `${m.length}/${history} ticks` : `${m.length} columns`);
   }
   if (S.paused) parts.push(`paused, ${S.pausedFrames} new frame${S.pausedFrames === 1 ? '' : 's'} buffered`);
   ui.heatMeta.textContent = parts.join(' · ');
@@ -678,6 +735,8 @@ function setPaused(p) {
 function setHistory(n) {
   history = n;
   store.set('history', n);
+  if (S.mode === 'past') { openRange(S.past.watch, S.past.from, S.past.to); return; } // columns = history
+  if (S.mode === 'file') { showFile(S.file); return; }
   for (const m of S.models.values()) m.setCapacity(n);
   view.setCapacity(n);
   refreshCell();
@@ -728,8 +787,8 @@ function renderTop() {
   const what = S.run === 'running' && S.started ? S.started.preset || 'custom script' : null;
   ui.run.textContent = what ? `running ${what}` : runText;
   ui.run.dataset.run = S.run;
-  ui.live.textContent = S.paused ? 'paused' : S.run === 'running' ? 'live' : runText;
-  ui.live.dataset.live = S.paused ? 'paused' : S.run;
+  ui.live.textContent = S.mode !== 'live' ? S.mode : S.paused ? 'paused' : S.run === 'running' ? 'live' : runText;
+  ui.live.dataset.live = S.mode !== 'live' ? 'paused' : S.paused ? 'paused' : S.run;
   ui.session.textContent = S.session ?? '–';
   ui.backend.textContent = S.backend ?? '–';
   ui.tickInfo.textContent = S.tick ? `${S.tick} ms` : '–';
@@ -816,7 +875,7 @@ document.addEventListener('keydown', (ev) => {
 if (!HISTORY_CHOICES.includes(history)) ui.history.append(el('option', { value: history, text: `${history} ticks` }));
 ui.history.value = String(history);
 ui.scale.value = ['log', 'linear', 'rank'].includes(params.get('scale') ?? store.get('scale')) ? (params.get('scale') ?? store.get('scale')) : 'log';
-ui.colour.value = store.get('colour') === 'key' ? 'key' : 'heat';
+ui.colour.value = (params.get('colour') ?? store.get('colour')) === 'key' ? 'key' : 'heat';
 view.scaleKind = ui.scale.value;
 view.hueByKey = ui.colour.value === 'key';
 if (params.has('overlays')) { // ?overlays=p50,p99 (or empty): for wall screens and benchmarks
@@ -834,7 +893,428 @@ fillPresets([], false, null);
 keys.setModel(null);
 renderTop();
 view.full();
+wireHistory();
 if (!params.has('offline')) conn.connect();
+
+// ── history: sources, past ranges, files, permalinks (issue 13) ──
+
+/** The API's URLs with this tab's token as a header (never in a URL). */
+function apiFetch(path) {
+  const headers = conn.token ? { Authorization: `Bearer ${conn.token}` } : {};
+  return fetch(path, { headers });
+}
+
+async function apiError(res) {
+  try { const b = await res.json(); return b.error?.message || `HTTP ${res.status}`; } catch { return `HTTP ${res.status}`; }
+}
+
+/** The watches the server runs or has recorded, into the Source picker. */
+async function loadWatches() {
+  S.watchesAsked = true;
+  let list;
+  try {
+    const res = await apiFetch('/api/watches');
+    if (!res.ok) return;
+    list = (await res.json()).watches;
+  } catch { return; }
+  S.watches = Array.isArray(list) ? list.filter((w) => w && typeof w.name === 'string') : [];
+  const opts = [el('option', { value: '', text: 'live program' })];
+  for (const w of S.watches) opts.push(el('option', { value: w.name, text: `watch ${w.name}${w.preset ? ` (${w.preset})` : ''}` }));
+  if (S.source && !S.watches.some((w) => w.name === S.source)) opts.push(el('option', { value: S.source, text: `watch ${S.source}` }));
+  hui.source.replaceChildren(...opts);
+  hui.source.value = S.source;
+  if (S.mode === 'live' && S.source && S.run === 'idle' && S.hello) startWatch(); // ?watch=NAME
+  renderRangeControls();
+  renderTimeline();
+}
+
+function watchOf(name) { return S.watches.find((w) => w.name === name) ?? null; }
+
+/** Joins the source watch's program (a start with its preset and tick joins it, history first). */
+function startWatch() {
+  const w = watchOf(S.source);
+  if (!w || !S.hello) return; // the list arrives after hello; loadWatches comes back here
+  if (!w.preset) { showError('client', `watch ${w.name} runs a script: open a past range instead`); return; }
+  const encoding = chooseEncoding(S.hello, params.get('encoding'));
+  S.run = 'starting';
+  conn.send({ type: 'start', preset: w.preset, tick_ms: w.tick_ms, ...(encoding ? { encoding } : {}) });
+  renderTop();
+}
+
+/**
+ * Back to the websocket's frames: an empty picture that live frames fill; with a watch as the
+ * source, its program is joined (its recent ticks first). `reset`: the source changed.
+ */
+function goLive(reset = false) {
+  S.loadGen++;
+  const wasLive = S.mode === 'live';
+  Object.assign(S, { mode: 'live', past: null, file: null, marks: [] });
+  if (!wasLive || reset) {
+    S.tick = S.hello?.tick_ms ?? S.tick;
+    resetSeqs(1);
+    view.setCapacity(history);
+    resetRun([]);
+  }
+  if (S.source && (reset || !wasLive || S.run !== 'running')) startWatch(); // a start replaces the program
+  else if (reset && (S.run === 'running' || S.run === 'starting')) stop();
+  renderRangeControls();
+  renderTimeline();
+  renderTop();
+}
+
+/** Leaves the live program (others keep it; a watch never stops) before showing the past. */
+function leaveLive() {
+  if (S.mode === 'live' && (S.run === 'running' || S.run === 'starting')) conn.send({ type: 'stop' });
+}
+
+/** A range picked on the timeline, the buttons or the custom inputs. */
+function pickRange(from, to) {
+  if (!S.source) { showError('client', 'Pick a watch as the source to look back.'); return; }
+  openRange(S.source, Math.round(from), Math.round(to));
+}
+
+/**
+ * A watch's recorded [from, to) into `history` columns, summed server-side (`/frames`), drawn
+ * like live frames. Resolves when drawn (or refused: the error is shown).
+ */
+async function openRange(watch, from, to) {
+  const gen = ++S.loadGen;
+  const q = `from=${from}&to=${to}&columns=${history}`;
+  let body;
+  try {
+    const res = await apiFetch(`/api/watches/${encodeURIComponent(watch)}/frames?${q}`);
+    if (!res.ok) { if (gen === S.loadGen) showError('history', `${watch}: ${await apiError(res)}`); return; }
+    body = await res.json();
+  } catch (e) {
+    if (gen === S.loadGen) showError('history', `${watch}: ${e.message}`);
+    return;
+  }
+  if (gen !== S.loadGen) return; // a newer range was asked for meanwhile
+  leaveLive();
+  const frames = Array.isArray(body.frames) ? body.frames.filter((f) => f && typeof f === 'object') : [];
+  const grid = body.slices && body.slices.width > 0 ? body.slices : fineGrid(from, to, history);
+  // A server without `slice` per column: its fine slices are the page's own.
+  for (const f of frames) if (!Number.isInteger(f.slice)) f.slice = sliceOf(grid, f.ts_ms);
+  S.source = watch;
+  if (![...hui.source.options].some((o) => o.value === watch)) hui.source.append(el('option', { value: watch, text: `watch ${watch}` }));
+  hui.source.value = watch;
+  Object.assign(S, { mode: 'past', file: null, past: { watch, from, to, grid, frames } });
+  showFrames({ aggs: unionAggs(body.runs), grid, frames, marks: Array.isArray(body.marks) ? body.marks : [] });
+}
+
+/** How the server cuts [from, to) into `columns` slices when they are finer than its roll-ups. */
+function fineGrid(from, to, columns) {
+  const width = Math.max(1, Math.ceil((to - from) / columns));
+  return { origin: from, width, count: Math.ceil((to - from) / width) };
+}
+
+function sliceOf(grid, ts) { return Math.floor((ts - grid.origin) / grid.width); }
+
+/** Every run's aggregations, by name (a watch's runs of one preset announce the same ones). */
+function unionAggs(runs) {
+  const by = new Map();
+  for (const r of Array.isArray(runs) ? runs : []) {
+    for (const a of Array.isArray(r?.aggregations) ? r.aggregations : []) if (a && !by.has(a.name)) by.set(a.name, a);
+  }
+  return [...by.values()];
+}
+
+/** Two frames of one column as one: histograms and counts add, so their series go together. */
+function mergeFrames(a, b) {
+  const by = new Map();
+  for (const f of [a, b]) {
+    for (const g of Array.isArray(f.aggregations) ? f.aggregations : []) {
+      if (!g) continue;
+      const t = by.get(g.name);
+      if (t) t.series.push(...(Array.isArray(g.series) ? g.series : []));
+      else by.set(g.name, { ...g, series: [...(Array.isArray(g.series) ? g.series : [])] });
+    }
+  }
+  return { ...a, aggregations: [...by.values()] };
+}
+
+/**
+ * Past frames into the picture: one column per slice of `grid` (the frames of a slice summed),
+ * a marked empty column where nothing was recorded. The columns go through appendFrame like
+ * live frames, so hover, breakdown, keys, scales and overlays work the same.
+ */
+function showFrames({ aggs, grid, frames, marks }) {
+  const count = Math.max(1, grid.count);
+  const bySlice = new Map();
+  for (const f of frames) {
+    const k = Math.min(count - 1, Math.max(0, f.slice));
+    bySlice.set(k, bySlice.has(k) ? mergeFrames(bySlice.get(k), f) : f);
+  }
+  setPaused(false);
+  S.unit = unitOfAggs(aggs);
+  resetSeqs(1);
+  view.setCapacity(count);
+  resetRun(aggs);
+  for (const m of S.models.values()) m.setCapacity(count);
+  view.tickMs = grid.width;
+  const out = { rowsChanged: false, listChanged: false, added: 0, filled: 0, gaps: [] };
+  for (let k = 0; k < count; k++) {
+    const ts = grid.origin + (k + 1) * grid.width;
+    const f = bySlice.get(k);
+    if (f) appendFrame({ ...f, seq: k + 1, ts_ms: ts, interval_ms: grid.width }, out);
+    else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: RECORDED_GAP });
+  }
+  S.expectSeq = count + 1;
+  S.marks = marks.filter((m) => m && Number.isFinite(m.from) && Number.isFinite(m.to));
+  if (out.listChanged) fillAggregations(); // else resetRun's choice stands: one full draw below
+  applyPendingView();
+  keys.render();
+  view.full();
+  schedulePanels();
+  S.loads++;
+  renderRangeControls();
+  renderTimeline();
+  renderTop();
+}
+
+/** A preset's unit, when the aggregations name one (imported files have no `started`). */
+function unitOfAggs(aggs) {
+  const w = watchOf(S.source);
+  const p = w && S.presets.find((x) => x.name === w.preset);
+  return p?.unit ?? aggs.find((a) => a.unit)?.unit ?? null;
+}
+
+/** An export file (text) → {header, frames}; throws with a readable message. */
+function parseExport(text) {
+  const lines = text.split('\n').filter((l) => l.trim());
+  if (!lines.length) throw new Error('the file is empty');
+  let header;
+  try { header = JSON.parse(lines[0]); } catch { throw new Error('line 1 is not JSON'); }
+  if (!header || header.type !== 'export' || header.format !== EXPORT_FORMAT) throw new Error(`line 1 is not a ${EXPORT_FORMAT} header`);
+  if (!(Number.isFinite(header.from) && Number.isFinite(header.to) && header.from < header.to)) throw new Error('the header has no valid from/to');
+  const frames = [];
+  for (let i = 1; i < lines.length; i++) {
+    let f;
+    try { f = JSON.parse(lines[i]); } catch { throw new Error(`line ${i + 1} is not JSON`); }
+    if (!f || typeof f !== 'object' || !Array.isArray(f.aggregations) || !Number.isFinite(f.ts_ms)) throw new Error(`line ${i + 1} is not a frame`);
+    frames.push(f);
+  }
+  return { header, frames };
+}
+
+/** An imported file, cut into `history` columns over its [from, to) as the server cuts a watch. */
+function showFile(file) {
+  leaveLive();
+  S.loadGen++;
+  const { header, frames } = file;
+  const grid = fineGrid(header.from, header.to, history);
+  const placed = frames.map((f) => ({ ...f, slice: sliceOf(grid, f.ts_ms) }));
+  S.source = '';
+  hui.source.value = '';
+  Object.assign(S, { mode: 'file', past: null, file: { ...file, grid } });
+  showFrames({ aggs: unionAggs(header.runs), grid, frames: placed, marks: Array.isArray(header.marks) ? header.marks : [] });
+}
+
+async function importFile(f) {
+  if (!f) return;
+  try {
+    const parsed = parseExport(await f.text());
+    clearError();
+    showFile({ name: f.name, ...parsed });
+  } catch (e) {
+    showError('import', `${f.name}: ${e.message}`);
+  }
+}
+
+/**
+ * The shown range as NDJSON: a watch's range from /export (every tick), else the page's own
+ * frames (a live history, or the imported file) in the same format.
+ */
+async function exportText() {
+  if (S.mode === 'past') {
+    const { watch, from, to } = S.past;
+    const res = await apiFetch(`/api/watches/${encodeURIComponent(watch)}/export?from=${from}&to=${to}`);
+    if (!res.ok) throw new Error(await apiError(res));
+    return { name: `${watch}-${from}-${to}.ndjson`, text: await res.text() };
+  }
+  if (S.mode === 'file') {
+    const { header, frames } = S.file;
+    return { name: S.file.name, text: ndjson(header, frames) };
+  }
+  const frames = [...S.frameLog.values()].sort((a, b) => a.seq - b.seq);
+  if (!frames.length) throw new Error('no frames to export yet');
+  // Half a tick either side: re-imported, every tick lands in a slice of its own.
+  const half = (f) => Math.round((f.interval_ms > 0 ? f.interval_ms : S.tick || 1000) / 2);
+  const from = frames[0].ts_ms - half(frames[0]), to = frames[frames.length - 1].ts_ms + half(frames[frames.length - 1]);
+  const header = { type: 'export', format: EXPORT_FORMAT, watch: S.source || null, from, to,
+    runs: [{ run: 0, aggregations: Array.isArray(S.started?.aggregations) ? S.started.aggregations : [] }] };
+  const name = `${S.source || S.started?.preset || 'live'}-${from}-${to}.ndjson`;
+  return { name, text: ndjson(header, frames.map((f) => ({ ...f, type: 'frame', run: f.run ?? 0 }))) };
+}
+
+function ndjson(header, frames) { return [header, ...frames].map((x) => JSON.stringify(x)).join('\n') + '\n'; }
+
+async function exportNdjson() {
+  let out;
+  try { out = await exportText(); } catch (e) { showError('export', `export: ${e.message}`); return; }
+  download(new Blob([out.text], { type: 'application/x-ndjson' }), out.name);
+}
+
+function download(blob, name) {
+  const a = el('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+/** A URL that reopens this source, range and view. Never the token. */
+function permalink() {
+  const u = new URL('/', location.href);
+  const p = u.searchParams;
+  if (S.source) p.set('watch', S.source);
+  if (S.mode === 'past') { p.set('from', S.past.from); p.set('to', S.past.to); }
+  p.set('columns', history);
+  p.set('scale', view.scaleKind);
+  if (view.hueByKey) p.set('colour', 'key');
+  p.set('overlays', overlaySet().join(','));
+  const m = currentModel();
+  if (m && m.isolate !== null) p.set('isolate', m.keys[m.isolate].name);
+  if (m && m.isolate === null) for (const id of m.exclude) p.append('exclude', m.keys[id].name);
+  if (S.selected) p.set('agg', S.selected);
+  return u.href;
+}
+
+async function copyLink() {
+  const link = S.lastLink = permalink();
+  let copied = false;
+  try { await navigator.clipboard.writeText(link); copied = true; } catch { /* no clipboard permission */ }
+  hui.rangeInfo.textContent = copied ? 'link copied' : link;
+  setTimeout(renderRangeControls, 4000);
+}
+
+/** Key names from a permalink, turned into the model's filter once those keys are known. */
+function applyPendingView() {
+  const pv = S.pendingView, m = currentModel();
+  if (!pv || !m || !m.keys.length) return;
+  const id = (name) => m.keyIds.get(name);
+  if (pv.isolate !== null) {
+    if (id(pv.isolate) === undefined) return; // not seen yet (live): try again next frame
+    m.setFilter({ isolate: id(pv.isolate), exclude: new Set() });
+  } else {
+    const ex = pv.exclude.map(id).filter((x) => x !== undefined);
+    if (ex.length < pv.exclude.length && S.mode === 'live') return;
+    m.setFilter({ isolate: null, exclude: new Set(ex) });
+  }
+  S.pendingView = null;
+  keys.invalidate();
+  view.full();
+}
+
+/** The CSS x on the timeline canvas of a time, over the heatmap's plot; null before a layout. */
+function plotX(ms) {
+  const g = view.g, m = currentModel();
+  if (!g || !m || !m.length) return null;
+  const cap = view.capacity;
+  let end, colMs;
+  if (S.mode === 'live') {
+    const w = view.win();
+    if (!w.n) return null;
+    end = m.cols[w.at(w.hi - 1)].meta.ts;
+    colMs = S.tick || 1000;
+  } else {
+    const grid = (S.past ?? S.file).grid;
+    end = grid.origin + grid.count * grid.width;
+    colMs = grid.width;
+  }
+  const slot = cap - (end - ms) / colMs;
+  const x = (g.x + Math.max(0, Math.min(cap, slot)) * (g.w / cap)) / g.dpr;
+  const off = view.canvas.getBoundingClientRect().left - timeline.canvas.getBoundingClientRect().left;
+  return x + off;
+}
+
+function renderTimeline() {
+  const w = watchOf(S.source);
+  const recorded = w?.recorded ? [w.recorded.first_ms, w.recorded.last_ms] : null;
+  if (S.mode === 'past') {
+    timeline.set({ live: false, from: S.past.from, to: S.past.to, recorded, marks: S.marks });
+  } else if (S.mode === 'file') {
+    timeline.set({ live: false, from: S.file.header.from, to: S.file.header.to, recorded: [S.file.header.from, S.file.header.to], marks: S.marks });
+  } else if (S.source) {
+    const now = S.lastFrame && Number.isFinite(S.lastFrame.ts_ms) ? S.lastFrame.ts_ms : Date.now();
+    timeline.set({ live: true, from: now - history * (S.tick || 1000), to: now, recorded, marks: S.marks });
+  } else {
+    timeline.set({ live: true, from: null, to: null, recorded: null, marks: [] });
+  }
+}
+
+const toLocalInput = (ms) => { const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000); return d.toISOString().slice(0, 19); };
+const fromLocalInput = (v) => (v ? new Date(v).getTime() : NaN);
+
+function renderRangeControls() {
+  const span = S.mode === 'past' ? S.past.to - S.past.from : null;
+  for (const b of hui.rangeButtons) {
+    const r = b.dataset.range;
+    b.disabled = r !== 'live' && !S.source;
+    b.classList.toggle('active', r === 'live' ? S.mode === 'live' : r === 'custom' ? !hui.customRange.hidden : span === Number(r));
+  }
+  const fmt = (ms) => new Date(ms).toLocaleString('en-GB', { hour12: false });
+  const per = (g) => (g.width >= 60000 ? `${(g.width / 60000).toFixed(1).replace(/\.0$/, '')} min` : `${(g.width / 1000).toFixed(g.width < 10000 ? 1 : 0)} s`);
+  hui.rangeInfo.textContent = S.mode === 'past'
+    ? `${fmt(S.past.from)} – ${fmt(S.past.to)} · ${S.past.grid.count} columns of ${per(S.past.grid)}`
+    : S.mode === 'file' ? `file ${S.file.name} · ${S.file.frames.length} frames` : '';
+}
+
+function wireHistory() {
+  for (const ev of ['pointerdown', 'focus']) hui.source.addEventListener(ev, () => { if (!S.watchesAsked) loadWatches(); });
+  hui.source.addEventListener('change', () => {
+    S.source = hui.source.value;
+    goLive(true);
+  });
+  for (const b of hui.rangeButtons) {
+    b.addEventListener('click', () => {
+      const r = b.dataset.range;
+      if (r === 'live') { hui.customRange.hidden = true; goLive(); return; }
+      if (r === 'custom') {
+        hui.customRange.hidden = !hui.customRange.hidden;
+        const to = S.past ? S.past.to : Date.now();
+        hui.rangeFrom.value = toLocalInput(S.past ? S.past.from : to - 3600000);
+        hui.rangeTo.value = toLocalInput(to);
+        renderRangeControls();
+        return;
+      }
+      hui.customRange.hidden = true;
+      const to = Date.now();
+      pickRange(to - Number(r), to);
+    });
+  }
+  hui.rangeGo.addEventListener('click', () => {
+    const from = fromLocalInput(hui.rangeFrom.value), to = fromLocalInput(hui.rangeTo.value);
+    if (!(from < to)) { showError('client', 'The range needs a from before its to.'); return; }
+    pickRange(from, to);
+  });
+  hui.copyLink.addEventListener('click', copyLink);
+  hui.exportNdjson.addEventListener('click', exportNdjson);
+  hui.importFile.addEventListener('change', () => { importFile(hui.importFile.files[0]); hui.importFile.value = ''; });
+  // Drop a file anywhere on the page to open it.
+  document.addEventListener('dragover', (ev) => { if (ev.dataTransfer?.types.includes('Files')) { ev.preventDefault(); document.body.classList.add('dropping'); } });
+  document.addEventListener('dragleave', (ev) => { if (!ev.relatedTarget) document.body.classList.remove('dropping'); });
+  document.addEventListener('drop', (ev) => {
+    document.body.classList.remove('dropping');
+    const f = ev.dataTransfer?.files?.[0];
+    if (!f) return;
+    ev.preventDefault();
+    importFile(f);
+  });
+  new ResizeObserver(() => timeline.draw()).observe(view.canvas);
+
+  // A permalink: ?watch=NAME[&from=MS&to=MS] with the view (scale, colour, overlays, keys, agg).
+  if (params.has('agg')) store.set('aggregation', params.get('agg'));
+  if (params.has('isolate') || params.has('exclude')) S.pendingView = { isolate: params.get('isolate'), exclude: params.getAll('exclude') };
+  S.source = params.get('watch') || '';
+  const from = Number(params.get('from')), to = Number(params.get('to'));
+  if (S.source) hui.source.append(el('option', { value: S.source, text: `watch ${S.source}` }));
+  hui.source.value = S.source;
+  if (S.source && Number.isFinite(from) && Number.isFinite(to) && from < to && params.has('from')) openRange(S.source, from, to);
+  else if (params.has('offline')) loadWatches();
+  renderRangeControls();
+  renderTimeline();
+}
 
 // ── test / console API ──
 // Stable, read-mostly view of the state for tests and for people poking at the console.
@@ -912,6 +1392,21 @@ window.heat = {
   send: (msg) => conn.send(msg),
   start,
   stop,
+  /** History: live | past | file, the source watch, the grid of a past range or file. */
+  get mode() { return S.mode; },
+  get source() { return S.source; },
+  get past() { return S.past ? { watch: S.past.watch, from: S.past.from, to: S.past.to, grid: { ...S.past.grid } } : null; },
+  get loads() { return S.loads; },
+  get marks() { return S.marks.map((m) => ({ ...m })); },
+  /** Marks as the timeline drew them: [{label, x0, x1}] in CSS px of the timeline canvas. */
+  get drawnMarks() { return timeline.drawnMarks.map((m) => ({ ...m })); },
+  /** Test hook: show these marks on the timeline as if a range's answer had carried them. */
+  showMarks(marks) { S.marks = marks.map((m) => ({ ...m })); renderTimeline(); },
+  openRange: (watch, from, to) => openRange(watch, from, to),
+  permalink,
+  exportText,
+  importText: (name, text) => showFile({ name, ...parseExport(text) }),
+  goLive,
   pause: () => setPaused(true),
   resume: () => setPaused(false),
 };

@@ -11,7 +11,9 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 
 use crate::aggregation::{AggregationInfo, Snapshot};
-use crate::store::{Mark, Retention, RetentionReport, Store, StoreError, StoredTick, WatchSummary};
+use crate::store::{
+    Mark, Retention, RetentionReport, Slices, Store, StoreError, StoredTick, WatchSummary,
+};
 use crate::telemetry::Event;
 
 /// Owns the store on its thread.
@@ -119,6 +121,9 @@ pub struct Range {
     pub ticks: Vec<StoredTick>,
     pub runs: Vec<(u64, Vec<AggregationInfo>)>,
     pub marks: Vec<Mark>,
+    /// How the columns were cut (when `columns` was asked): column `k` covers
+    /// `[origin + k·width, origin + (k+1)·width)`.
+    pub slices: Option<Slices>,
 }
 
 /// Every recorded watch.
@@ -205,7 +210,16 @@ impl Handler<ReadRange> for Recorder {
             }
         }
         let marks = store.marks(&read.watch, read.from_ms, read.to_ms)?;
-        Ok(Range { ticks, runs, marks })
+        let slices = match read.columns {
+            Some(n) => Some(store.slices(&read.watch, read.from_ms, read.to_ms, n)?),
+            None => None,
+        };
+        Ok(Range {
+            ticks,
+            runs,
+            marks,
+            slices,
+        })
     }
 }
 

@@ -496,6 +496,26 @@ impl Store {
             })
     }
 
+    /// How [`Store::read`] with `columns` cuts `[from_ms, to_ms)` for this watch (its roll-up
+    /// width decides whether slices are whole roll-up windows), so a reader can place each
+    /// column in its slice.
+    pub fn slices(
+        &self,
+        watch: &str,
+        from_ms: u64,
+        to_ms: u64,
+        columns: usize,
+    ) -> Result<Slices, StoreError> {
+        self.load(watch)?;
+        let rollup_ms = self.watches.borrow()[watch].rollup_ms;
+        Ok(Slices::new(
+            from_ms,
+            to_ms.max(from_ms + 1),
+            columns,
+            rollup_ms,
+        ))
+    }
+
     /// Ticks with `ts_ms` in `[from_ms, to_ms)`. Without `columns`, every row as stored:
     /// ticks, and roll-ups where the ticks are gone. With `columns`, at most that many
     /// columns, each the exact sum (histograms bucket by bucket) of the rows in its time slice,

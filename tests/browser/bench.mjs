@@ -3,13 +3,16 @@
 // rows) are fed through window.heat.inject, the same path as websocket frames, into the page
 // served by the real heat-actix binary; each timed frame ends with a 1-pixel getImageData,
 // which makes Chromium rasterise the canvas work of that frame, so the figure includes drawing,
-// not just recording it. Prints median and p95 ms per frame; asserts nothing.
+// not just recording it. Prints median and p95 ms per frame. Then it opens a recorded 24 h
+// range (600 columns of 144 s, 50 keys) through the page's history path and prints the time
+// to parse, model and draw it. Asserts nothing.
 //
 //   cargo build && (cd tests/browser && npm ci && node bench.mjs)
 
 import { startServer, launchBrowser } from './harness.mjs';
 
 const COLUMNS = 600, ROWS = 64, KEYS = 20, WARM = COLUMNS, MEASURED = 400;
+const RANGE_KEYS = 50, OPEN_RUNS = 9; // the opened range: 50 keys, opened 9 times
 const viewport = { width: Number(process.env.BENCH_W || 1600), height: Number(process.env.BENCH_H || 1000) };
 
 const server = await startServer();
@@ -67,11 +70,55 @@ try {
       full: d1.full - d0.full, incremental: d1.incremental - d0.incremental,
     };
   }, { COLUMNS, ROWS, KEYS, WARM, MEASURED });
+  // Opening a recorded range: a day at 1 s ticks summed into 600 columns of 144 s (as
+  // /api/watches/{name}/frames returns it), 50 keys, through the page's import path (the same
+  // showFrames → model → view as a watch's range). Timed: parse + model + full draw + raster.
+  const opened = await page.evaluate(async ({ COLUMNS, RANGE_KEYS, OPEN_RUNS }) => {
+    const h = window.heat;
+    const DAY = 86400000, from = 1763769600000, to = from + DAY, width = DAY / COLUMNS;
+    let rnd = 777;
+    const rand = () => ((rnd = (rnd * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const lines = [JSON.stringify({ type: 'export', format: 'heat-actix-ndjson-1', watch: 'bench', from, to,
+      runs: [{ run: 1, aggregations: [{ name: '@latency_us', kind: 'lhist', layout: { min: 0, max: 64, step: 2 } }] }] })];
+    for (let k = 0; k < COLUMNS; k++) {
+      const series = [];
+      for (let key = 0; key < RANGE_KEYS; key++) {
+        const buckets = [];
+        for (let lo = 0; lo < 64; lo += 2) if (rand() < 0.5) buckets.push([lo, lo + 1, 1 + Math.floor(rand() ** 3 * 144000)]);
+        buckets.push([64, null, 1 + Math.floor(rand() * 500)]);
+        series.push({ key: [`sys${key}`], buckets });
+      }
+      lines.push(JSON.stringify({ type: 'frame', seq: k + 1, ts_ms: from + (k + 1) * width - 1, interval_ms: width, run: 1,
+        aggregations: [{ name: '@latency_us', kind: 'lhist', series }] }));
+    }
+    const text = lines.join('\n') + '\n';
+    const canvas = document.getElementById('heatmap');
+    const ctx = canvas.getContext('2d');
+    const times = [], parse = [];
+    for (let i = 0; i < OPEN_RUNS; i++) { // JSON.parse alone, as the import does it
+      const t0 = performance.now();
+      for (const l of text.split('\n')) if (l) JSON.parse(l);
+      parse.push(performance.now() - t0);
+    }
+    for (let i = 0; i < OPEN_RUNS; i++) {
+      const t0 = performance.now();
+      h.importText('bench.ndjson', text);
+      ctx.getImageData(0, 0, 1, 1);
+      times.push(performance.now() - t0);
+      await new Promise((r) => requestAnimationFrame(() => r()));
+    }
+    const s = [...times].sort((a, b) => a - b);
+    return { columns: h.model().length, rows: h.rows.length, keys: h.keys.length, bytes: text.length,
+      median: s[Math.floor(s.length / 2)], max: s[s.length - 1], parse: [...parse].sort((a, b) => a - b)[Math.floor(parse.length / 2)] };
+  }, { COLUMNS, RANGE_KEYS, OPEN_RUNS });
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   console.log(`heatmap ${result.columns} columns × ${result.rows} rows, canvas ${result.canvas.join('×')} px, ${KEYS} keys, ${MEASURED} frames`);
   console.log(`  incremental draws ${result.incremental}, full redraws ${result.full}`);
   console.log(`  per frame (model + draw + raster): median ${result.median.toFixed(2)} ms, p95 ${result.p95.toFixed(2)} ms`);
   console.log(`  per frame (JavaScript only):       median ${result.jsMedian.toFixed(2)} ms`);
+  console.log(`opening a recorded 24 h range: ${opened.columns} columns × ${opened.rows} rows, ${opened.keys} keys, ${(opened.bytes / 1e6).toFixed(1)} MB of NDJSON, ${OPEN_RUNS} opens`);
+  console.log(`  parse + model + full draw + raster: median ${opened.median.toFixed(1)} ms, max ${opened.max.toFixed(1)} ms`);
+  console.log(`  of which JSON.parse of the lines:   median ${opened.parse.toFixed(1)} ms (model + draw ≈ ${(opened.median - opened.parse).toFixed(1)} ms)`);
 } finally {
   await browser.close();
   await server.stop();
