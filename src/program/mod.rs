@@ -8,6 +8,8 @@
 pub mod plan;
 pub mod recorder;
 pub mod registry;
+pub mod trigger;
+pub mod webhook;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -198,6 +200,16 @@ pub struct Program {
     walking: bool,
     /// The viewer count changed since viewers were last told.
     viewers_changed: bool,
+    /// A watch's tail triggers, fed every published tick.
+    triggers: Vec<WatchTrigger>,
+}
+
+/// One `[[watch.trigger]]` of the watch a program is.
+struct WatchTrigger {
+    state: trigger::Trigger,
+    config: crate::config::TriggerConfig,
+    /// False when the program has no aggregation it can read (told once, at start).
+    usable: bool,
 }
 
 impl Program {
@@ -208,6 +220,21 @@ impl Program {
         registry: Addr<registry::Programs>,
         recorder: Option<Addr<recorder::Recorder>>,
     ) -> Program {
+        let triggers = plan
+            .watch
+            .as_deref()
+            .and_then(|name| config.watches.iter().find(|w| w.name == name))
+            .map(|w| {
+                w.triggers
+                    .iter()
+                    .map(|t| WatchTrigger {
+                        state: trigger::Trigger::from_config(t),
+                        config: t.clone(),
+                        usable: true,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Program {
             id,
             plan,
@@ -226,6 +253,7 @@ impl Program {
             seq: 0,
             walking: false,
             viewers_changed: false,
+            triggers,
         }
     }
 
@@ -239,7 +267,8 @@ impl Program {
                 e.with(m.encoding)
             });
         Encodings {
-            typed: self.recorder.is_some(),
+            // The recorder stores typed ticks; triggers read them.
+            typed: self.recorder.is_some() || !self.triggers.is_empty(),
             ..encodings
         }
     }
@@ -355,6 +384,7 @@ impl Program {
                                 started_ms: now_ms(),
                             });
                         }
+                        act.resolve_triggers();
                         for member in act.members.values() {
                             act.joined(member);
                         }
@@ -425,6 +455,9 @@ impl Program {
         if let Some(dictionary) = &frame.dictionary {
             self.dictionary = Some(dictionary.clone());
         }
+        if let Some(snapshot) = &frame.snapshot {
+            self.observe_triggers(snapshot, frame.ts_ms);
+        }
         if let (Some(recorder), Some(watch), Some(snapshot)) =
             (&self.recorder, &self.plan.watch, &frame.snapshot)
         {
@@ -445,6 +478,113 @@ impl Program {
             self.ring.push_back(frame.clone());
         }
         self.broadcast(ViewerEvent::Frame(frame));
+    }
+
+    /// Settles which aggregation each trigger reads, now that the program announced them.
+    fn resolve_triggers(&mut self) {
+        let (Some(info), Some(watch)) = (&self.info, &self.plan.watch) else {
+            return;
+        };
+        for t in &mut self.triggers {
+            let announced = info
+                .aggregations
+                .iter()
+                .map(|a| (a.name.as_str(), a.kind.is_histogram()));
+            match t.state.resolve(announced) {
+                Ok(()) => t.usable = true,
+                Err(why) => {
+                    t.usable = false;
+                    Event::TriggerUnusable {
+                        watch,
+                        trigger: t.state.name(),
+                        why: &why,
+                    }
+                    .emit();
+                }
+            }
+        }
+    }
+
+    /// Feeds one tick to every trigger and acts on those that fire: pin, count, log, webhook.
+    fn observe_triggers(&mut self, snapshot: &crate::aggregation::Snapshot, ts_ms: u64) {
+        let Some(watch) = self.plan.watch.clone() else {
+            return;
+        };
+        let fired: Vec<(trigger::Fired, crate::config::TriggerConfig)> = self
+            .triggers
+            .iter_mut()
+            .filter(|t| t.usable)
+            .filter_map(|t| Some((t.state.observe(snapshot, ts_ms)?, t.config.clone())))
+            .collect();
+        for (fired, config) in fired {
+            self.fire(&watch, fired, &config);
+        }
+    }
+
+    fn fire(&self, watch: &str, fired: trigger::Fired, config: &crate::config::TriggerConfig) {
+        let from_ms = fired
+            .fired_ms
+            .saturating_sub(config.pin_before_s.saturating_mul(1000));
+        let to_ms = fired
+            .fired_ms
+            .saturating_add(config.pin_after_s.saturating_mul(1000));
+        Event::TriggerFired {
+            watch,
+            trigger: &fired.trigger,
+            value: fired.value,
+            fired_ms: fired.fired_ms,
+            from_ms,
+            to_ms,
+        }
+        .emit();
+        if let Some(recorder) = &self.recorder {
+            let pin = recorder.send(recorder::Pin {
+                watch: watch.to_owned(),
+                from_ms,
+                // Retention keeps every row whose interval meets the range, so the tick
+                // ending at `to_ms` stays too.
+                to_ms,
+                until_ms: fired
+                    .fired_ms
+                    .saturating_add(config.keep_s.saturating_mul(1000)),
+                label: fired.trigger.clone(),
+            });
+            let (watch, trigger) = (watch.to_owned(), fired.trigger.clone());
+            actix::spawn(async move {
+                let error = match pin.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("recorder gone: {e}"),
+                };
+                Event::TriggerPinFailed {
+                    watch: &watch,
+                    trigger: &trigger,
+                    error: &error,
+                }
+                .emit();
+            });
+        }
+        if let Some(url) = &config.webhook {
+            let payload = webhook::Payload {
+                watch: watch.to_owned(),
+                trigger: fired.trigger.clone(),
+                fired_ms: fired.fired_ms,
+                from_ms,
+                to_ms,
+                value: fired.value,
+                permalink: format!(
+                    "{}/?watch={watch}&from={from_ms}&to={to_ms}",
+                    self.config.public_url()
+                ),
+            };
+            let delivery = webhook::Delivery {
+                url: url.clone(),
+                timeout: Duration::from_millis(config.webhook_timeout_ms),
+                retries: config.webhook_retries,
+            };
+            // A task of its own: a slow endpoint never holds up a tick.
+            actix::spawn(webhook::deliver(delivery, payload));
+        }
     }
 
     fn stop_consumer(&mut self) {
