@@ -207,6 +207,10 @@ fn a_trigger_fires_on_a_sleeper_pins_its_range_and_calls_its_webhook() {
         Some(0.0)
     );
     wait_for_watch(&server, "sleepy");
+    assert_eq!(
+        get(&server, "/api/watches")["watches"][0]["triggers"],
+        json!(["slow-sleeps"])
+    );
 
     // Fast: the watch sees the sleeper's calls, and the trigger stays quiet.
     let phase = Arc::new(AtomicU8::new(FAST));
