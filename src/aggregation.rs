@@ -62,7 +62,7 @@ impl AggKind {
 }
 
 /// One part of a map key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum KeyPart {
     Int(i64),
@@ -187,7 +187,8 @@ impl Serialize for Series {
 }
 
 /// A linear bucket layout known before any data arrives (lhist/lquantize parameters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Layout {
     pub min: i64,
     pub max: i64,
@@ -195,11 +196,12 @@ pub struct Layout {
 }
 
 /// What a program will aggregate, announced in `started`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AggregationInfo {
     pub name: String,
     pub kind: AggKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<Layout>,
 }
 

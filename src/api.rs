@@ -114,6 +114,8 @@ pub async fn watches(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
                 "record": w.record,
                 "program": program.map(|p| p.program),
                 "viewers": program.map(|p| p.viewers),
+                // Their marks carry these names as labels.
+                "triggers": w.triggers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError};
 #[command(name = "heat-actix", version, about, long_about = None)]
 pub struct Cli {
     /// TOML config file (see config/heat.toml); defaults apply without one.
-    #[arg(long, short = 'c', value_name = "PATH")]
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
     /// Listen address, overriding `bind` (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -38,6 +38,18 @@ pub struct Cli {
 pub enum Command {
     /// Read a token on stdin and print the `sha256 = "…"` line for its [[auth.tokens]] entry.
     HashToken,
+    /// Write an NDJSON export (GET /api/watches/NAME/export, or the page's download) into the
+    /// store of the config's `[store] path`, as new runs of watch NAME. The file is checked
+    /// whole before anything is written. NAME must not be a watch this config records (a
+    /// running server writes those).
+    Import {
+        /// The .ndjson file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The watch the ticks are filed under (1..=64 of a-z 0-9 _ -).
+        #[arg(long, value_name = "NAME")]
+        watch: String,
+    },
 }
 
 impl Cli {

@@ -68,6 +68,10 @@ pub struct Config {
     /// Standing watches: programs that run from start-up with no viewer, and are recorded.
     #[serde(default, rename = "watch")]
     pub watches: Vec<WatchConfig>,
+    /// How people reach this server (`scheme://host[:port]`), for the links it hands out
+    /// (trigger webhooks' permalinks). Default: `http://{bind}` (`https://` with `[tls]`).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// The embedded store of recordings.
@@ -142,6 +146,143 @@ pub struct WatchConfig {
     /// The width of a roll-up, in seconds.
     #[serde(default = "default_rollup_s")]
     pub rollup_s: u64,
+    /// Tail triggers on this watch's frames (`[[watch.trigger]]`).
+    #[serde(default, rename = "trigger")]
+    pub triggers: Vec<TriggerConfig>,
+}
+
+/// The allowed range of a trigger's thresholds (`p99_above`, `share_at_or_above`), in the
+/// aggregation's unit.
+pub const TRIGGER_THRESHOLD_RANGE: std::ops::RangeInclusive<u64> = 0..=1_000_000_000_000;
+
+/// A tail trigger: a condition on a watch's frames that, held for `ticks` consecutive ticks,
+/// pins the surrounding range, counts, logs and calls a webhook (see `program::trigger`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Its name: the label of its marks and metrics, 1..=64 of `a-z 0-9 _ -`.
+    pub name: String,
+    /// The histogram aggregation it reads (e.g. `@latency_us`); default the program's first.
+    #[serde(default)]
+    pub aggregation: Option<String>,
+    /// Fires when the bucket holding the 99th percentile event starts above this value.
+    #[serde(default)]
+    pub p99_above: Option<u64>,
+    /// With `fraction`: fires when more than `fraction` of the events are in buckets whose
+    /// lower bound is at least this value.
+    #[serde(default)]
+    pub share_at_or_above: Option<u64>,
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Consecutive ticks the condition must hold.
+    #[serde(default = "default_trigger_ticks")]
+    pub ticks: u32,
+    /// Seconds before the firing tick that are pinned.
+    #[serde(default = "default_pin_s")]
+    pub pin_before_s: u64,
+    /// Seconds after the firing tick that are pinned.
+    #[serde(default = "default_pin_s")]
+    pub pin_after_s: u64,
+    /// How long the pinned range is kept against retention, in seconds from the firing.
+    #[serde(default = "default_keep_s")]
+    pub keep_s: u64,
+    /// An `http://` URL that gets a JSON POST when the trigger fires.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// How long one webhook attempt may take, in milliseconds.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// Attempts after the first that failed (an error, a timeout or a status other than 2xx).
+    #[serde(default = "default_webhook_retries")]
+    pub webhook_retries: u32,
+}
+
+fn default_trigger_ticks() -> u32 {
+    3
+}
+fn default_pin_s() -> u64 {
+    300
+}
+fn default_keep_s() -> u64 {
+    7 * 24 * 3600
+}
+fn default_webhook_timeout_ms() -> u64 {
+    5000
+}
+fn default_webhook_retries() -> u32 {
+    3
+}
+
+/// Whether `name` is a valid watch or trigger name: 1..=64 of `a-z 0-9 _ -`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl TriggerConfig {
+    fn validate(&self, watch: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "watch.trigger",
+            message: format!("watch {watch:?}, trigger {:?}: {message}", self.name),
+        };
+        if !valid_name(&self.name) {
+            return Err(invalid("a name is 1..=64 of a-z 0-9 _ -".into()));
+        }
+        match (self.p99_above, self.share_at_or_above, self.fraction) {
+            (Some(_), None, None) => {}
+            (None, Some(_), Some(f)) if f > 0.0 && f < 1.0 => {}
+            (None, Some(_), Some(f)) => {
+                return Err(invalid(format!(
+                    "fraction {f} is not strictly between 0 and 1"
+                )))
+            }
+            _ => {
+                return Err(invalid(
+                    "give exactly one condition: `p99_above`, or `share_at_or_above` with \
+                     `fraction`"
+                        .into(),
+                ))
+            }
+        }
+        if let Some(url) = &self.webhook {
+            let rest = url.strip_prefix("http://").unwrap_or("");
+            if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+                return Err(invalid(format!(
+                    "webhook {url:?} is not an http:// URL with a host"
+                )));
+            }
+        }
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 8] = [
+            (
+                "p99_above",
+                self.p99_above.unwrap_or(0),
+                TRIGGER_THRESHOLD_RANGE,
+            ),
+            (
+                "share_at_or_above",
+                self.share_at_or_above.unwrap_or(0),
+                TRIGGER_THRESHOLD_RANGE,
+            ),
+            ("ticks", u64::from(self.ticks), 1..=10_000),
+            ("pin_before_s", self.pin_before_s, 0..=7 * 24 * 3600),
+            ("pin_after_s", self.pin_after_s, 0..=7 * 24 * 3600),
+            ("keep_s", self.keep_s, 60..=10 * 365 * 24 * 3600),
+            ("webhook_timeout_ms", self.webhook_timeout_ms, 100..=600_000),
+            ("webhook_retries", u64::from(self.webhook_retries), 0..=100),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                return Err(invalid(format!(
+                    "{key} {value} is not in {}..={}",
+                    range.start(),
+                    range.end()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_true() -> bool {
@@ -193,12 +334,7 @@ impl WatchConfig {
             key: "watch",
             message: format!("{:?}: {message}", self.name),
         };
-        let name_ok = (1..=64).contains(&self.name.len())
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !name_ok {
+        if !valid_name(&self.name) {
             return Err(invalid("a name is 1..=64 of a-z 0-9 _ -".into()));
         }
         match (&self.preset, &self.script, &self.lang) {
@@ -232,6 +368,20 @@ impl WatchConfig {
                     "{key} {value} is not in {}..={}",
                     range.start(),
                     range.end()
+                )));
+            }
+        }
+        if !self.triggers.is_empty() && !self.record {
+            return Err(invalid(
+                "a trigger pins recorded ranges: a watch with triggers needs record = true".into(),
+            ));
+        }
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            trigger.validate(&self.name)?;
+            if self.triggers[..i].iter().any(|t| t.name == trigger.name) {
+                return Err(invalid(format!(
+                    "two triggers are named {:?}",
+                    trigger.name
                 )));
             }
         }
@@ -411,6 +561,7 @@ impl Default for Config {
             tls: None,
             store: StoreConfig::default(),
             watches: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -488,6 +639,18 @@ impl Config {
             });
         }
         self.validate_security()?;
+        if let Some(url) = &self.public_url {
+            let rest = ["http://", "https://"]
+                .iter()
+                .find_map(|scheme| url.strip_prefix(scheme))
+                .unwrap_or("");
+            if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid {
+                    key: "public_url",
+                    message: format!("{url:?} is not an http:// or https:// URL with a host"),
+                });
+            }
+        }
         for (i, watch) in self.watches.iter().enumerate() {
             watch.validate()?;
             if self.watches[..i].iter().any(|w| w.name == watch.name) {
@@ -599,6 +762,20 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The base of links this server hands out: `public_url` without a trailing `/`, or
+    /// `http://{bind}` (`https://` with `[tls]`).
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.bind)
+            }
+        }
+    }
+}
+
 /// Lowercase hex SHA-256 of a token, as `auth.tokens.sha256` wants it.
 pub fn hash_token(token: &str) -> String {
     use sha2::Digest;
@@ -671,6 +848,64 @@ mod tests {
         let operator = viewer.replace("viewer", "operator");
         assert!(parse(&operator).is_ok());
         assert!(parse("custom = 1\n").is_err());
+    }
+
+    #[test]
+    fn triggers_take_exactly_one_condition_and_name_what_is_wrong() {
+        let watch = "[[watch]]\nname = \"w\"\npreset = \"syscall-latency\"\n";
+        let trigger =
+            |body: &str| parse(&format!("{watch}[[watch.trigger]]\nname = \"t\"\n{body}"));
+        let config = trigger("p99_above = 100\nwebhook = \"http://127.0.0.1:9/x\"\n").unwrap();
+        let t = &config.watches[0].triggers[0];
+        assert_eq!(
+            (t.p99_above, t.ticks, t.pin_before_s, t.pin_after_s),
+            (Some(100), 3, 300, 300)
+        );
+        assert_eq!((t.keep_s, t.webhook_retries), (7 * 24 * 3600, 3));
+        assert!(trigger("share_at_or_above = 64\nfraction = 0.25\n").is_ok());
+        for (body, says) in [
+            ("", "exactly one condition"),
+            (
+                "p99_above = 1\nshare_at_or_above = 1\nfraction = 0.5\n",
+                "exactly one condition",
+            ),
+            ("share_at_or_above = 1\n", "exactly one condition"),
+            ("p99_above = 1\nfraction = 0.5\n", "exactly one condition"),
+            ("share_at_or_above = 1\nfraction = 1.0\n", "fraction"),
+            ("share_at_or_above = 1\nfraction = 0.0\n", "fraction"),
+            ("p99_above = 1000000000001\n", "p99_above"),
+            ("p99_above = 1\nticks = 0\n", "ticks"),
+            ("p99_above = 1\nwebhook = \"https://x/\"\n", "webhook"),
+            ("p99_above = 1\nwebhook = \"http:///x\"\n", "webhook"),
+            ("p99_above = 1\nwhen = 3\n", "when"),
+        ] {
+            let err = trigger(body).unwrap_err().to_string();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+        let twice = format!(
+            "{watch}[[watch.trigger]]\nname = \"t\"\np99_above = 1\n[[watch.trigger]]\nname = \"t\"\np99_above = 2\n"
+        );
+        assert!(parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("two triggers"));
+        let unrecorded =
+            format!("{watch}record = false\n[[watch.trigger]]\nname = \"t\"\np99_above = 1\n");
+        assert!(parse(&unrecorded)
+            .unwrap_err()
+            .to_string()
+            .contains("record = true"));
+    }
+
+    #[test]
+    fn public_url_defaults_to_the_bind_address() {
+        assert_eq!(parse("").unwrap().public_url(), "http://127.0.0.1:8080");
+        let set = parse("public_url = \"https://heat.example/\"\n").unwrap();
+        assert_eq!(set.public_url(), "https://heat.example");
+        let err = parse("public_url = \"heat.example\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("public_url"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ fn main() -> anyhow::Result<()> {
         return hash_token();
     }
     let config = cli.config()?;
+    if let Some(Command::Import { file, watch }) = &cli.command {
+        return import(&config, file, watch);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("log filter")?)
         .with_writer(std::io::stderr)
@@ -108,6 +111,33 @@ fn hash_token() -> anyhow::Result<()> {
         "sha256 = \"{}\"",
         config::hash_token(token)
     )?;
+    Ok(())
+}
+
+/// `heat-actix import FILE --watch NAME`: an export into the config's store.
+fn import(config: &config::Config, file: &std::path::Path, watch: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config::valid_name(watch),
+        "--watch {watch:?}: a watch name is 1..=64 of a-z 0-9 _ -"
+    );
+    anyhow::ensure!(
+        !config.watches.iter().any(|w| w.name == watch && w.record),
+        "--watch {watch:?} is a watch this config records: a running server writes it too; \
+         import under another name (e.g. {watch}-imported)"
+    );
+    let path = config
+        .store
+        .resolve(None)
+        .join(heat_actix::store::FILE_NAME);
+    let mut store = heat_actix::store::Store::open(&path)?;
+    let imported = heat_actix::import::import(file, watch, &mut store)?;
+    println!(
+        "Imported {} ticks from {} into watch {watch:?} (run(s) {:?}) of {}.",
+        imported.ticks,
+        file.display(),
+        imported.runs,
+        path.display()
+    );
     Ok(())
 }
 

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub store_writes: IntCounter,
     pub store_write_errors: IntCounter,
     pub store_write_duration: Histogram,
+    pub trigger_fired: IntCounterVec,
+    pub trigger_webhook_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -156,8 +158,26 @@ impl Metrics {
             .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).unwrap()),
         )
         .unwrap();
+        let trigger_fired = IntCounterVec::new(
+            Opts::new(
+                "heat_trigger_fired_total",
+                "Times a watch's tail trigger fired (its range pinned), by watch and trigger",
+            ),
+            &["watch", "trigger"],
+        )
+        .unwrap();
+        let trigger_webhook_failures = IntCounterVec::new(
+            Opts::new(
+                "heat_trigger_webhook_failures_total",
+                "Trigger webhooks not delivered after all their retries, by watch and trigger",
+            ),
+            &["watch", "trigger"],
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(trigger_fired.clone()),
+            Box::new(trigger_webhook_failures.clone()),
             Box::new(watch_restarts.clone()),
             Box::new(store_bytes.clone()),
             Box::new(store_writes.clone()),
@@ -219,6 +239,8 @@ impl Metrics {
             store_writes,
             store_write_errors,
             store_write_duration,
+            trigger_fired,
+            trigger_webhook_failures,
         }
     }
 
@@ -408,6 +430,42 @@ pub enum Event<'a> {
         why: &'a str,
         wait: Duration,
     },
+    /// A watch's tail trigger fired: `[from_ms, to_ms]` is pinned.
+    TriggerFired {
+        watch: &'a str,
+        trigger: &'a str,
+        value: f64,
+        fired_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    },
+    /// A trigger cannot be evaluated on its watch's program (no such histogram); it stays
+    /// idle until the program starts again.
+    TriggerUnusable {
+        watch: &'a str,
+        trigger: &'a str,
+        why: &'a str,
+    },
+    /// A trigger's range could not be pinned (the store refused).
+    TriggerPinFailed {
+        watch: &'a str,
+        trigger: &'a str,
+        error: &'a str,
+    },
+    /// One webhook attempt failed; `last` when no retry is left (the delivery is given up).
+    TriggerWebhookFailed {
+        watch: &'a str,
+        trigger: &'a str,
+        attempt: u32,
+        error: &'a str,
+        last: bool,
+    },
+    /// A trigger's webhook was delivered.
+    TriggerWebhookDelivered {
+        watch: &'a str,
+        trigger: &'a str,
+        attempt: u32,
+    },
     /// A program handed one frame to all its viewers.
     FannedOut { viewers: usize, elapsed: Duration },
     /// A frame was not sent: the browser had not read the previous ones.
@@ -522,6 +580,69 @@ impl Event<'_> {
                     wait_ms = wait.as_millis() as u64,
                     "Watch failed; starting it again."
                 );
+            }
+            Event::TriggerFired {
+                watch,
+                trigger,
+                value,
+                fired_ms,
+                from_ms,
+                to_ms,
+            } => {
+                m.trigger_fired.with_label_values(&[watch, trigger]).inc();
+                warn!(
+                    watch,
+                    trigger, value, fired_ms, from_ms, to_ms, "Trigger fired: its range is pinned."
+                );
+            }
+            Event::TriggerUnusable {
+                watch,
+                trigger,
+                why,
+            } => {
+                warn!(
+                    watch,
+                    trigger, why, "Trigger cannot be evaluated on this program; it stays idle."
+                );
+            }
+            Event::TriggerPinFailed {
+                watch,
+                trigger,
+                error,
+            } => {
+                warn!(
+                    watch,
+                    trigger, error, "Trigger fired but its range could not be pinned."
+                );
+            }
+            Event::TriggerWebhookFailed {
+                watch,
+                trigger,
+                attempt,
+                error,
+                last,
+            } => {
+                if last {
+                    m.trigger_webhook_failures
+                        .with_label_values(&[watch, trigger])
+                        .inc();
+                    warn!(
+                        watch,
+                        trigger, attempt, error, "Trigger webhook failed; giving up."
+                    );
+                } else {
+                    info!(
+                        watch,
+                        trigger, attempt, error, "Trigger webhook failed; retrying."
+                    );
+                }
+            }
+            Event::TriggerWebhookDelivered {
+                watch,
+                trigger,
+                attempt,
+            } => {
+                info!(watch, trigger, attempt, "Trigger webhook delivered.");
             }
             Event::FannedOut { viewers, elapsed } => {
                 m.fanout_duration.observe(elapsed.as_secs_f64());

@@ -83,7 +83,19 @@ fn documented_ranges() -> Vec<(String, u64, u64)> {
 
 /// Config text setting one (dotted) key.
 fn with_value(key: &str, value: u64) -> String {
-    match key.split_once('.') {
+    match key.rsplit_once('.') {
+        // A trigger needs a watch, a name and a condition besides the key under test.
+        Some(("watch.trigger", key)) => {
+            let condition = match key {
+                "p99_above" => "",
+                "share_at_or_above" => "fraction = 0.5\n",
+                _ => "p99_above = 1000\n",
+            };
+            format!(
+                "[[watch]]\nname = \"t\"\npreset = \"syscall-latency\"\n\
+                 [[watch.trigger]]\nname = \"t\"\n{condition}{key} = {value}\n"
+            )
+        }
         // A watch needs a name and a program besides the key under test.
         Some(("watch", key)) => {
             format!("[[watch]]\nname = \"t\"\npreset = \"syscall-latency\"\n{key} = {value}\n")

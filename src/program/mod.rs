@@ -8,6 +8,8 @@
 pub mod plan;
 pub mod recorder;
 pub mod registry;
+pub mod trigger;
+pub mod webhook;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -209,6 +211,16 @@ pub struct Program {
     walking: bool,
     /// The viewer count changed since viewers were last told.
     viewers_changed: bool,
+    /// A watch's tail triggers, fed every published tick.
+    triggers: Vec<WatchTrigger>,
+}
+
+/// One `[[watch.trigger]]` of the watch a program is.
+struct WatchTrigger {
+    state: trigger::Trigger,
+    config: crate::config::TriggerConfig,
+    /// False when the program has no aggregation it can read (told once, at start).
+    usable: bool,
 }
 
 impl Program {
@@ -219,6 +231,21 @@ impl Program {
         registry: Addr<registry::Programs>,
         recording: Option<(String, Addr<recorder::Recorder>)>,
     ) -> Program {
+        let triggers = plan
+            .watch
+            .as_deref()
+            .and_then(|name| config.watches.iter().find(|w| w.name == name))
+            .map(|w| {
+                w.triggers
+                    .iter()
+                    .map(|t| WatchTrigger {
+                        state: trigger::Trigger::from_config(t),
+                        config: t.clone(),
+                        usable: true,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Program {
             id,
             plan,
@@ -237,6 +264,7 @@ impl Program {
             seq: 0,
             walking: false,
             viewers_changed: false,
+            triggers,
         }
     }
 
@@ -250,7 +278,8 @@ impl Program {
                 e.with(m.encoding)
             });
         Encodings {
-            typed: self.recording.is_some(),
+            // The recorder stores typed ticks; triggers read them.
+            typed: self.recording.is_some() || !self.triggers.is_empty(),
             ..encodings
         }
     }
@@ -359,6 +388,7 @@ impl Program {
                             excluded: plan.program.filter.excluded(),
                         }));
                         act.begin_run();
+                        act.resolve_triggers();
                         for member in act.members.values() {
                             act.joined(member);
                         }
@@ -429,6 +459,9 @@ impl Program {
         if let Some(dictionary) = &frame.dictionary {
             self.dictionary = Some(dictionary.clone());
         }
+        if let Some(snapshot) = &frame.snapshot {
+            self.observe_triggers(snapshot, frame.ts_ms);
+        }
         if let (Some((watch, recorder)), Some(snapshot)) = (&self.recording, &frame.snapshot) {
             // Off the tick path: the recorder's own thread writes it.
             recorder.do_send(recorder::Record {
@@ -457,6 +490,113 @@ impl Program {
                 infos: info.aggregations.clone(),
                 started_ms: now_ms(),
             });
+        }
+    }
+
+    /// Settles which aggregation each trigger reads, now that the program announced them.
+    fn resolve_triggers(&mut self) {
+        let (Some(info), Some(watch)) = (&self.info, &self.plan.watch) else {
+            return;
+        };
+        for t in &mut self.triggers {
+            let announced = info
+                .aggregations
+                .iter()
+                .map(|a| (a.name.as_str(), a.kind.is_histogram()));
+            match t.state.resolve(announced) {
+                Ok(()) => t.usable = true,
+                Err(why) => {
+                    t.usable = false;
+                    Event::TriggerUnusable {
+                        watch,
+                        trigger: t.state.name(),
+                        why: &why,
+                    }
+                    .emit();
+                }
+            }
+        }
+    }
+
+    /// Feeds one tick to every trigger and acts on those that fire: pin, count, log, webhook.
+    fn observe_triggers(&mut self, snapshot: &crate::aggregation::Snapshot, ts_ms: u64) {
+        let Some(watch) = self.plan.watch.clone() else {
+            return;
+        };
+        let fired: Vec<(trigger::Fired, crate::config::TriggerConfig)> = self
+            .triggers
+            .iter_mut()
+            .filter(|t| t.usable)
+            .filter_map(|t| Some((t.state.observe(snapshot, ts_ms)?, t.config.clone())))
+            .collect();
+        for (fired, config) in fired {
+            self.fire(&watch, fired, &config);
+        }
+    }
+
+    fn fire(&self, watch: &str, fired: trigger::Fired, config: &crate::config::TriggerConfig) {
+        let from_ms = fired
+            .fired_ms
+            .saturating_sub(config.pin_before_s.saturating_mul(1000));
+        let to_ms = fired
+            .fired_ms
+            .saturating_add(config.pin_after_s.saturating_mul(1000));
+        Event::TriggerFired {
+            watch,
+            trigger: &fired.trigger,
+            value: fired.value,
+            fired_ms: fired.fired_ms,
+            from_ms,
+            to_ms,
+        }
+        .emit();
+        if let Some((_, recorder)) = &self.recording {
+            let pin = recorder.send(recorder::Pin {
+                watch: watch.to_owned(),
+                from_ms,
+                // Retention keeps every row whose interval meets the range, so the tick
+                // ending at `to_ms` stays too.
+                to_ms,
+                until_ms: fired
+                    .fired_ms
+                    .saturating_add(config.keep_s.saturating_mul(1000)),
+                label: fired.trigger.clone(),
+            });
+            let (watch, trigger) = (watch.to_owned(), fired.trigger.clone());
+            actix::spawn(async move {
+                let error = match pin.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("recorder gone: {e}"),
+                };
+                Event::TriggerPinFailed {
+                    watch: &watch,
+                    trigger: &trigger,
+                    error: &error,
+                }
+                .emit();
+            });
+        }
+        if let Some(url) = &config.webhook {
+            let payload = webhook::Payload {
+                watch: watch.to_owned(),
+                trigger: fired.trigger.clone(),
+                fired_ms: fired.fired_ms,
+                from_ms,
+                to_ms,
+                value: fired.value,
+                permalink: format!(
+                    "{}/?watch={watch}&from={from_ms}&to={to_ms}",
+                    self.config.public_url()
+                ),
+            };
+            let delivery = webhook::Delivery {
+                url: url.clone(),
+                timeout: Duration::from_millis(config.webhook_timeout_ms),
+                retries: config.webhook_retries,
+            };
+            // A task of its own: a slow endpoint never holds up a tick.
+            actix::spawn(webhook::deliver(delivery, payload));
         }
     }
 

@@ -309,6 +309,16 @@ impl Actor for Programs {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Every trigger's series exists from start-up, so alerts see its first firing.
+        for watch in &self.config.watches {
+            for trigger in &watch.triggers {
+                let labels = [watch.name.as_str(), trigger.name.as_str()];
+                metrics().trigger_fired.with_label_values(&labels);
+                metrics()
+                    .trigger_webhook_failures
+                    .with_label_values(&labels);
+            }
+        }
         let names: Vec<String> = self.config.watches.iter().map(|w| w.name.clone()).collect();
         for name in names {
             metrics().watch_restarts.with_label_values(&[&name]);

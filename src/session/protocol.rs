@@ -346,7 +346,7 @@ impl ServerMessage<'_> {
 }
 
 /// What a `frame` says besides its aggregations.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct FrameHeader {
     pub seq: u64,
     pub ts_ms: u64,
@@ -382,6 +382,142 @@ pub fn encode_frame(header: &FrameHeader, snapshot: &Snapshot) -> String {
         snapshot,
     })
     .expect("frames always serialise")
+}
+
+/// A `frame` object as [`encode_frame`] writes it, read strictly (an unknown field is an error).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    seq: u64,
+    ts_ms: u64,
+    interval_ms: u64,
+    #[serde(default)]
+    dropped: u64,
+    #[serde(rename = "final", default)]
+    last: bool,
+    aggregations: Vec<WireAggregation>,
+    #[serde(default)]
+    output: Vec<String>,
+    #[serde(default)]
+    drops: Vec<String>,
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireAggregation {
+    name: String,
+    kind: crate::aggregation::AggKind,
+    series: Vec<WireSeries>,
+    #[serde(default)]
+    folded: usize,
+}
+
+/// A series in any of the shapes `Series` serialises to (see `aggregation::Series`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSeries {
+    key: Vec<crate::aggregation::KeyPart>,
+    value: Option<serde_json::Number>,
+    count: Option<u64>,
+    total: Option<i64>,
+    average: Option<i64>,
+    buckets: Option<Vec<WireBucket>>,
+}
+
+/// A bucket on the wire: `[lo, hi, count]`, `null` for an open end.
+type WireBucket = (Option<i64>, Option<i64>, u64);
+
+impl WireSeries {
+    fn decode(self) -> Result<crate::aggregation::Series, String> {
+        use crate::aggregation::{Bucket, Series, Value};
+        let key = self.key;
+        let value = match (
+            self.value,
+            self.count,
+            self.total,
+            self.average,
+            self.buckets,
+        ) {
+            (None, None, None, None, Some(buckets)) => Value::Buckets(
+                buckets
+                    .into_iter()
+                    .map(|(lo, hi, count)| Bucket { lo, hi, count })
+                    .collect(),
+            ),
+            (Some(v), None, None, None, None) => Value::Scalar(
+                v.as_i64()
+                    .ok_or_else(|| format!("value {v} is not a 64-bit integer"))?,
+            ),
+            (Some(v), Some(count), Some(total), None, None) => Value::Stats {
+                count,
+                total,
+                average: v
+                    .as_i64()
+                    .ok_or_else(|| format!("value {v} is not a 64-bit integer"))?,
+            },
+            (Some(v), Some(count), Some(total), Some(average), None) => Value::Deviation {
+                count,
+                total,
+                average,
+                stddev: v
+                    .as_u64()
+                    .ok_or_else(|| format!("stddev {v} is not a whole number"))?,
+            },
+            _ => {
+                return Err(format!(
+                    "series {key:?}: give `buckets`, or `value` (with `count` and `total` for \
+                     stats, and `average` for stddev)"
+                ))
+            }
+        };
+        Ok(Series { key, value })
+    }
+}
+
+/// Reads a `frame` object back into what it was made of: the inverse of [`encode_frame`]
+/// (`encode_frame(&h, &s)` decodes to `(h, s)`). Refuses anything else, saying what is wrong.
+pub fn decode_frame(frame: Json) -> Result<(FrameHeader, Snapshot), ProtocolError> {
+    let bad = |e: String| ProtocolError::BadRequest(e);
+    let wire: WireFrame =
+        serde_json::from_value(frame).map_err(|e| bad(format!("not a frame: {e}")))?;
+    if wire.kind != "frame" {
+        return Err(bad(format!("a {:?} message is not a frame", wire.kind)));
+    }
+    let header = FrameHeader {
+        seq: wire.seq,
+        ts_ms: wire.ts_ms,
+        interval_ms: wire.interval_ms,
+        dropped: wire.dropped,
+        last: wire.last,
+    };
+    let aggregations = wire
+        .aggregations
+        .into_iter()
+        .map(|a| {
+            Ok(crate::aggregation::Aggregation {
+                series: a
+                    .series
+                    .into_iter()
+                    .map(WireSeries::decode)
+                    .collect::<Result<_, String>>()
+                    .map_err(|e| bad(format!("aggregation {}: {e}", a.name)))?,
+                name: a.name,
+                kind: a.kind,
+                folded: a.folded,
+            })
+        })
+        .collect::<Result<_, ProtocolError>>()?;
+    let snapshot = Snapshot {
+        aggregations,
+        output: wire.output,
+        drops: wire.drops,
+        errors: wire.errors,
+    };
+    Ok((header, snapshot))
 }
 
 /// Encodes one tick in the 2011 dialect (`/ws?format=2011`): one object mapping each key
@@ -429,6 +565,157 @@ pub fn encode_2011(snapshot: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::aggregation::{AggKind, Aggregation, Bucket, KeyPart, Series, Value};
+
+    #[test]
+    fn decode_frame_is_the_inverse_of_encode_frame() {
+        let aggregation = |name: &str, kind, series| Aggregation {
+            name: name.into(),
+            kind,
+            series,
+            folded: 0,
+        };
+        let snapshot = Snapshot {
+            aggregations: vec![
+                Aggregation {
+                    folded: 7,
+                    ..aggregation(
+                        "@lat",
+                        AggKind::Hist,
+                        vec![
+                            Series::histogram(
+                                vec![KeyPart::Str("read".into()), KeyPart::Int(-3)],
+                                vec![
+                                    Bucket {
+                                        lo: None,
+                                        hi: Some(-1),
+                                        count: 2,
+                                    },
+                                    Bucket {
+                                        lo: Some(4),
+                                        hi: Some(7),
+                                        count: 9,
+                                    },
+                                    Bucket {
+                                        lo: Some(1 << 40),
+                                        hi: None,
+                                        count: u64::MAX,
+                                    },
+                                ],
+                            ),
+                            Series::histogram(vec![KeyPart::Str("other".into())], vec![]),
+                        ],
+                    )
+                },
+                aggregation(
+                    "@n",
+                    AggKind::Count,
+                    vec![Series {
+                        key: vec![],
+                        value: Value::Scalar(i64::MIN),
+                    }],
+                ),
+                aggregation(
+                    "@s",
+                    AggKind::Stats,
+                    vec![Series {
+                        key: vec![KeyPart::Int(1)],
+                        value: Value::Stats {
+                            count: 3,
+                            total: -9,
+                            average: -3,
+                        },
+                    }],
+                ),
+                aggregation(
+                    "@d",
+                    AggKind::Stddev,
+                    vec![Series {
+                        key: vec![KeyPart::Int(2)],
+                        value: Value::Deviation {
+                            count: 4,
+                            total: 8,
+                            average: 2,
+                            stddev: u64::MAX,
+                        },
+                    }],
+                ),
+                aggregation("@empty", AggKind::Lquantize, vec![]),
+            ],
+            output: vec!["printed \"text\"\n".into()],
+            drops: vec!["1 drop".into()],
+            errors: vec!["an error".into()],
+        };
+        for header in [
+            FrameHeader {
+                seq: 7,
+                ts_ms: 1_700_000_000_123,
+                interval_ms: 200,
+                dropped: 0,
+                last: false,
+            },
+            FrameHeader {
+                seq: 8,
+                ts_ms: 1,
+                interval_ms: 0,
+                dropped: 3,
+                last: true,
+            },
+        ] {
+            let text = encode_frame(&header, &snapshot);
+            let decoded = decode_frame(serde_json::from_str(&text).unwrap()).unwrap();
+            assert_eq!(decoded, (header, snapshot.clone()), "{text}");
+            assert_eq!(encode_frame(&decoded.0, &decoded.1), text);
+        }
+        let empty = Snapshot::default();
+        let header = FrameHeader {
+            seq: 1,
+            ts_ms: 2,
+            interval_ms: 3,
+            dropped: 0,
+            last: false,
+        };
+        let text = encode_frame(&header, &empty);
+        assert_eq!(
+            decode_frame(serde_json::from_str(&text).unwrap()).unwrap(),
+            (header, empty)
+        );
+    }
+
+    #[test]
+    fn decode_frame_refuses_what_is_not_a_frame() {
+        let frame = |text: &str| decode_frame(serde_json::from_str(text).unwrap());
+        let ok = r#"{"type":"frame","seq":1,"ts_ms":2,"interval_ms":3,"aggregations":[]}"#;
+        assert!(frame(ok).is_ok());
+        for (text, says) in [
+            (
+                r#"{"type":"started","seq":1,"ts_ms":2,"interval_ms":3,"aggregations":[]}"#,
+                "not a frame",
+            ),
+            (
+                r#"{"type":"frame","seq":1,"ts_ms":2,"interval_ms":3,"aggregations":[],"x":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"type":"frame","seq":1,"ts_ms":2,"aggregations":[]}"#,
+                "interval_ms",
+            ),
+            (
+                r#"{"type":"frame","seq":1,"ts_ms":2,"interval_ms":3,"aggregations":[{"name":"@a","kind":"hist","series":[{"key":[],"value":1,"buckets":[]}]}]}"#,
+                "give `buckets`",
+            ),
+            (
+                r#"{"type":"frame","seq":1,"ts_ms":2,"interval_ms":3,"aggregations":[{"name":"@a","kind":"hist","series":[{"key":[],"buckets":[[1,2,-1]]}]}]}"#,
+                "invalid value",
+            ),
+            (
+                r#"{"type":"frame","seq":-1,"ts_ms":2,"interval_ms":3,"aggregations":[]}"#,
+                "invalid value",
+            ),
+        ] {
+            let err = frame(text).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn start_requests_parse() {
