@@ -88,7 +88,11 @@ fn run(label: &str, info: &AggregationInfo, keys: usize, buckets: usize, hours: 
     let ticks = hours * 3600;
     let mut writing = Duration::ZERO;
     let mut slowest = Duration::ZERO;
-    let retention = Retention::default();
+    // No size limit: the figures are for a whole day kept.
+    let retention = Retention {
+        max_bytes: u64::MAX,
+        ..Retention::default()
+    };
     let mut rolling = Duration::ZERO;
     for seq in 1..=ticks {
         let tick = StoredTick {

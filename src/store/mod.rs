@@ -818,13 +818,23 @@ impl Store {
             }
             report.rows_dropped += doomed.len() as u64;
         }
-        report.rows_pinned = tx
+        let pins: i64 = tx
             .query_row(
+                "SELECT COUNT(*) FROM marks WHERE watch = ?1 AND until_ms > ?2",
+                params![id, sql(now_ms)],
+                |r| r.get(0),
+            )
+            .map_err(fail)?;
+        report.rows_pinned = if pins == 0 {
+            0
+        } else {
+            tx.query_row(
                 &format!("SELECT COUNT(*) FROM ticks AS t WHERE watch = :watch AND {PINNED}"),
                 named_params! {":watch": id, ":now": sql(now_ms), ":rollup": sql(rollup_ms)},
                 |r| r.get::<_, i64>(0),
             )
-            .map_err(fail)? as u64;
+            .map_err(fail)? as u64
+        };
         report.bytes = bytes_in(&tx, id).map_err(fail)?;
         tx.commit().map_err(fail)?;
         if report.ticks_rolled + report.rows_dropped > 0 {

@@ -16,7 +16,8 @@ pub(super) const PRAGMAS: &str = "
 
 /// Tables. `ticks` holds full-resolution rows (`level` 0, one per tick) and roll-ups
 /// (`level` 1, one per run and `width_ms` window, `span` ticks summed); `window_ms` is the
-/// tick's `ts_ms` at level 0 and the window's start at level 1.
+/// tick's `ts_ms` at level 0 and the window's start at level 1. `ticks_by_age` covers what
+/// retention and `bytes` read (age and size), so they never read the blobs.
 pub(super) const TABLES: &str = "
     CREATE TABLE IF NOT EXISTS meta (
         name TEXT PRIMARY KEY,
@@ -68,7 +69,7 @@ pub(super) const TABLES: &str = "
         data BLOB NOT NULL
     );
     CREATE UNIQUE INDEX IF NOT EXISTS ticks_by_time ON ticks (watch, level, window_ms, run, seq);
-    CREATE INDEX IF NOT EXISTS ticks_by_age ON ticks (watch, ts_ms);
+    CREATE INDEX IF NOT EXISTS ticks_by_age ON ticks (watch, ts_ms, level, bytes);
     CREATE TABLE IF NOT EXISTS marks (
         id INTEGER PRIMARY KEY,
         watch INTEGER NOT NULL REFERENCES watches(id),
