@@ -32,11 +32,29 @@ pub struct Preset {
     pub script: &'static str,
     #[serde(skip)]
     pub key_names: KeyNames,
+    /// Where the preset takes a [`ProcessFilter`]: the probe (as written in its `.bt`) whose
+    /// block, the first with that probe, gets the filter as a predicate. That probe runs in the
+    /// measured task's context (syscall entry, block I/O issue, switch-out, connect, sample),
+    /// so `pid` and `comm` there name the right process. `hello` says only whether there is
+    /// one: `"filters": ["pid", "comm"]`, or `[]`.
+    #[serde(rename = "filters", serialize_with = "filters_taken")]
+    pub filter_site: Option<&'static str>,
     /// The same recipe in D, for DTrace hosts that have libdtrace but no bpftrace (the `.d`
     /// file beside the `.bt`); its frames carry DTrace's kinds (`lquantize`, `quantize`) with
     /// the same buckets.
     #[serde(skip)]
     pub d: Option<&'static str>,
+}
+
+/// The start fields a preset with a filter site takes, as `hello` lists them.
+const FILTER_FIELDS: [&str; 2] = ["pid", "comm"];
+
+fn filters_taken<S: serde::Serializer>(
+    site: &Option<&'static str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let fields: &[&str] = if site.is_some() { &FILTER_FIELDS } else { &[] };
+    serializer.collect_seq(fields)
 }
 
 /// Every preset, in the order the browser lists them.
@@ -50,6 +68,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("syscall-latency.bt"),
         key_names: KeyNames::Syscall,
+        filter_site: Some("tracepoint:raw_syscalls:sys_enter"),
         d: Some(include_str!("syscall-latency.d")),
     },
     Preset {
@@ -61,6 +80,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("syscall-latency-log2.bt"),
         key_names: KeyNames::Syscall,
+        filter_site: Some("tracepoint:raw_syscalls:sys_enter"),
         d: Some(include_str!("syscall-latency-log2.d")),
     },
     Preset {
@@ -72,6 +92,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("block-io-latency.bt"),
         key_names: KeyNames::AsIs,
+        filter_site: Some("tracepoint:block:block_rq_issue"),
         d: None,
     },
     Preset {
@@ -82,6 +103,7 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("runqueue-latency.bt"),
         key_names: KeyNames::AsIs,
+        filter_site: None,
         d: None,
     },
     Preset {
@@ -93,6 +115,81 @@ pub const PRESETS: &[Preset] = &[
         lang: "bpftrace",
         script: include_str!("softirq-latency.bt"),
         key_names: KeyNames::Softirq,
+        filter_site: None,
+        d: None,
+    },
+    Preset {
+        name: "offcpu-time",
+        description: "Off-CPU time: how long a thread was away from the CPU (blocked, sleeping \
+                      or preempted), from being switched out to being switched in again, by \
+                      command, in power-of-two nanosecond buckets. Takes pid/comm filters.",
+        unit: "ns",
+        lang: "bpftrace",
+        script: include_str!("offcpu-time.bt"),
+        key_names: KeyNames::AsIs,
+        filter_site: Some("tracepoint:sched:sched_switch"),
+        d: None,
+    },
+    Preset {
+        name: "hardirq-latency",
+        description: "Time spent in each hard interrupt handler, by IRQ name (virtio1-req.0, \
+                      eth0, ...), in power-of-two nanosecond buckets: time taken from whatever \
+                      ran on that CPU.",
+        unit: "ns",
+        lang: "bpftrace",
+        script: include_str!("hardirq-latency.bt"),
+        key_names: KeyNames::AsIs,
+        filter_site: None,
+        d: None,
+    },
+    Preset {
+        name: "tcp-connect-latency",
+        description: "Active TCP connect latency, SYN_SENT to ESTABLISHED (the handshake, with \
+                      any SYN retransmissions), by remote port, in power-of-two microsecond \
+                      buckets. Takes pid/comm filters (the connecting process).",
+        unit: "us",
+        lang: "bpftrace",
+        script: include_str!("tcp-connect-latency.bt"),
+        key_names: KeyNames::AsIs,
+        filter_site: Some("tracepoint:sock:inet_sock_set_state"),
+        d: None,
+    },
+    Preset {
+        name: "futex-wait",
+        description: "Time blocked in futex(2) waits (contended mutexes, condition variables, \
+                      joins: FUTEX_WAIT, WAIT_BITSET, WAIT_REQUEUE_PI, LOCK_PI, LOCK_PI2), by \
+                      command, in power-of-two nanosecond buckets. Takes pid/comm filters.",
+        unit: "ns",
+        lang: "bpftrace",
+        script: include_str!("futex-wait.bt"),
+        key_names: KeyNames::AsIs,
+        filter_site: Some("tracepoint:syscalls:sys_enter_futex"),
+        d: None,
+    },
+    Preset {
+        name: "block-io-size",
+        description: "Size of each block I/O request at issue, by operation (R, W, with S \
+                      sync, M metadata, F flush flags), in power-of-two byte buckets; \
+                      flushes count as 0 bytes. Takes pid/comm filters (the issuing task).",
+        unit: "bytes",
+        lang: "bpftrace",
+        script: include_str!("block-io-size.bt"),
+        key_names: KeyNames::AsIs,
+        filter_site: Some("tracepoint:block:block_rq_issue"),
+        d: None,
+    },
+    Preset {
+        name: "cpu-profile",
+        description: "On-CPU samples, 99 a second per CPU, by command, as a subsecond-offset \
+                      map: each column one second, rows the sample's offset within that second \
+                      of the monotonic clock, in 20 ms rows from 0 to 1000 ms (FlameScope's \
+                      view; rows are time, not latency). Idle is not sampled. Takes pid/comm \
+                      filters.",
+        unit: "ms-offset",
+        lang: "bpftrace",
+        script: include_str!("cpu-profile.bt"),
+        key_names: KeyNames::AsIs,
+        filter_site: Some("profile:hz:99"),
         d: None,
     },
 ];
@@ -102,17 +199,8 @@ pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
 
-/// Where each preset that takes a [`ProcessFilter`] applies it: the probe (as written in its
-/// `.bt`) whose block gets the filter as a predicate. That probe runs in the measured task's
-/// context (syscall entry, block I/O issue), so `pid` and `comm` there name the right process.
-const FILTER_SITES: &[(&str, &str)] = &[
-    ("syscall-latency", "tracepoint:raw_syscalls:sys_enter"),
-    ("syscall-latency-log2", "tracepoint:raw_syscalls:sys_enter"),
-    ("block-io-latency", "tracepoint:block:block_rq_issue"),
-];
-
 /// The presets that leave heat-actix out of their picture unless a start asks `include_self`,
-/// at their `FILTER_SITES` probe. On an idle machine heat-actix's own map reads (`bpf`, hundreds
+/// at their `filter_site` probe. On an idle machine heat-actix's own map reads (`bpf`, hundreds
 /// a second) and its tracers' syscalls would otherwise be a good part of a syscall heatmap.
 /// Block I/O is not among them: heat-actix does no disk I/O while it traces, and requests are
 /// often issued by kernel threads for others, so a process exclusion would not say much; the
@@ -230,25 +318,25 @@ impl Preset {
     }
 
     /// The preset's bpftrace program restricted by `filter`: the filter becomes (part of) the
-    /// predicate of the probe named in `FILTER_SITES`. Errors when the preset cannot be
-    /// filtered.
+    /// predicate of the first block of the probe named in `filter_site`. Errors when the preset
+    /// cannot be filtered.
     pub fn script_with(&self, filter: &ProcessFilter) -> Result<String, String> {
         if filter.is_empty() {
             return Ok(self.script.to_owned());
         }
         let no_filter = || {
-            let takes: Vec<&str> = FILTER_SITES.iter().map(|(p, _)| *p).collect();
+            let takes: Vec<&str> = PRESETS
+                .iter()
+                .filter(|p| p.filter_site.is_some())
+                .map(|p| p.name)
+                .collect();
             format!(
                 "preset {:?} cannot be filtered by process; these can: {}",
                 self.name,
                 takes.join(", ")
             )
         };
-        let site = FILTER_SITES
-            .iter()
-            .find(|(p, _)| *p == self.name)
-            .map(|(_, probe)| *probe)
-            .ok_or_else(no_filter)?;
+        let site = self.filter_site.ok_or_else(no_filter)?;
         let predicate = filter.predicate();
         let mut out = String::with_capacity(self.script.len() + predicate.len() + 8);
         let mut lines = self.script.lines().peekable();
@@ -256,7 +344,9 @@ impl Preset {
         while let Some(line) = lines.next() {
             out.push_str(line);
             out.push('\n');
-            if line.trim_end() != site {
+            // Only the first block: a later one on the same probe runs for another task (the
+            // one switched in, a connect completing in softirq context).
+            if found || line.trim_end() != site {
                 continue;
             }
             found = true;
@@ -367,12 +457,21 @@ mod tests {
             comm: Some("cat".into()),
             exclude: None,
         };
-        for (name, site) in FILTER_SITES {
-            let script = find(name).unwrap().script_with(&filter).unwrap();
+        for preset in PRESETS {
+            let (name, Some(site)) = (preset.name, preset.filter_site) else {
+                continue;
+            };
+            let script = preset.script_with(&filter).unwrap();
             let at = script.find(site).expect("the site is in the script");
             let next = script[at..].lines().nth(1).unwrap();
-            assert_eq!(next, "/pid == 42 && comm == \"cat\"/", "{name}");
+            assert!(
+                next == "/pid == 42 && comm == \"cat\"/"
+                    || next.ends_with(") && pid == 42 && comm == \"cat\"/"),
+                "{name}: {next}"
+            );
             assert_eq!(aggregation_maps(&script).len(), 1);
+            // Only the first block of the site's probe is filtered.
+            assert_eq!(script.matches("pid == 42").count(), 1, "{name}: {script}");
         }
         let plain = find("syscall-latency").unwrap();
         assert_eq!(
@@ -402,7 +501,7 @@ mod tests {
             })
         };
         for name in SELF_EXCLUDING {
-            let site = FILTER_SITES.iter().find(|(p, _)| p == name).unwrap().1;
+            let site = find(name).unwrap().filter_site.unwrap();
             let line_after_site = |filter: &ProcessFilter| {
                 let script = find(name).unwrap().script_with(filter).unwrap();
                 assert_eq!(aggregation_maps(&script).len(), 1, "{name}");
@@ -448,7 +547,7 @@ mod tests {
             assert_eq!(preset.exclusion(false), expected, "{}", preset.name);
             assert_eq!(preset.exclusion(true), None, "{}", preset.name);
             if syscalls {
-                assert!(FILTER_SITES.iter().any(|(p, _)| *p == preset.name));
+                assert!(preset.filter_site.is_some());
             }
         }
     }
@@ -482,6 +581,23 @@ mod tests {
             serde_json::to_value(filter.excluded()).unwrap(),
             serde_json::json!([{"pid": 1234, "why": "heat-actix itself"}])
         );
+    }
+
+    #[test]
+    fn hello_says_which_presets_take_filters() {
+        let listed = serde_json::to_value(PRESETS).unwrap();
+        for (preset, json) in PRESETS.iter().zip(listed.as_array().unwrap()) {
+            let expected = if preset.filter_site.is_some() {
+                serde_json::json!(["pid", "comm"])
+            } else {
+                serde_json::json!([])
+            };
+            assert_eq!(json["filters"], expected, "{}", preset.name);
+            assert!(json.get("filter_site").is_none());
+        }
+        let cpu = find("cpu-profile").unwrap();
+        assert_eq!(serde_json::to_value(cpu).unwrap()["unit"], "ms-offset");
+        assert!(find("hardirq-latency").unwrap().filter_site.is_none());
     }
 
     #[test]

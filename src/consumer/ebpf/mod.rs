@@ -13,12 +13,13 @@
 mod native;
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 
 pub use self::native::{find, Native, NATIVE};
-use self::native::{KeyKind, Shape};
+use self::native::{Attach, KeyKind, Shape};
 use super::{Backend, Consumer, ConsumerError, ProgramSpec};
 use crate::aggregation::{Aggregation, AggregationInfo, KeyPart, Series, Snapshot};
 use crate::presets::ProcessFilter;
@@ -43,6 +44,13 @@ pub enum EbpfError {
     /// A test asked for this failure (`HEAT_ACTIX_FAULT`), to exercise the fallback paths.
     #[error("{0} (HEAT_ACTIX_FAULT test hook)")]
     Injected(&'static str),
+    /// A sampling perf event could not be opened (on `cpu`, or the online CPUs not read).
+    #[error("open a cpu-clock perf event for {object}{}: {source}", cpu.map(|c| format!(" on CPU {c}")).unwrap_or_default())]
+    PerfEvent {
+        object: &'static str,
+        cpu: Option<u32>,
+        source: std::io::Error,
+    },
     /// The object does not look like the program this build expects (a build problem).
     #[error("{object}: {what}")]
     Layout {
@@ -214,8 +222,31 @@ impl Loaded {
         let object = object.map_err(libbpf("load", &log))?;
         let mut links = Vec::new();
         for program in object.progs_mut() {
-            let (link, log) = with_libbpf_log(|| program.attach());
-            links.push(link.map_err(libbpf("attach", &log))?);
+            match native.attach {
+                Attach::Declared => {
+                    let (link, log) = with_libbpf_log(|| program.attach());
+                    links.push(link.map_err(libbpf("attach", &log))?);
+                }
+                Attach::CpuClock { hz } => {
+                    for cpu in online_cpus().map_err(|e| EbpfError::PerfEvent {
+                        object: native.object_name,
+                        cpu: None,
+                        source: e,
+                    })? {
+                        let event = cpu_clock_event(cpu, hz).map_err(|e| EbpfError::PerfEvent {
+                            object: native.object_name,
+                            cpu: Some(cpu),
+                            source: e,
+                        })?;
+                        let (link, log) =
+                            with_libbpf_log(|| program.attach_perf_event(event.as_raw_fd()));
+                        links.push(link.map_err(libbpf("attach", &log))?);
+                        // The link owns the event now: libbpf disables and closes it when the
+                        // link is destroyed.
+                        let _ = event.into_raw_fd();
+                    }
+                }
+            }
         }
         Ok(Loaded {
             native,
@@ -240,7 +271,7 @@ impl Loaded {
             KeyKind::Index => (0..map.max_entries())
                 .map(|i| i.to_ne_bytes().to_vec())
                 .collect(),
-            KeyKind::Text(_) => map.keys().collect(),
+            KeyKind::Text(_) | KeyKind::Number => map.keys().collect(),
         };
         let mut series = Vec::new();
         for key in keys {
@@ -348,11 +379,90 @@ impl Consumer for EbpfConsumer {
     }
 }
 
+/// `/sys/devices/system/cpu/online`: the CPUs a per-CPU perf event can be opened on.
+const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
+
+/// The online CPUs.
+fn online_cpus() -> std::io::Result<Vec<u32>> {
+    parse_cpu_list(&std::fs::read_to_string(ONLINE_CPUS)?).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("cannot read {ONLINE_CPUS}"),
+        )
+    })
+}
+
+/// A kernel CPU list (`0-3,5,7-8`).
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((lo, hi)) => cpus.extend(lo.parse::<u32>().ok()?..=hi.parse::<u32>().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// The first 64 bytes of `struct perf_event_attr` (`PERF_ATTR_SIZE_VER0`, which every kernel
+/// with BPF accepts): enough for a sampling software event.
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_freq: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+}
+
+/// `PERF_TYPE_SOFTWARE`, `PERF_COUNT_SW_CPU_CLOCK` and the `freq` flag bit
+/// (`include/uapi/linux/perf_event.h`): what bpftrace's `profile:hz:N` opens.
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+const PERF_ATTR_FLAG_FREQ: u64 = 1 << 10;
+/// `PERF_FLAG_FD_CLOEXEC`.
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+
+/// Opens a cpu-clock event sampling `hz` times a second on `cpu`, for every task there.
+fn cpu_clock_event(cpu: u32, hz: u64) -> std::io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_CPU_CLOCK,
+        sample_freq: hz,
+        flags: PERF_ATTR_FLAG_FREQ,
+        ..PerfEventAttr::default()
+    };
+    // SAFETY: perf_event_open reads `attr` (ours, with its own size in `size`) and returns a
+    // new fd or -1; pid -1 with a cpu measures every task on that CPU, no group fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1 as libc::pid_t,
+            cpu as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall just returned this fd, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 impl KeyKind {
     /// The key part a map key stands for.
     fn decode(self, key: &[u8]) -> Vec<KeyPart> {
         match self {
-            KeyKind::Index => {
+            KeyKind::Index | KeyKind::Number => {
                 let n = u32::from_ne_bytes(key[..4].try_into().expect("u32 key"));
                 vec![KeyPart::Int(i64::from(n))]
             }
@@ -399,6 +509,21 @@ mod tests {
         assert_eq!(
             KeyKind::Text(16).decode(&comm),
             vec![KeyPart::Str("bash".into())]
+        );
+    }
+
+    #[test]
+    fn cpu_lists_read_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0\n"), Some(vec![0]));
+        assert_eq!(
+            parse_cpu_list("0-3,5,7-8\n"),
+            Some(vec![0, 1, 2, 3, 5, 7, 8])
+        );
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(
+            std::mem::size_of::<PerfEventAttr>(),
+            64,
+            "PERF_ATTR_SIZE_VER0"
         );
     }
 

@@ -14,6 +14,18 @@ pub enum KeyKind {
     Index,
     /// A NUL-padded string of this many bytes (comm, rwbs).
     Text(usize),
+    /// A hash key that is a `u32` number (a TCP port).
+    Number,
+}
+
+/// How a native program's BPF programs are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Each program where its section says (tracepoints, raw and BTF tracepoints).
+    Declared,
+    /// One software cpu-clock perf event per online CPU, sampling `hz` times a second (as
+    /// bpftrace's `profile:hz:N`); the object's one program is attached to each.
+    CpuClock { hz: u64 },
 }
 
 /// The bucket layout of a histogram, as the BPF side counts it (`HEAT_SHAPE_*`).
@@ -21,14 +33,33 @@ pub enum KeyKind {
 pub enum Shape {
     /// bpftrace `lhist(us, 0, 64, 2)`.
     LinearUs0To64By2,
-    /// bpftrace `hist(ns)`.
+    /// bpftrace `hist(ns)`: the value counted as it is (also bytes).
     Log2Ns,
     /// bpftrace `hist(us)`.
     Log2Us,
+    /// bpftrace `lhist((nsecs % 1000000000) / 1000000, 0, 1000, 20)`: a sample's millisecond
+    /// offset within its second, in 20 ms rows.
+    LinearMsOffset,
 }
 
 /// The linear layout of [`Shape::LinearUs0To64By2`]: min, max, step.
 const LINEAR: (i64, i64, i64) = (0, 64, 2);
+/// The linear layout of [`Shape::LinearMsOffset`]: min, max, step (ms).
+const OFFSET_ROWS: (i64, i64, i64) = (0, 1000, 20);
+
+/// Inclusive bounds of a slot of an `lhist(v, min, max, step)`: slot 0 below `min`, then one
+/// slot a step, then the open top from `max`.
+fn linear_bounds((min, max, step): (i64, i64, i64), slot: usize) -> (Option<i64>, Option<i64>) {
+    let inner = ((max - min) / step) as usize;
+    match slot {
+        0 => (None, Some(min - 1)),
+        s if s <= inner => {
+            let lo = min + (s as i64 - 1) * step;
+            (Some(lo), Some(lo + step - 1))
+        }
+        _ => (Some(max), None),
+    }
+}
 
 impl Shape {
     /// The value of `heat_config.shape` that selects this shape.
@@ -37,24 +68,15 @@ impl Shape {
             Shape::LinearUs0To64By2 => 0,
             Shape::Log2Ns => 1,
             Shape::Log2Us => 2,
+            Shape::LinearMsOffset => 3,
         }
     }
 
     /// Inclusive bounds of a slot, `None` for an open end.
     pub fn bounds(self, slot: usize) -> (Option<i64>, Option<i64>) {
         match self {
-            Shape::LinearUs0To64By2 => {
-                let (min, max, step) = LINEAR;
-                let inner = ((max - min) / step) as usize;
-                match slot {
-                    0 => (None, Some(min - 1)),
-                    s if s <= inner => {
-                        let lo = min + (s as i64 - 1) * step;
-                        (Some(lo), Some(lo + step - 1))
-                    }
-                    _ => (Some(max), None),
-                }
-            }
+            Shape::LinearUs0To64By2 => linear_bounds(LINEAR, slot),
+            Shape::LinearMsOffset => linear_bounds(OFFSET_ROWS, slot),
             // bpftrace 0.17's hist() stops at 2^31 (see `HIST_TOP`); the slots above it are
             // counted exactly but sent as its one open top bucket, so both backends agree.
             Shape::Log2Ns | Shape::Log2Us => match slot {
@@ -82,6 +104,7 @@ pub struct Native {
     pub hist_map: &'static str,
     pub key: KeyKind,
     pub shape: Shape,
+    pub attach: Attach,
 }
 
 /// The syscall object, shared by both syscall presets (the shape is set in `.rodata`).
@@ -91,6 +114,20 @@ const SYSCALL_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall.
 const SOFTIRQ_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/softirq.bpf.o"));
 const RUNQUEUE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runqueue.bpf.o"));
 const BLOCKIO_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blockio.bpf.o"));
+const OFFCPU_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/offcpu.bpf.o"));
+const HARDIRQ_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hardirq.bpf.o"));
+const TCPCONNECT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tcpconnect.bpf.o"));
+const FUTEX_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/futex.bpf.o"));
+const BIOSIZE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/biosize.bpf.o"));
+const PROFILE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
+
+/// cpu-profile's sampling rate per CPU: bpftrace's `profile:hz:99` (99, not 100, so samples
+/// do not run in lockstep with timer-driven work).
+pub const PROFILE_HZ: u64 = 99;
+
+/// Bytes of an IRQ name key (`HEAT_HI_NAME_LEN`): bpftrace's `str()` length, so long names
+/// are cut alike.
+const IRQ_NAME_LEN: usize = 64;
 
 /// Every native preset.
 pub const NATIVE: &[Native] = &[
@@ -101,6 +138,7 @@ pub const NATIVE: &[Native] = &[
         hist_map: "heat_sys_hist",
         key: KeyKind::Index,
         shape: Shape::LinearUs0To64By2,
+        attach: Attach::Declared,
     },
     Native {
         preset: "syscall-latency-log2",
@@ -109,6 +147,7 @@ pub const NATIVE: &[Native] = &[
         hist_map: "heat_sys_hist",
         key: KeyKind::Index,
         shape: Shape::Log2Ns,
+        attach: Attach::Declared,
     },
     Native {
         preset: "block-io-latency",
@@ -117,6 +156,7 @@ pub const NATIVE: &[Native] = &[
         hist_map: "heat_bio_hist",
         key: KeyKind::Text(16),
         shape: Shape::Log2Us,
+        attach: Attach::Declared,
     },
     Native {
         preset: "runqueue-latency",
@@ -125,6 +165,7 @@ pub const NATIVE: &[Native] = &[
         hist_map: "heat_rq_hist",
         key: KeyKind::Text(16),
         shape: Shape::Log2Us,
+        attach: Attach::Declared,
     },
     Native {
         preset: "softirq-latency",
@@ -133,6 +174,61 @@ pub const NATIVE: &[Native] = &[
         hist_map: "heat_si_hist",
         key: KeyKind::Index,
         shape: Shape::Log2Us,
+        attach: Attach::Declared,
+    },
+    Native {
+        preset: "offcpu-time",
+        object_name: "heat_offcpu",
+        object: OFFCPU_OBJECT,
+        hist_map: "heat_off_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Ns,
+        attach: Attach::Declared,
+    },
+    Native {
+        preset: "hardirq-latency",
+        object_name: "heat_hardirq",
+        object: HARDIRQ_OBJECT,
+        hist_map: "heat_hi_hist",
+        key: KeyKind::Text(IRQ_NAME_LEN),
+        shape: Shape::Log2Ns,
+        attach: Attach::Declared,
+    },
+    Native {
+        preset: "tcp-connect-latency",
+        object_name: "heat_tcpconn",
+        object: TCPCONNECT_OBJECT,
+        hist_map: "heat_tcp_hist",
+        key: KeyKind::Number,
+        shape: Shape::Log2Us,
+        attach: Attach::Declared,
+    },
+    Native {
+        preset: "futex-wait",
+        object_name: "heat_futex",
+        object: FUTEX_OBJECT,
+        hist_map: "heat_futex_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Ns,
+        attach: Attach::Declared,
+    },
+    Native {
+        preset: "block-io-size",
+        object_name: "heat_biosize",
+        object: BIOSIZE_OBJECT,
+        hist_map: "heat_biosz_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::Log2Ns,
+        attach: Attach::Declared,
+    },
+    Native {
+        preset: "cpu-profile",
+        object_name: "heat_profile",
+        object: PROFILE_OBJECT,
+        hist_map: "heat_prof_hist",
+        key: KeyKind::Text(16),
+        shape: Shape::LinearMsOffset,
+        attach: Attach::CpuClock { hz: PROFILE_HZ },
     },
 ];
 

@@ -29,6 +29,14 @@
 #define HEAT_SHAPE_LHIST_US_0_64_2 0 /* bpftrace lhist(us, 0, 64, 2) */
 #define HEAT_SHAPE_LOG2_NS 1         /* bpftrace hist(ns) */
 #define HEAT_SHAPE_LOG2_US 2         /* bpftrace hist(us) */
+/* bpftrace lhist((nsecs % 1000000000) / 1000000, 0, 1000, 20): the value is a timestamp, and
+ * the slot its millisecond offset within the second, in 20 ms rows (cpu-profile). */
+#define HEAT_SHAPE_LHIST_MS_OFFSET 3
+
+/* Nanoseconds in a second and in a millisecond, and the offset rows' width in ms. */
+#define HEAT_NS_PER_S 1000000000ULL
+#define HEAT_NS_PER_MS 1000000ULL
+#define HEAT_OFFSET_ROW_MS 20
 
 struct heat_hist {
 	__u64 slots[HEAT_SLOTS];
@@ -75,7 +83,9 @@ static __always_inline __u32 heat_log2(__u64 v)
  * turns back into bucket bounds:
  *  lhist 0..64 step 2: slot 0 below 0 (never used, latencies are not negative), slot 1 + i
  *    for [2i, 2i + 1], slot 33 for 64 and up;
- *  log2: slot 0 for the value 0, slot 1 + k for [2^k, 2^(k+1) - 1]. */
+ *  log2: slot 0 for the value 0, slot 1 + k for [2^k, 2^(k+1) - 1];
+ *  ms offset: slot 1 + i for offsets [20i, 20i + 19] ms, i < 50 (slot 0, below 0, and slot
+ *    51, 1000 ms and up, stay empty: an offset within a second is neither). */
 static __always_inline __u32 heat_slot(__u64 ns)
 {
 	__u64 v;
@@ -86,6 +96,9 @@ static __always_inline __u32 heat_slot(__u64 ns)
 		/* 1 + ns / 2000 without a division: exact for every ns below the top bucket. */
 		return 1 + (__u32)((ns * HEAT_DIV_2000_MUL) >> 32);
 	}
+	/* Divisions by constants: only the 99 Hz profile takes this branch. */
+	if (heat_config.shape == HEAT_SHAPE_LHIST_MS_OFFSET)
+		return 1 + (__u32)((ns % HEAT_NS_PER_S) / HEAT_NS_PER_MS / HEAT_OFFSET_ROW_MS);
 	v = heat_config.shape == HEAT_SHAPE_LOG2_US ? ns / 1000 : ns;
 	return v == 0 ? 0 : 1 + heat_log2(v);
 }
