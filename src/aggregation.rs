@@ -289,8 +289,10 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
                 AggKind::Min => (*a).min(b),
                 AggKind::Max => (*a).max(b),
                 // Without counts an average of averages is the best available.
-                AggKind::Avg => (*a + b) / 2,
-                _ => *a + b,
+                AggKind::Avg => ((i128::from(*a) + i128::from(b)) / 2) as i64,
+                // Sums wrap as the tracer's own 64-bit sums do, so frames still add up to
+                // what it counted, and no input can make the server panic.
+                _ => a.wrapping_add(b),
             }
         }
         (
@@ -303,8 +305,8 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
                 count: c, total: t, ..
             },
         ) => {
-            *count += c;
-            *total += t;
+            *count = count.saturating_add(c);
+            *total = total.wrapping_add(t);
             *average = if *count == 0 {
                 0
             } else {
@@ -323,7 +325,7 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
                         std::cmp::Ordering::Greater => right.next(),
                         std::cmp::Ordering::Equal => {
                             let mut x = left.next().expect("peeked");
-                            x.count += right.next().expect("peeked").count;
+                            x.count = x.count.saturating_add(right.next().expect("peeked").count);
                             Some(x)
                         }
                     },
@@ -343,7 +345,7 @@ fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
                     .iter_mut()
                     .find(|x| x.lo == bucket.lo && x.hi == bucket.hi)
                 {
-                    Some(x) => x.count += bucket.count,
+                    Some(x) => x.count = x.count.saturating_add(bucket.count),
                     None => a.push(bucket),
                 }
             }
@@ -711,5 +713,25 @@ mod tests {
             Value::Buckets(vec![b(0, 1), b(2, 5)])
         );
         assert_eq!(first.series.len(), 2);
+    }
+
+    #[test]
+    fn merging_extreme_values_never_panics() {
+        let info = AggregationInfo {
+            name: "@s".into(),
+            kind: AggKind::Sum,
+            layout: None,
+        };
+        let one = |v| {
+            let mut s = Snapshot::empty(std::slice::from_ref(&info));
+            s.aggregations[0].series.push(Series {
+                key: vec![],
+                value: Value::Scalar(v),
+            });
+            s
+        };
+        let mut a = one(i64::MAX);
+        a.absorb(one(1));
+        assert_eq!(a.aggregations[0].series[0].value, Value::Scalar(i64::MIN));
     }
 }
