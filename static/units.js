@@ -8,6 +8,12 @@ const TIME_STEPS = [[1e9, 's'], [1e6, 'ms'], [1e3, 'µs'], [1, 'ns']];
 export const isTimeUnit = (unit) => Object.hasOwn(TIME_NS, unit ?? '');
 
 /**
+ * `ms-offset` (cpu-profile): rows are the offset of a sample within its second, FlameScope's
+ * view, so they read as a time of the second ("+120 ms"), never as a latency.
+ */
+export const isOffsetUnit = (unit) => unit === 'ms-offset';
+
+/**
  * Custom scripts have no declared unit; a histogram named like `@lat_us` or `@ns` says it.
  * Returns null when the name says nothing.
  */
@@ -37,6 +43,7 @@ function timeParts(v, unit) {
 /** One value with its unit, compact ("1 µs", "4.1 ms", "512 ns", "12k", "4 Ki"). */
 export function fmtValue(v, unit) {
   if (v == null) return '∞';
+  if (isOffsetUnit(unit)) return `+${v} ms`;
   if (isTimeUnit(unit)) {
     if (v === 0) return '0';
     const [x, u] = timeParts(v, unit);
@@ -62,6 +69,7 @@ function fmtPlain(v, unit) {
  */
 export function rowLabel([lo, hi], unit) {
   if (lo == null && hi == null) return 'all';
+  if (isOffsetUnit(unit) && lo != null && hi != null) return `+${lo}–${hi + 1} ms`;
   if (lo == null) return `< ${fmtValue(hi + 1, unit)}`;
   if (hi == null) return `≥ ${fmtValue(lo, unit)}`;
   if (lo === hi) return fmtValue(lo, unit);
@@ -74,6 +82,9 @@ export function rowLabel([lo, hi], unit) {
 
 /** Exact, inclusive description of a bucket for the tooltip, with the human scale beside it. */
 export function rangeText([lo, hi], unit) {
+  if (isOffsetUnit(unit) && lo != null && hi != null) {
+    return `${lo} … ${hi + 1} ms into the second`;
+  }
   const u = unit ? ` ${unit === 'us' ? 'µs' : unit}` : '';
   const n = (x) => x.toLocaleString('en-US');
   let exact;

@@ -20,3 +20,12 @@ test("log2 rows show bpftrace 0.17's open top bucket as open", () => {
   assert.equal(rows.index(2 ** 31), 1);
   assert.equal(rows.ensure(2 ** 31, null), false);
 });
+
+test('cpu-profile offset rows read as a time of the second, not a latency', async () => {
+  const { rowLabel, rangeText, fmtValue } = await import('../../static/units.js');
+  assert.equal(rowLabel([120, 139], 'ms-offset'), '+120–140 ms');
+  assert.equal(fmtValue(40, 'ms-offset'), '+40 ms');
+  assert.equal(rangeText([0, 19], 'ms-offset'), '0 … 20 ms into the second');
+  // Latency units are unchanged.
+  assert.equal(rowLabel([1024, 2047], 'ns'), '1–2 µs');
+});
