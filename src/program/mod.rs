@@ -451,7 +451,11 @@ impl Program {
             .spawn(ctx);
     }
 
-    fn publish(&mut self, frame: EncodedFrame) {
+    fn publish(&mut self, mut frame: EncodedFrame) {
+        // The typed snapshot is for the triggers and the recorder only: it leaves the frame
+        // before the frame is shared, so the ring holds wire bytes alone and the recorder gets
+        // the one reference (no copy).
+        let snapshot = frame.snapshot.take();
         if frame.resets_dictionary {
             // Older compact frames use ids that now name other keys: a joiner cannot read them.
             self.ring.clear();
@@ -459,17 +463,17 @@ impl Program {
         if let Some(dictionary) = &frame.dictionary {
             self.dictionary = Some(dictionary.clone());
         }
-        if let Some(snapshot) = &frame.snapshot {
+        if let Some(snapshot) = &snapshot {
             self.observe_triggers(snapshot, frame.ts_ms);
         }
-        if let (Some((watch, recorder)), Some(snapshot)) = (&self.recording, &frame.snapshot) {
+        if let (Some((watch, recorder)), Some(snapshot)) = (&self.recording, snapshot) {
             // Off the tick path: the recorder's own thread writes it.
             recorder.do_send(recorder::Record {
                 watch: watch.clone(),
                 seq: frame.seq,
                 ts_ms: frame.ts_ms,
                 interval_ms: frame.interval_ms,
-                snapshot: snapshot.clone(),
+                snapshot,
             });
         }
         let frame = Arc::new(frame);
