@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 
 use self::output::{decode_map, Event};
 use self::program::{heat_actix_walk_trigger, Program};
-use super::{process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
+use super::{cost, process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
 use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::config::BpftraceConfig;
 use crate::telemetry;
@@ -99,6 +99,8 @@ pub struct BpftraceConsumer {
     budget: u64,
     /// The output rate that tripped the budget (0 while within it), set by the stdout reader.
     over_budget: Arc<AtomicU64>,
+    /// The BPF programs the child loaded, held open to read their run-time statistics.
+    programs: cost::ProgramFds,
 }
 
 impl BpftraceConsumer {
@@ -118,6 +120,7 @@ impl BpftraceConsumer {
             pending: Snapshot::default(),
             budget,
             over_budget: Arc::default(),
+            programs: cost::ProgramFds::default(),
         }
     }
 
@@ -376,7 +379,13 @@ impl Consumer for BpftraceConsumer {
         // goes out in the first frame, as DTrace's first aggwalk returns it.
         while Instant::now() < deadline {
             match self.walk_once(ATTACH_POLL) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // Every program is loaded and attached now; the child keeps each one's fd.
+                    if let Some(pid) = self.pid() {
+                        self.programs = cost::ProgramFds::open(&cost::prog_ids_of(pid));
+                    }
+                    return Ok(());
+                }
                 Err(ConsumerError::WalkTimeout(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -417,6 +426,7 @@ impl Consumer for BpftraceConsumer {
     }
 
     fn stop(&mut self) {
+        self.programs = cost::ProgramFds::default();
         if let Some(kill) = &self.kill_switch {
             kill.kill();
         }
@@ -429,6 +439,10 @@ impl Consumer for BpftraceConsumer {
 
     fn kill_switch(&self) -> Option<KillSwitch> {
         self.kill_switch.clone()
+    }
+
+    fn run_stats(&mut self) -> Option<cost::RunStats> {
+        self.programs.stats()
     }
 }
 
