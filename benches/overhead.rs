@@ -208,8 +208,10 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     values.get(values.len() / 2).copied()
 }
 
-/// Holds the kernel's BPF run-time statistics on, as a running server does.
-struct RunTimeStats(std::os::fd::OwnedFd);
+/// Holds the kernel's BPF run-time statistics on, as a running server does, until dropped.
+struct RunTimeStats {
+    _held: std::os::fd::OwnedFd,
+}
 
 impl RunTimeStats {
     fn enable() -> RunTimeStats {
@@ -218,9 +220,15 @@ impl RunTimeStats {
         let fd = unsafe {
             libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
         };
-        assert!(fd >= 0, "BPF_ENABLE_STATS: {}", std::io::Error::from_raw_os_error(-fd));
+        assert!(
+            fd >= 0,
+            "BPF_ENABLE_STATS: {}",
+            std::io::Error::from_raw_os_error(-fd)
+        );
         // SAFETY: the fd was just returned to us and nothing else owns it.
-        RunTimeStats(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        RunTimeStats {
+            _held: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        }
     }
 }
 
@@ -324,9 +332,9 @@ fn main() {
         "native - native include_self  = {:+.1} ns  (leaving heat-actix out: a task pointer, its parent's tgid, two compares)",
         ns[3] - ns[5]
     );
+    let stats_added = ns[6] - ns[1];
     println!(
-        "run-time stats on, empty pair  = {:+.1} ns per syscall  (what the statistics behind `cost` add: two clock reads per program run)",
-        ns[6] - ns[1]
+        "run-time stats on, empty pair  = {stats_added:+.1} ns per syscall  (what the statistics behind `cost` add: two clock reads per program run)"
     );
     println!("cost reported by the session's own frames (median of {ROUNDS} rounds, ns per program run x {RUNS_PER_SYSCALL} runs per syscall) vs measured added:");
     for (what, reported, measured) in [
@@ -336,13 +344,12 @@ fn main() {
         match median(reported.clone()) {
             Some(per_run) => {
                 let per_syscall = per_run * RUNS_PER_SYSCALL;
-                // Beyond the empty pair with statistics on: what the programs' bodies add,
-                // which is what the kernel's run time covers (not the tracepoint's dispatch).
-                let bodies = measured - added[6];
+                // The statistics' own clock reads are outside the run time they count.
+                let without_stats = measured - stats_added;
                 println!(
-                    "  {what}: cost {per_run:7.1} ns/event = {per_syscall:7.1} ns/syscall; measured {measured:7.1} ns/syscall added (cost/measured = {:.2}), {bodies:7.1} beyond the empty pair with stats (cost/that = {:.2}); {} rounds reported",
+                    "  {what}: cost {per_run:7.1} ns/event = {per_syscall:7.1} ns/syscall; measured added {measured:7.1} (cost/measured = {:.2}), {without_stats:7.1} without the statistics' own {stats_added:.1} (cost/that = {:.2}); {} rounds reported",
                     per_syscall / measured,
-                    per_syscall / bodies,
+                    per_syscall / without_stats,
                     reported.len()
                 );
             }
