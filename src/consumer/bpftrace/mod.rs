@@ -99,8 +99,6 @@ pub struct BpftraceConsumer {
     budget: u64,
     /// The output rate that tripped the budget (0 while within it), set by the stdout reader.
     over_budget: Arc<AtomicU64>,
-    /// The BPF programs the child loaded, held open to read their run-time statistics.
-    programs: cost::ProgramFds,
 }
 
 impl BpftraceConsumer {
@@ -120,7 +118,6 @@ impl BpftraceConsumer {
             pending: Snapshot::default(),
             budget,
             over_budget: Arc::default(),
-            programs: cost::ProgramFds::default(),
         }
     }
 
@@ -379,13 +376,7 @@ impl Consumer for BpftraceConsumer {
         // goes out in the first frame, as DTrace's first aggwalk returns it.
         while Instant::now() < deadline {
             match self.walk_once(ATTACH_POLL) {
-                Ok(_) => {
-                    // Every program is loaded and attached now; the child keeps each one's fd.
-                    if let Some(pid) = self.pid() {
-                        self.programs = cost::ProgramFds::open(&cost::prog_ids_of(pid));
-                    }
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(ConsumerError::WalkTimeout(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -426,7 +417,6 @@ impl Consumer for BpftraceConsumer {
     }
 
     fn stop(&mut self) {
-        self.programs = cost::ProgramFds::default();
         if let Some(kill) = &self.kill_switch {
             kill.kill();
         }
@@ -441,8 +431,9 @@ impl Consumer for BpftraceConsumer {
         self.kill_switch.clone()
     }
 
+    /// The child's programs' counts, from its fdinfo (it holds an fd to each program it loaded).
     fn run_stats(&mut self) -> Option<cost::RunStats> {
-        self.programs.stats()
+        cost::stats_of_process(self.pid()?)
     }
 }
 

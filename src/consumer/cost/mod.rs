@@ -15,7 +15,6 @@ use parking_lot::Mutex;
 
 #[cfg(target_os = "linux")]
 pub use self::sys::prog_stats;
-pub use self::sys::ProgramFds;
 
 /// How many ticks the CPU budget is averaged over: one busy tick (a burst of syscalls, a
 /// program's start-up) does not stop a program; a sustained load does.
@@ -198,27 +197,45 @@ fn holds() -> (usize, bool) {
     (stats.0, stats.1.is_some())
 }
 
-/// The BPF program an fd names, from its `/proc/PID/fdinfo/FD` text (`None`: not a program).
-pub fn prog_id_in_fdinfo(fdinfo: &str) -> Option<u32> {
-    fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("prog_id:"))
-        .and_then(|id| id.trim().parse().ok())
+/// The BPF program an fd names and its counts, from its `/proc/PID/fdinfo/FD` text (`None`: not
+/// a program). The kernel prints `run_time_ns` and `run_cnt` there for every program fd.
+pub fn prog_in_fdinfo(fdinfo: &str) -> Option<(u32, RunStats)> {
+    let field = |name: &str| {
+        fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let id = u32::try_from(field("prog_id")?).ok()?;
+    Some((
+        id,
+        RunStats {
+            run_cnt: field("run_cnt").unwrap_or(0),
+            run_time_ns: field("run_time_ns").unwrap_or(0),
+        },
+    ))
 }
 
-/// Every BPF program id process `pid` holds open.
-pub fn prog_ids_of(pid: u32) -> Vec<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<u32> = fds
+/// The counts of every BPF program process `pid` holds open, each program once (a bpftrace
+/// child's): read from its fdinfo, so that heat-actix holds no fd that would keep a dead
+/// tracer's programs loaded. `None` when it holds none (or is gone).
+pub fn stats_of_process(pid: u32) -> Option<RunStats> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
+    let mut programs: Vec<(u32, RunStats)> = fds
         .flatten()
         .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .filter_map(|text| prog_id_in_fdinfo(&text))
+        .filter_map(|text| prog_in_fdinfo(&text))
         .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
+    programs.sort_unstable_by_key(|&(id, _)| id);
+    programs.dedup_by_key(|&mut (id, _)| id);
+    if programs.is_empty() {
+        return None;
+    }
+    Some(
+        programs
+            .into_iter()
+            .fold(RunStats::default(), |sum, (_, s)| sum.plus(s)),
+    )
 }
 
 #[cfg(test)]
@@ -341,13 +358,18 @@ mod tests {
     }
 
     #[test]
-    fn program_ids_are_read_from_fdinfo() {
+    fn program_counts_are_read_from_fdinfo() {
         let prog = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nprog_type:\t5\n\
                     prog_jited:\t1\nprog_tag:\tb6b0f1e4c3f0e0a6\nmemlock:\t4096\nprog_id:\t812\n\
                     run_time_ns:\t0\nrun_cnt:\t0\n";
-        assert_eq!(prog_id_in_fdinfo(prog), Some(812));
+        assert_eq!(prog_in_fdinfo(prog), Some((812, stats(0, 0))));
+        let busy = prog.replace(
+            "run_time_ns:\t0\nrun_cnt:\t0",
+            "run_time_ns:\t190000\nrun_cnt:\t1000",
+        );
+        assert_eq!(prog_in_fdinfo(&busy), Some((812, stats(1000, 190_000))));
         let map = "pos:\t0\nflags:\t02000002\nmap_type:\t5\nmap_id:\t31\n";
-        assert_eq!(prog_id_in_fdinfo(map), None);
+        assert_eq!(prog_in_fdinfo(map), None);
     }
 
     #[test]

@@ -1,14 +1,6 @@
-//! The bpf(2) calls behind run-time statistics, through libbpf: enable them, open a program by
-//! id, read a program's `run_cnt` and `run_time_ns`. Linux only; elsewhere every call says
-//! it is unsupported and frames carry no `cost`.
-
-use std::os::fd::OwnedFd;
-
-use super::RunStats;
-
-/// Programs held open by fd, to read their statistics (a bpftrace child's, by id).
-#[derive(Debug, Default)]
-pub struct ProgramFds(Vec<OwnedFd>);
+//! The bpf(2) calls behind run-time statistics, through libbpf: enable them, and read a
+//! program's `run_cnt` and `run_time_ns`. Linux only; elsewhere enabling says it is
+//! unsupported and frames carry no `cost`.
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -28,17 +20,9 @@ mod linux {
     }
 
     /// `BPF_ENABLE_STATS` with `BPF_STATS_RUN_TIME`: run time is counted while the fd is open.
-    pub fn enable_run_time_stats() -> std::io::Result<OwnedFd> {
+    pub fn enable_run_time_stats() -> std::io::Result<std::os::fd::OwnedFd> {
         // SAFETY: bpf_enable_stats takes an integer and returns a new fd or a negative errno.
         let fd = check(unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) })?;
-        // SAFETY: the fd was just returned to us and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// `BPF_PROG_GET_FD_BY_ID`: a new fd to the loaded program `id`.
-    pub fn prog_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
-        // SAFETY: bpf_prog_get_fd_by_id takes an integer and returns a new fd or a negative errno.
-        let fd = check(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) })?;
         // SAFETY: the fd was just returned to us and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
@@ -61,39 +45,6 @@ mod linux {
 pub use self::linux::{enable_run_time_stats, prog_stats};
 
 #[cfg(not(target_os = "linux"))]
-pub fn enable_run_time_stats() -> std::io::Result<OwnedFd> {
+pub fn enable_run_time_stats() -> std::io::Result<std::os::fd::OwnedFd> {
     Err(std::io::ErrorKind::Unsupported.into())
-}
-
-impl ProgramFds {
-    /// Opens every program in `ids` that still exists.
-    #[cfg(target_os = "linux")]
-    pub fn open(ids: &[u32]) -> ProgramFds {
-        ProgramFds(
-            ids.iter()
-                .filter_map(|&id| linux::prog_fd_by_id(id).ok())
-                .collect(),
-        )
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn open(_ids: &[u32]) -> ProgramFds {
-        ProgramFds::default()
-    }
-
-    /// The programs' counts summed; `None` when there are none or one cannot be read.
-    pub fn stats(&self) -> Option<RunStats> {
-        if self.0.is_empty() {
-            return None;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsFd;
-            self.0.iter().try_fold(RunStats::default(), |sum, fd| {
-                Some(sum.plus(prog_stats(fd.as_fd()).ok()?))
-            })
-        }
-        #[cfg(not(target_os = "linux"))]
-        None
-    }
 }
