@@ -42,6 +42,7 @@ const HEADER: FrameHeader = FrameHeader {
     interval_ms: 1000,
     dropped: 0,
     last: false,
+    cost: None,
 };
 
 /// The walk's part of the path: bpftrace's map line → the aggregation model.

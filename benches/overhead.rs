@@ -5,7 +5,10 @@
 //! heat-actix out; and with `include_self`, which leaves nothing out, to show what the exclusion
 //! costs) and with a bpftrace one, all run by a real heat-actix server. Prints the added cost of
 //! each, the two ratios the native backend is held to, and the time from a start request to the
-//! first frame for both backends.
+//! first frame for both backends. Next to each session's measured ns per syscall it prints
+//! what the session's own frames reported (`cost.ns_per_event`, the kernel's run-time
+//! statistics) for the tick of the calls, so the two can be compared; and what keeping those
+//! statistics on costs (the empty pair again, with them on).
 //!
 //! Run as root: `cargo bench --bench overhead`. Figures, not assertions: nothing here fails
 //! because a machine is slow.
@@ -174,24 +177,70 @@ fn start_session(
     (ws, began.elapsed())
 }
 
+/// BPF program runs per getppid for `syscall-latency`: its sys_enter and its sys_exit program.
+const RUNS_PER_SYSCALL: f64 = 2.0;
+/// Frames read after the calls, looking for the tick that holds them.
+const COST_FRAMES: usize = 3;
+
 /// Measures getppid while a `syscall-latency` session runs on `backend`; returns once the
-/// session's tracer is gone again, so the next measurement does not pay for it.
-fn with_session(server: &Server, backend: &str, include_self: bool) -> f64 {
-    let (ws, _) = start_session(server, backend, SESSION_TICK_MS, include_self);
+/// session's tracer is gone again, so the next measurement does not pay for it. With the ns
+/// per call comes the `cost` of the frame whose tick held most of the calls, when one did.
+fn with_session(server: &Server, backend: &str, include_self: bool) -> (f64, Option<Json>) {
+    let (mut ws, _) = start_session(server, backend, SESSION_TICK_MS, include_self);
     let ns = support::ns_per_getppid(CALLS);
+    let cost = (0..COST_FRAMES)
+        .map(|_| next_of(&mut ws, "frame"))
+        .find(|f| {
+            let runs = f["cost"]["events_per_s"].as_f64().unwrap_or(0.0)
+                * f["interval_ms"].as_f64().unwrap_or(0.0)
+                / 1000.0;
+            runs >= f64::from(CALLS)
+        })
+        .map(|f| f["cost"].clone());
     drop(ws);
     server.wait_until_idle();
-    ns
+    (ns, cost)
+}
+
+/// The median of some figures (`None` for none).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// Holds the kernel's BPF run-time statistics on, as a running server does, until dropped.
+struct RunTimeStats {
+    _held: std::os::fd::OwnedFd,
+}
+
+impl RunTimeStats {
+    fn enable() -> RunTimeStats {
+        use std::os::fd::FromRawFd;
+        // SAFETY: bpf_enable_stats takes an integer and returns a new fd or a negative errno.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+        };
+        assert!(
+            fd >= 0,
+            "BPF_ENABLE_STATS: {}",
+            std::io::Error::from_raw_os_error(-fd)
+        );
+        // SAFETY: the fd was just returned to us and nothing else owns it.
+        RunTimeStats {
+            _held: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        }
+    }
 }
 
 /// The configurations measured, in the order of each round.
-const CONFIGS: [&str; 6] = [
+const CONFIGS: [&str; 7] = [
     "no tracing",
     "empty raw tracepoint pair",
     "clock-only raw tracepoint pair",
     "native syscall-latency (ebpf)",
     "bpftrace syscall-latency",
     "native, include_self",
+    "empty pair, run-time stats on",
 ];
 
 /// Loads one of the floor objects, which are not the server's.
@@ -224,20 +273,30 @@ fn main() {
     let mut clock_floor = load_floor("heat_clock_floor", CLOCK_FLOOR_OBJECT);
     let server = Server::start();
 
-    // ns per call of each configuration, round by round.
-    let mut ns: [Vec<f64>; 6] = Default::default();
+    // ns per call of each configuration, round by round; ns per run the sessions reported.
+    let mut ns: [Vec<f64>; 7] = Default::default();
+    let (mut native_cost, mut bpftrace_cost) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
+        let (native, native_said) = with_session(&server, "ebpf", false);
+        let (bpftrace, bpftrace_said) = with_session(&server, "bpftrace", false);
+        let stats = RunTimeStats::enable();
+        let floor_with_stats = with_programs(&mut floor);
+        drop(stats);
         let round = [
             support::ns_per_getppid(CALLS),
             with_programs(&mut floor),
             with_programs(&mut clock_floor),
-            with_session(&server, "ebpf", false),
-            with_session(&server, "bpftrace", false),
-            with_session(&server, "ebpf", true),
+            native,
+            bpftrace,
+            with_session(&server, "ebpf", true).0,
+            floor_with_stats,
         ];
         for (i, value) in round.into_iter().enumerate() {
             ns[i].push(value);
         }
+        let per_run = |c: Option<Json>| c.and_then(|c| c["ns_per_event"].as_f64());
+        native_cost.extend(per_run(native_said));
+        bpftrace_cost.extend(per_run(bpftrace_said));
     }
     let (_, native_first) = start_session(&server, "ebpf", FIRST_FRAME_TICK_MS, false);
     let (_, bpftrace_first) = start_session(&server, "bpftrace", FIRST_FRAME_TICK_MS, false);
@@ -273,6 +332,30 @@ fn main() {
         "native - native include_self  = {:+.1} ns  (leaving heat-actix out: a task pointer, its parent's tgid, two compares)",
         ns[3] - ns[5]
     );
+    let stats_added = ns[6] - ns[1];
+    println!(
+        "run-time stats on, empty pair  = {stats_added:+.1} ns per syscall  (what the statistics behind `cost` add: two clock reads per program run)"
+    );
+    println!("cost reported by the session's own frames (median of {ROUNDS} rounds, ns per program run x {RUNS_PER_SYSCALL} runs per syscall) vs measured added:");
+    for (what, reported, measured) in [
+        ("native  ", &native_cost, added[3]),
+        ("bpftrace", &bpftrace_cost, added[4]),
+    ] {
+        match median(reported.clone()) {
+            Some(per_run) => {
+                let per_syscall = per_run * RUNS_PER_SYSCALL;
+                // The statistics' own clock reads are outside the run time they count.
+                let without_stats = measured - stats_added;
+                println!(
+                    "  {what}: cost {per_run:7.1} ns/event = {per_syscall:7.1} ns/syscall; measured added {measured:7.1} (cost/measured = {:.2}), {without_stats:7.1} without the statistics' own {stats_added:.1} (cost/that = {:.2}); {} rounds reported",
+                    per_syscall / measured,
+                    per_syscall / without_stats,
+                    reported.len()
+                );
+            }
+            None => println!("  {what}: no frame reported a cost"),
+        }
+    }
     for (backend, took) in [("ebpf", native_first), ("bpftrace", bpftrace_first)] {
         let beyond_tick = took.as_millis() as i64 - FIRST_FRAME_TICK_MS as i64;
         println!(

@@ -235,6 +235,7 @@ fn frame_json(tick: &StoredTick) -> Json {
         interval_ms: tick.interval_ms,
         dropped: 0,
         last: false,
+        cost: None,
     };
     let mut frame: Json =
         serde_json::from_str(&encode_frame(&header, &tick.snapshot)).expect("frames are JSON");

@@ -326,6 +326,7 @@ impl WatchConfig {
             share: true,
             compact: false,
             record: false,
+            max_cpu_percent: None,
         }
     }
 
@@ -463,6 +464,14 @@ pub struct LimitsConfig {
     /// Frames each running program keeps for late joiners and `fetch`.
     #[serde(default = "default_channel_history_ticks")]
     pub channel_history_ticks: usize,
+    /// Most CPU a program's BPF programs may use, in percent of one CPU, averaged over
+    /// `consumer::cost::BUDGET_TICKS` ticks; a program over it is stopped (`budget`).
+    #[serde(default = "default_max_program_cpu_percent")]
+    pub max_program_cpu_percent: u32,
+    /// The most an operator may raise one program's budget to with `max_cpu_percent` in its
+    /// start (never below `max_program_cpu_percent`).
+    #[serde(default = "default_max_program_cpu_percent_operator")]
+    pub max_program_cpu_percent_operator: u32,
 }
 
 /// Certificate and key, PEM files.
@@ -530,6 +539,27 @@ fn default_channel_history_ticks() -> usize {
 fn default_start_cooldown_ms() -> u64 {
     500
 }
+fn default_max_program_cpu_percent() -> u32 {
+    10
+}
+fn default_max_program_cpu_percent_operator() -> u32 {
+    100
+}
+
+/// A program's CPU budget, in percent of ONE CPU: a program on many CPUs may use several.
+pub const CPU_PERCENT_RANGE: std::ops::RangeInclusive<u64> = 1..=100_000;
+
+impl LimitsConfig {
+    /// The highest `max_cpu_percent` a start of `role` may ask for.
+    pub fn max_cpu_percent_for(&self, role: Role) -> u32 {
+        match role {
+            Role::Viewer => self.max_program_cpu_percent,
+            Role::Operator => self
+                .max_program_cpu_percent_operator
+                .max(self.max_program_cpu_percent),
+        }
+    }
+}
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
@@ -543,6 +573,8 @@ impl Default for LimitsConfig {
             start_cooldown_ms: default_start_cooldown_ms(),
             max_programs: default_max_programs(),
             channel_history_ticks: default_channel_history_ticks(),
+            max_program_cpu_percent: default_max_program_cpu_percent(),
+            max_program_cpu_percent_operator: default_max_program_cpu_percent_operator(),
         }
     }
 }
@@ -661,7 +693,7 @@ impl Config {
             }
         }
         let l = &self.limits;
-        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 9] = [
+        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 11] = [
             (
                 "limits.max_message_bytes",
                 l.max_message_bytes as u64,
@@ -694,6 +726,16 @@ impl Config {
                 "limits.channel_history_ticks",
                 l.channel_history_ticks as u64,
                 0..=86_400,
+            ),
+            (
+                "limits.max_program_cpu_percent",
+                u64::from(l.max_program_cpu_percent),
+                CPU_PERCENT_RANGE,
+            ),
+            (
+                "limits.max_program_cpu_percent_operator",
+                u64::from(l.max_program_cpu_percent_operator),
+                CPU_PERCENT_RANGE,
             ),
         ];
         for (key, value, range) in ranges {

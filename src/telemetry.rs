@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tracing::{debug, info, warn};
 
@@ -34,6 +34,8 @@ pub struct Metrics {
     pub store_write_duration: Histogram,
     pub trigger_fired: IntCounterVec,
     pub trigger_webhook_failures: IntCounterVec,
+    pub program_cpu_seconds: CounterVec,
+    pub program_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -174,8 +176,26 @@ impl Metrics {
             &["watch", "trigger"],
         )
         .unwrap();
+        let program_cpu_seconds = CounterVec::new(
+            Opts::new(
+                "heat_program_cpu_seconds_total",
+                "CPU time the kernel counted running programs' BPF programs, by program (preset name, or script)",
+            ),
+            &["program"],
+        )
+        .unwrap();
+        let program_events = IntCounterVec::new(
+            Opts::new(
+                "heat_program_events_total",
+                "Runs of programs' BPF programs (probe firings), by program (preset name, or script)",
+            ),
+            &["program"],
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(program_cpu_seconds.clone()),
+            Box::new(program_events.clone()),
             Box::new(trigger_fired.clone()),
             Box::new(trigger_webhook_failures.clone()),
             Box::new(watch_restarts.clone()),
@@ -218,6 +238,14 @@ impl Metrics {
         for encoding in ["json", "compact", "legacy"] {
             frame_bytes.with_label_values(&[encoding]);
         }
+        for program in crate::presets::PRESETS
+            .iter()
+            .map(|p| p.name)
+            .chain(["script"])
+        {
+            program_cpu_seconds.with_label_values(&[program]);
+            program_events.with_label_values(&[program]);
+        }
         Metrics {
             registry,
             sessions_active,
@@ -241,6 +269,8 @@ impl Metrics {
             store_write_duration,
             trigger_fired,
             trigger_webhook_failures,
+            program_cpu_seconds,
+            program_events,
         }
     }
 
@@ -485,6 +515,16 @@ pub enum Event<'a> {
     },
     /// A tracer failed (compile error, death, timeout, undecodable output, …).
     ConsumerFailed { kind: Failure, message: &'a str },
+    /// What a program's BPF programs cost over one tick; `program` is a preset name or `script`.
+    ProgramCost {
+        program: &'a str,
+        sample: crate::consumer::cost::Sample,
+    },
+    /// A program used more CPU than its budget and is being stopped.
+    ProgramOverBudget {
+        program: &'a str,
+        over: crate::consumer::cost::OverBudget,
+    },
 }
 
 impl Event<'_> {
@@ -673,6 +713,22 @@ impl Event<'_> {
                 m.tracer_reports.with_label_values(&[kind]).inc();
                 warn!(kind, message, "Tracer reported a problem.");
             }
+            Event::ProgramCost { program, sample } => {
+                m.program_cpu_seconds
+                    .with_label_values(&[program])
+                    .inc_by(sample.run_time_ns as f64 / 1e9);
+                m.program_events
+                    .with_label_values(&[program])
+                    .inc_by(sample.events);
+            }
+            Event::ProgramOverBudget { program, over } => {
+                warn!(
+                    program,
+                    measured_percent = over.measured_percent,
+                    limit_percent = over.limit_percent,
+                    "Program over its CPU budget; stopping it."
+                );
+            }
             Event::ConsumerFailed { kind, message } => {
                 let kind = kind.as_str();
                 m.consumer_errors.with_label_values(&[kind]).inc();
@@ -699,6 +755,19 @@ mod tests {
         for kind in Failure::ALL {
             let series = format!("heat_consumer_errors_total{{kind=\"{}\"}}", kind.as_str());
             assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for program in crate::presets::PRESETS
+            .iter()
+            .map(|p| p.name)
+            .chain(["script"])
+        {
+            for metric in [
+                "heat_program_cpu_seconds_total",
+                "heat_program_events_total",
+            ] {
+                let series = format!("{metric}{{program=\"{program}\"}} 0");
+                assert!(text.contains(&series), "{series} missing:\n{text}");
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ import { KeysView } from './keys.js';
 import { ScalarsView, SCALAR_KINDS } from './scalars.js';
 import { rampCss, hueLut, KEY_HUES } from './colour.js';
 import { unitFromName, rangeText } from './units.js';
-import { $, el, store, tabStore, clampInt, fmtNum, fmtPct, fmtClock } from './util.js';
+import { $, el, store, tabStore, clampInt, fmtNum, fmtPct, fmtClock, fmtCost } from './util.js';
 import { TimelineView } from './timeline.js';
 
 const PROTOCOL = 1;
@@ -72,7 +72,7 @@ function takeToken() {
 
 const ui = {
   status: $('status'), retry: $('retry'), run: $('run'), session: $('session'), backend: $('backend'),
-  tickInfo: $('tick-ms'), frames: $('frames'), dropped: $('dropped'), viewers: $('viewers'),
+  tickInfo: $('tick-ms'), frames: $('frames'), dropped: $('dropped'), viewers: $('viewers'), cost: $('cost'),
   preset: $('preset'), presetHint: $('preset-hint'), script: $('script'), tick: $('tick'),
   scriptField: $('script-field'), scriptLang: $('script-lang'), customOff: $('custom-off'),
   auth: $('auth'), authMessage: $('auth-message'), tokenInput: $('token-input'),
@@ -111,6 +111,7 @@ const S = {
   program: null,         // the program's id (`started.program`)
   running: [],           // shared preset programs: `hello.running`, kept current for our own
   lastFrame: null,
+  cost: null,            // the last live frame's `cost` (what the program costs the host)
   models: new Map(),     // histogram aggregations of the running program, by name
   selected: null,        // name of the aggregation shown in the heatmap
   paused: false,
@@ -242,7 +243,7 @@ function onHello(msg) {
 function onStarted(msg) {
   if (S.mode !== 'live') return; // a program left while showing the past
   Object.assign(S, {
-    started: msg, run: 'running', stopReason: null,
+    started: msg, run: 'running', stopReason: null, cost: null,
     viewers: Number.isInteger(msg.viewers) ? msg.viewers : null,
     shared: typeof msg.shared === 'boolean' ? msg.shared : null,
     program: msg.program ?? null,
@@ -264,6 +265,7 @@ function onFrame(msg) {
   S.live++;
   const r = ingest([msg], true);
   S.lastFrame = msg;
+  if (msg.cost) S.cost = msg.cost;
   if (S.run === 'idle' || S.run === 'starting') S.run = 'running';
   if (r.listChanged) fillAggregations();
   if (S.paused) {
@@ -797,6 +799,7 @@ function renderTop() {
   ui.dropped.textContent = S.refetched ? `${fmtNum(S.dropped)} (${fmtNum(S.refetched)} fetched)` : fmtNum(S.dropped);
   ui.dropped.classList.toggle('bad', S.dropped > S.refetched);
   ui.viewers.textContent = viewersText();
+  ui.cost.textContent = S.run === 'running' ? fmtCost(S.cost) : '–';
   const open = S.state === 'open' && !!S.hello;
   ui.start.disabled = !open;
   ui.stop.disabled = !open; // stop is harmless when nothing runs
@@ -1336,6 +1339,8 @@ window.heat = {
   /** The last `history` messages of this run: {from, to, frames, liveBefore (live frames before it)}. */
   get histories() { return S.histories.map((h) => ({ ...h })); },
   get viewers() { return S.viewers; },
+  /** The last live frame's `cost`, as received. */
+  get cost() { return S.cost; },
   get shared() { return S.shared; },
   get program() { return S.program; },
   /** Binary (compact) messages received on this connection, and their bytes. */

@@ -7,6 +7,7 @@ const TAG_HISTORY = 2;
 const TAG_DICTIONARY = 3;
 const FLAG_FINAL = 1;
 const FLAG_RESET = 2;
+const FLAG_COST = 4; // the frame ends with its cost: three little-endian float64s
 const FORM_BITS = 8; // 2^3: the low 3 bits of a series head are its form
 const FORM_SCALAR = 0;
 const FORM_STATS = 1;
@@ -109,6 +110,13 @@ class Reader {
     return text;
   }
 
+  f64() {
+    if (this.at + 8 > this.bytes.length) throw new Error('compact: message truncated');
+    const view = new DataView(this.bytes.buffer, this.bytes.byteOffset + this.at, 8);
+    this.at += 8;
+    return view.getFloat64(0, true);
+  }
+
   end() {
     if (this.at !== this.bytes.length) throw new Error('compact: trailing bytes');
   }
@@ -175,7 +183,7 @@ export class CompactDecoder {
   frame(r) {
     const frame = { type: 'frame', seq: r.uint(), ts_ms: r.uint(), interval_ms: r.uint() };
     const flags = r.byte();
-    if (flags & ~(FLAG_FINAL | FLAG_RESET)) throw new Error(`compact: unknown flags ${flags}`);
+    if (flags & ~(FLAG_FINAL | FLAG_RESET | FLAG_COST)) throw new Error(`compact: unknown flags ${flags}`);
     if (flags & FLAG_FINAL) frame.final = true;
     if (flags & FLAG_RESET) this.keys.clear();
     this.definitions(r);
@@ -197,6 +205,9 @@ export class CompactDecoder {
       const texts = [];
       for (let i = 0; i < n; i++) texts.push(r.str());
       frame[field] = texts;
+    }
+    if (flags & FLAG_COST) {
+      frame.cost = { events_per_s: r.f64(), ns_per_event: r.f64(), cpu_share: r.f64() };
     }
     return frame;
   }

@@ -40,6 +40,23 @@ const numFmt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 });
 export const fmtNum = (v) => (typeof v === 'number' && Number.isFinite(v) ? numFmt.format(v) : String(v ?? '–'));
 export const fmtPct = (f) => (!(f >= 0) ? '–' : f >= 0.995 && f < 1 ? '>99%' : f > 0 && f < 0.001 ? '<0.1%' : `${(f * 100).toFixed(f < 0.1 ? 1 : 0)}%`);
 
+/** 1234567 → "1.2 M": a rate read at a glance. */
+export function fmtSi(v) {
+  if (!(v >= 0)) return '–';
+  if (v >= 1e9) return `${(v / 1e9).toFixed(1)} G`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)} M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} k`;
+  return String(Math.round(v));
+}
+
+/** A frame's `cost` as the top bar shows it: "0.4% of a CPU · 1.2 M events/s · 190 ns/event". */
+export function fmtCost(cost) {
+  if (!cost || !(cost.cpu_share >= 0)) return '–';
+  const pct = cost.cpu_share * 100;
+  const share = pct === 0 ? '0%' : pct < 0.1 ? '<0.1%' : `${pct < 10 ? pct.toFixed(1) : Math.round(pct)}%`;
+  return `${share} of a CPU · ${fmtSi(cost.events_per_s)} events/s · ${Math.round(cost.ns_per_event)} ns/event`;
+}
+
 export const keyText = (key) => (Array.isArray(key) && key.length ? key.join(', ') : '(no key)');
 
 /** Smallest 1/2/5 × 10^n that is ≥ x: a stable colour-scale maximum. */

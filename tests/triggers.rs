@@ -404,6 +404,7 @@ fn an_exported_range_imported_with_the_cli_reads_back_as_the_same_frames() {
             interval_ms: tick.interval_ms,
             dropped: 0,
             last: false,
+            cost: None,
         };
         let mut frame: Json = serde_json::from_str(&heat_actix::session::protocol::encode_frame(
             &header,

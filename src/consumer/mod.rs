@@ -3,6 +3,7 @@
 //! its own thread so that no tracer call ever runs on an HTTP worker.
 
 pub mod bpftrace;
+pub mod cost;
 pub mod dtrace;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
@@ -145,6 +146,11 @@ pub trait Consumer {
     fn kill_switch(&self) -> Option<KillSwitch> {
         None
     }
+    /// What the kernel counted for the program's BPF programs so far (runs and run time),
+    /// while it runs; `None` where that cannot be measured (DTrace).
+    fn run_stats(&mut self) -> Option<cost::RunStats> {
+        None
+    }
 }
 
 /// Ends a tracer process from any thread, without racing pid reuse: it holds a pidfd, which
@@ -233,6 +239,8 @@ pub struct EncodedFrame {
     pub interval_ms: u64,
     /// Series in the frame, after key folding.
     pub series: usize,
+    /// What the program cost over the frame's interval, where it was measured.
+    pub cost: Option<cost::Sample>,
 }
 
 /// How a viewer wants its frames written.
@@ -281,6 +289,10 @@ pub struct ConsumerActor {
     last_walk: Option<Instant>,
     /// The program's compact encoder (its key dictionary), made once the aggregations are known.
     compact: Option<CompactEncoder>,
+    /// Keeps the kernel's BPF run-time statistics on while the program runs.
+    stats: Option<cost::StatsEnabled>,
+    /// The program's run statistics at the previous walk (or at its start).
+    last_stats: Option<cost::RunStats>,
 }
 
 impl ConsumerActor {
@@ -298,6 +310,8 @@ impl ConsumerActor {
             max_keys,
             last_walk: None,
             compact: None,
+            stats: None,
+            last_stats: None,
         }
     }
 
@@ -311,6 +325,25 @@ impl ConsumerActor {
         let aggregations = self.consumer.compile(&self.program)?;
         self.consumer.go()?;
         Ok(aggregations)
+    }
+
+    /// Stops the tracer and lets go of the statistics.
+    fn release(&mut self) {
+        self.consumer.stop();
+        self.stats = None;
+        self.last_stats = None;
+    }
+
+    /// What the program cost since the previous reading, `interval` ago.
+    fn cost_since(
+        &mut self,
+        now: Option<cost::RunStats>,
+        interval: Duration,
+    ) -> Option<cost::Sample> {
+        let before = self.last_stats?;
+        let now = now?;
+        self.last_stats = Some(now);
+        Some(cost::Sample::between(before, now, interval))
     }
 }
 
@@ -326,7 +359,7 @@ impl Actor for ConsumerActor {
     type Context = SyncContext<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.consumer.stop();
+        self.release();
         tracing::debug!(session = %self.session, "Consumer thread released its tracer.");
     }
 }
@@ -362,6 +395,14 @@ impl Handler<Begin> for ConsumerActor {
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
+        // Enabled before the program attaches, so its first frame counts its first tick.
+        self.stats = match cost::StatsEnabled::acquire() {
+            Ok(held) => Some(held),
+            Err(e) => {
+                tracing::warn!(session = %self.session, error = %e, "BPF run-time statistics unavailable; frames carry no cost.");
+                None
+            }
+        };
         let mut fell_back = None;
         let mut aggregations = match (self.begin(), self.fallback.take()) {
             (Ok(aggregations), _) => aggregations,
@@ -387,6 +428,7 @@ impl Handler<Begin> for ConsumerActor {
             rewrite.infos(&mut aggregations);
         }
         self.last_walk = Some(Instant::now());
+        self.last_stats = self.stats.as_ref().and(self.consumer.run_stats());
         self.compact = Some(CompactEncoder::new(&aggregations));
         Ok(Started {
             backend: self.consumer.backend(),
@@ -403,6 +445,7 @@ impl ConsumerActor {
     fn frame(
         &mut self,
         mut snapshot: Snapshot,
+        stats: Option<cost::RunStats>,
         seq: u64,
         encodings: Encodings,
         last: bool,
@@ -417,6 +460,7 @@ impl ConsumerActor {
         let now = Instant::now();
         let interval = self.last_walk.map_or(Duration::ZERO, |t| now - t);
         self.last_walk = Some(now);
+        let sample = self.cost_since(stats, interval);
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -426,6 +470,7 @@ impl ConsumerActor {
             interval_ms: interval.as_millis() as u64,
             dropped: 0,
             last,
+            cost: sample.and_then(|s| s.cost()),
         };
         // Compact frames are always made (a late joiner may ask for them, and the dictionary
         // must see every frame); they cost a fraction of the JSON.
@@ -456,6 +501,7 @@ impl ConsumerActor {
                 .then(|| protocol::encode_2011(&snapshot).into()),
             series: snapshot.aggregations.iter().map(|a| a.series.len()).sum(),
             snapshot: encodings.typed.then(|| Arc::new(snapshot)),
+            cost: sample,
         }
     }
 }
@@ -469,7 +515,8 @@ impl Handler<Walk> for ConsumerActor {
             panic!("injected fault: consumer_panic");
         }
         let snapshot = self.consumer.walk()?;
-        let frame = self.frame(snapshot, walk.seq, walk.encodings, false);
+        let stats = self.consumer.run_stats();
+        let frame = self.frame(snapshot, stats, walk.seq, walk.encodings, false);
         Event::Walked {
             elapsed: began.elapsed(),
         }
@@ -482,8 +529,11 @@ impl Handler<Finish> for ConsumerActor {
     type Result = Result<EncodedFrame, ConsumerError>;
 
     fn handle(&mut self, finish: Finish, _: &mut Self::Context) -> Self::Result {
-        let snapshot = self.consumer.finish()?;
-        Ok(self.frame(snapshot, finish.seq, finish.encodings, true))
+        // Read while the programs still run: `finish` unloads them.
+        let stats = self.consumer.run_stats();
+        let snapshot = self.consumer.finish();
+        self.stats = None;
+        Ok(self.frame(snapshot?, stats, finish.seq, finish.encodings, true))
     }
 }
 
@@ -491,7 +541,7 @@ impl Handler<Halt> for ConsumerActor {
     type Result = ();
 
     fn handle(&mut self, _: Halt, _: &mut Self::Context) {
-        self.consumer.stop();
+        self.release();
     }
 }
 

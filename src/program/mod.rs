@@ -20,8 +20,8 @@ use bytes::Bytes;
 
 use crate::aggregation::AggregationInfo;
 use crate::consumer::{
-    self, Begin, ConsumerActor, ConsumerError, EncodedFrame, Encoding, Encodings, Finish, Halt,
-    KillSwitch, Walk,
+    self, cost, Begin, ConsumerActor, ConsumerError, EncodedFrame, Encoding, Encodings, Finish,
+    Halt, KillSwitch, Walk,
 };
 use crate::telemetry::{Event, Failure};
 
@@ -79,6 +79,16 @@ impl ProgramFailure {
             kind: e.kind(),
             message: e.to_string(),
             reason,
+        }
+    }
+
+    /// The program's BPF programs used more CPU than its budget.
+    fn over_budget(over: cost::OverBudget) -> ProgramFailure {
+        ProgramFailure {
+            code: "budget",
+            kind: Failure::Budget,
+            message: over.to_string(),
+            reason: "budget",
         }
     }
 
@@ -213,6 +223,8 @@ pub struct Program {
     viewers_changed: bool,
     /// A watch's tail triggers, fed every published tick.
     triggers: Vec<WatchTrigger>,
+    /// The CPU its BPF programs may use (`plan.max_cpu_percent`), over its last few ticks.
+    budget: cost::Budget,
 }
 
 /// One `[[watch.trigger]]` of the watch a program is.
@@ -248,6 +260,7 @@ impl Program {
             .unwrap_or_default();
         Program {
             id,
+            budget: cost::Budget::new(plan.max_cpu_percent),
             plan,
             registry,
             recording,
@@ -266,6 +279,31 @@ impl Program {
             viewers_changed: false,
             triggers,
         }
+    }
+
+    /// The `program` label of this program's metrics: its preset's name, or `script`.
+    fn label(&self) -> &'static str {
+        self.plan.preset.map_or("script", |p| p.name)
+    }
+
+    /// Counts what the frame's tick cost in the metrics.
+    fn count_cost(&self, frame: &EncodedFrame) {
+        if let Some(sample) = frame.cost {
+            let program = self.label();
+            Event::ProgramCost { program, sample }.emit();
+        }
+    }
+
+    /// Counts what the frame's tick cost and checks the CPU budget.
+    fn account(&mut self, frame: &EncodedFrame) -> Result<(), cost::OverBudget> {
+        self.count_cost(frame);
+        let Some(sample) = frame.cost else {
+            return Ok(());
+        };
+        let program = self.label();
+        self.budget.observe(sample).inspect_err(|&over| {
+            Event::ProgramOverBudget { program, over }.emit();
+        })
     }
 
     /// JSON always (the ring serves joiners of either kind; compact frames are always made),
@@ -429,12 +467,20 @@ impl Program {
                 if act.state != State::Running {
                     // Finishing: this frame still goes out, before the final one.
                     if let (State::Finishing, Ok(Ok(frame))) = (act.state, result) {
+                        act.count_cost(&frame);
                         act.publish(frame);
                     }
                     return;
                 }
                 match result {
-                    Ok(Ok(frame)) => act.publish(frame),
+                    Ok(Ok(frame)) => {
+                        let within = act.account(&frame);
+                        // The frame that shows the cost goes out before the error that cites it.
+                        act.publish(frame);
+                        if let Err(over) = within {
+                            act.fail(ProgramFailure::over_budget(over), ctx);
+                        }
+                    }
                     // A slow tracer leaves a gap in `seq`; what it found goes into the next frame.
                     Ok(Err(e @ ConsumerError::WalkTimeout(_))) => Event::ConsumerFailed {
                         kind: e.kind(),
@@ -677,7 +723,10 @@ impl Handler<FinishProgram> for Program {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let last = match result {
-                    Ok(Ok(frame)) => Ok(Some(Arc::new(frame))),
+                    Ok(Ok(frame)) => {
+                        act.count_cost(&frame);
+                        Ok(Some(Arc::new(frame)))
+                    }
                     Ok(Err(e)) => {
                         let failure = ProgramFailure::from_consumer(&e);
                         Event::ConsumerFailed {

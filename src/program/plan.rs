@@ -56,6 +56,9 @@ pub struct Plan {
     pub watch: Option<String>,
     /// The session asked for its program to be recorded (`"record": true`).
     pub record: bool,
+    /// The program's CPU budget, in percent of one CPU: the start's `max_cpu_percent`, else
+    /// `limits.max_program_cpu_percent`. A shared program keeps its starter's.
+    pub max_cpu_percent: u32,
 }
 
 /// Why a start request cannot run.
@@ -122,6 +125,8 @@ pub fn plan(
         );
         return Err(refused(Refusal::BadRequest, message));
     }
+    let max_cpu_percent =
+        cpu_budget(request, config, role).map_err(|m| refused(Refusal::Forbidden, m))?;
     let key = match (preset, &request.script) {
         (Some(preset), _) => Some(ProgramKey::Preset {
             name: preset.name,
@@ -156,6 +161,28 @@ pub fn plan(
         key,
         watch: None,
         record: request.record,
+        max_cpu_percent,
+    })
+}
+
+/// The CPU budget a start asks for, within what its role may ask for: anyone may lower the
+/// configured budget, only an operator may raise it (to `limits.max_program_cpu_percent_operator`).
+fn cpu_budget(request: &StartRequest, config: &Config, role: Role) -> Result<u32, String> {
+    let limits = &config.limits;
+    let Some(asked) = request.max_cpu_percent else {
+        return Ok(limits.max_program_cpu_percent);
+    };
+    let most = limits.max_cpu_percent_for(role);
+    if asked <= most {
+        return Ok(asked);
+    }
+    Err(match role {
+        Role::Viewer => format!(
+            "max_cpu_percent {asked} is over this server's budget of {most}%              (limits.max_program_cpu_percent); only an operator may raise it"
+        ),
+        Role::Operator => format!(
+            "max_cpu_percent {asked} is over the operators' limit of {most}%              (limits.max_program_cpu_percent_operator)"
+        ),
     })
 }
 
@@ -440,6 +467,31 @@ mod tests {
         assert_eq!(a, planned(preset(1000, None), Role::Operator).key);
         assert_ne!(a, planned(preset(500, None), Role::Viewer).key);
         assert_ne!(a, planned(preset(1000, Some("sshd")), Role::Viewer).key);
+    }
+
+    #[test]
+    fn a_start_may_lower_the_cpu_budget_and_only_an_operator_may_raise_it() {
+        let asking = |percent| StartRequest {
+            preset: Some("syscall-latency".into()),
+            max_cpu_percent: percent,
+            ..Default::default()
+        };
+        let config = Config::default();
+        let budget = |percent, role| {
+            plan("s-test", &asking(percent), &config, role).map(|p| p.max_cpu_percent)
+        };
+        assert_eq!(budget(None, Role::Viewer), Ok(10));
+        assert_eq!(budget(Some(2), Role::Viewer), Ok(2));
+        assert!(matches!(
+            budget(Some(11), Role::Viewer),
+            Err(PlanError::Refused(Refusal::Forbidden, m)) if m.contains("only an operator")
+        ));
+        assert_eq!(budget(Some(100), Role::Operator), Ok(100));
+        assert!(matches!(
+            budget(Some(101), Role::Operator),
+            Err(PlanError::Refused(Refusal::Forbidden, m))
+                if m.contains("limits.max_program_cpu_percent_operator")
+        ));
     }
 
     #[test]

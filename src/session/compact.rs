@@ -29,6 +29,9 @@ pub const TAG_DICTIONARY: u8 = 3;
 pub const FLAG_FINAL: u8 = 1;
 /// Frame flag: the dictionary was cleared before this frame's definitions.
 pub const FLAG_RESET: u8 = 2;
+/// Frame flag: the frame ends with its `cost` (three little-endian f64s: `events_per_s`,
+/// `ns_per_event`, `cpu_share`). Frames without a cost are as before this flag existed.
+pub const FLAG_COST: u8 = 4;
 
 /// Most keys the dictionary holds: past it the encoder starts a new one (a reset), so a
 /// program keyed by something unbounded costs the server and every browser bounded memory.
@@ -111,7 +114,11 @@ impl CompactEncoder {
         } else {
             first_new_key
         };
-        out.push(if header.last { FLAG_FINAL } else { 0 } | if reset { FLAG_RESET } else { 0 });
+        out.push(
+            if header.last { FLAG_FINAL } else { 0 }
+                | if reset { FLAG_RESET } else { 0 }
+                | if header.cost.is_some() { FLAG_COST } else { 0 },
+        );
         self.put_definitions(&mut out, first_new_aggregation, first_new_key);
 
         put_usize(&mut out, snapshot.aggregations.len());
@@ -128,6 +135,11 @@ impl CompactEncoder {
             put_usize(&mut out, list.len());
             for text in list {
                 put_str(&mut out, text);
+            }
+        }
+        if let Some(cost) = &header.cost {
+            for x in [cost.events_per_s, cost.ns_per_event, cost.cpu_share] {
+                out.extend_from_slice(&x.to_le_bytes());
             }
         }
         self.size_hint = out.len() + out.len() / 8;
@@ -369,7 +381,7 @@ mod tests {
                 frame.insert(field.into(), json!(r.u64()?));
             }
             let flags = r.byte()?;
-            if flags & !(FLAG_FINAL | FLAG_RESET) != 0 {
+            if flags & !(FLAG_FINAL | FLAG_RESET | FLAG_COST) != 0 {
                 return Err("unknown flags".into());
             }
             if flags & FLAG_FINAL != 0 {
@@ -408,6 +420,16 @@ mod tests {
                 if !texts.is_empty() {
                     frame.insert(field.into(), json!(texts));
                 }
+            }
+            if flags & FLAG_COST != 0 {
+                let mut cost = serde_json::Map::new();
+                for field in ["events_per_s", "ns_per_event", "cpu_share"] {
+                    let bytes = r.bytes.get(r.at..r.at + 8).ok_or("truncated cost")?;
+                    r.at += 8;
+                    let x = f64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+                    cost.insert(field.into(), json!(x));
+                }
+                frame.insert("cost".into(), Json::Object(cost));
             }
             Ok(Json::Object(frame))
         }
@@ -457,6 +479,7 @@ mod tests {
             interval_ms: 1000,
             dropped: 0,
             last: false,
+            cost: None,
         }
     }
 
@@ -1069,12 +1092,21 @@ mod tests {
         let (infos, mut snapshot) = reference();
         snapshot.aggregations[0].series.truncate(40);
         let mut encoder = CompactEncoder::new(&infos);
-        let bytes = encoder.frame(&header(1), &snapshot);
+        // A live frame, with what the program cost.
+        let costed = FrameHeader {
+            cost: Some(crate::consumer::cost::Cost {
+                events_per_s: 1_204_711.0,
+                ns_per_event: 190.3,
+                cpu_share: 0.229256,
+            }),
+            ..header(1)
+        };
+        let bytes = encoder.frame(&costed, &snapshot);
         out.push((
             "busy",
             Fixture {
                 infos,
-                messages: vec![("frame", bytes, vec![encode_frame(&header(1), &snapshot)])],
+                messages: vec![("frame", bytes, vec![encode_frame(&costed, &snapshot)])],
             },
         ));
         out

@@ -44,6 +44,9 @@ pub struct StartRequest {
     pub compact: bool,
     /// Record the program's ticks in the store while it runs.
     pub record: bool,
+    /// The program's CPU budget in percent of one CPU, instead of
+    /// `limits.max_program_cpu_percent` (up to the session's role's limit).
+    pub max_cpu_percent: Option<u32>,
 }
 
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
@@ -235,6 +238,19 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
                 })?;
                 request.include_self = Some(include);
             }
+            "max_cpu_percent" => {
+                let percent = value
+                    .as_u64()
+                    .filter(|&p| p >= 1)
+                    .and_then(|p| u32::try_from(p).ok())
+                    .ok_or_else(|| {
+                        ProtocolError::BadRequest(
+                            "start: `max_cpu_percent` must be a whole number of percent, at least 1"
+                                .into(),
+                        )
+                    })?;
+                request.max_cpu_percent = Some(percent);
+            }
             "tick_ms" => {
                 let ms = value.as_u64().ok_or_else(|| {
                     ProtocolError::BadRequest(
@@ -346,7 +362,7 @@ impl ServerMessage<'_> {
 }
 
 /// What a `frame` says besides its aggregations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FrameHeader {
     pub seq: u64,
     pub ts_ms: u64,
@@ -358,6 +374,9 @@ pub struct FrameHeader {
     /// frame, `END` included; `stopped` follows.
     #[serde(rename = "final", skip_serializing_if = "std::ops::Not::not")]
     pub last: bool,
+    /// What the program's BPF programs cost over the interval, where the kernel measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::consumer::cost::Cost>,
 }
 
 #[derive(Serialize)]
@@ -397,6 +416,8 @@ struct WireFrame {
     dropped: u64,
     #[serde(rename = "final", default)]
     last: bool,
+    #[serde(default)]
+    cost: Option<crate::consumer::cost::Cost>,
     aggregations: Vec<WireAggregation>,
     #[serde(default)]
     output: Vec<String>,
@@ -493,6 +514,7 @@ pub fn decode_frame(frame: Json) -> Result<(FrameHeader, Snapshot), ProtocolErro
         interval_ms: wire.interval_ms,
         dropped: wire.dropped,
         last: wire.last,
+        cost: wire.cost,
     };
     let aggregations = wire
         .aggregations
@@ -652,6 +674,7 @@ mod tests {
                 interval_ms: 200,
                 dropped: 0,
                 last: false,
+                cost: None,
             },
             FrameHeader {
                 seq: 8,
@@ -659,6 +682,11 @@ mod tests {
                 interval_ms: 0,
                 dropped: 3,
                 last: true,
+                cost: Some(crate::consumer::cost::Cost {
+                    events_per_s: 1_200_000.0,
+                    ns_per_event: 190.5,
+                    cpu_share: 0.2286,
+                }),
             },
         ] {
             let text = encode_frame(&header, &snapshot);
@@ -673,6 +701,7 @@ mod tests {
             interval_ms: 3,
             dropped: 0,
             last: false,
+            cost: None,
         };
         let text = encode_frame(&header, &empty);
         assert_eq!(
@@ -753,6 +782,14 @@ mod tests {
             Ok(ClientMessage::Start(_))
         ));
         assert_eq!(
+            parse_client_message(r#"{"type":"start","preset":"p","max_cpu_percent":25}"#).unwrap(),
+            ClientMessage::Start(StartRequest {
+                preset: Some("p".into()),
+                max_cpu_percent: Some(25),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
             parse_client_message(r#"{"type":"stop"}"#).unwrap(),
             ClientMessage::Stop
         );
@@ -799,6 +836,14 @@ mod tests {
             (
                 r#"{"type":"start","preset":"a","tick_ms":"fast"}"#,
                 "tick_ms",
+            ),
+            (
+                r#"{"type":"start","preset":"a","max_cpu_percent":0}"#,
+                "`max_cpu_percent`",
+            ),
+            (
+                r#"{"type":"start","preset":"a","max_cpu_percent":2.5}"#,
+                "`max_cpu_percent`",
             ),
         ];
         for (text, expected) in cases {
@@ -858,6 +903,7 @@ mod tests {
                 interval_ms: 999,
                 dropped: 0,
                 last: false,
+                cost: None,
             },
             &snapshot,
         ))

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { CompactDecoder } from '../../static/compact.js';
+import { fmtCost } from '../../static/util.js';
 
 const dir = new URL('../fixtures/compact/', import.meta.url);
 const fixtures = readdirSync(dir).filter((name) => name.endsWith('.json')).sort();
@@ -54,6 +55,25 @@ test('numbers past 2^53 round as JSON.parse rounds them', () => {
   assert.equal(stats.count, JSON.parse('18446744073709551615'));
   const min = frame.aggregations.find((a) => a.name === '@min').series[0];
   assert.equal(min.value, -(2 ** 63));
+});
+
+test('a frame carries its cost', () => {
+  const fixture = JSON.parse(readFileSync(new URL('busy.json', dir), 'utf8'));
+  const frame = new CompactDecoder(fixture.aggregations).decode(bytes(fixture.messages[0].hex)).frames[0];
+  assert.deepStrictEqual(frame.cost, { events_per_s: 1204711, ns_per_event: 190.3, cpu_share: 0.229256 });
+  // A frame without the flag has none (the frames of every-kind.json).
+  const other = JSON.parse(readFileSync(new URL('every-kind.json', dir), 'utf8'));
+  const plain = new CompactDecoder(other.aggregations).decode(bytes(other.messages[0].hex)).frames[0];
+  assert.equal(plain.cost, undefined);
+});
+
+test('the top bar reads a cost at a glance', () => {
+  assert.equal(fmtCost({ cpu_share: 0.004, events_per_s: 1_204_711, ns_per_event: 190.3 }),
+    '0.4% of a CPU · 1.2 M events/s · 190 ns/event');
+  assert.equal(fmtCost({ cpu_share: 0.2293, events_per_s: 950, ns_per_event: 2413.6 }),
+    '23% of a CPU · 950 events/s · 2414 ns/event');
+  assert.equal(fmtCost({ cpu_share: 0, events_per_s: 0, ns_per_event: 0 }), '0% of a CPU · 0 events/s · 0 ns/event');
+  assert.equal(fmtCost(undefined), '–');
 });
 
 test('a dictionary reset clears what the client holds', () => {

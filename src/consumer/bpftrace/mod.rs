@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 
 use self::output::{decode_map, Event};
 use self::program::{heat_actix_walk_trigger, Program};
-use super::{process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
+use super::{cost, process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
 use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::config::BpftraceConfig;
 use crate::telemetry;
@@ -429,6 +429,11 @@ impl Consumer for BpftraceConsumer {
 
     fn kill_switch(&self) -> Option<KillSwitch> {
         self.kill_switch.clone()
+    }
+
+    /// The child's programs' counts, from its fdinfo (it holds an fd to each program it loaded).
+    fn run_stats(&mut self) -> Option<cost::RunStats> {
+        cost::stats_of_process(self.pid()?)
     }
 }
 

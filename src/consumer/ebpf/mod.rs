@@ -13,13 +13,14 @@
 mod native;
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 
 pub use self::native::{find, Native, NATIVE};
 use self::native::{Attach, KeyKind, Shape};
+use super::cost::{self, RunStats};
 use super::{Backend, Consumer, ConsumerError, ProgramSpec};
 use crate::aggregation::{Aggregation, AggregationInfo, KeyPart, Series, Snapshot};
 use crate::presets::ProcessFilter;
@@ -376,6 +377,16 @@ impl Consumer for EbpfConsumer {
 
     fn stop(&mut self) {
         self.loaded = None;
+    }
+
+    fn run_stats(&mut self) -> Option<RunStats> {
+        let loaded = self.loaded.as_ref()?;
+        loaded
+            .object
+            .progs()
+            .try_fold(RunStats::default(), |sum, p| {
+                Some(sum.plus(cost::prog_stats(p.as_fd()).ok()?))
+            })
     }
 }
 

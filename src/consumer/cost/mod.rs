@@ -1,0 +1,388 @@
+//! What a running program costs the host, measured by the kernel: BPF run-time statistics
+//! (`run_cnt`, `run_time_ns` of each BPF program, counted while `BPF_ENABLE_STATS` is held),
+//! turned into each frame's `cost` and checked against the CPU budget
+//! (`limits.max_program_cpu_percent`).
+//!
+//! An *event* is one run of one of the program's BPF programs: a probe firing. A preset that
+//! pairs an entry and an exit probe (`syscall-latency`) runs twice per syscall.
+
+mod sys;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+#[cfg(target_os = "linux")]
+pub use self::sys::prog_stats;
+
+/// How many ticks the CPU budget is averaged over: one busy tick (a burst of syscalls, a
+/// program's start-up) does not stop a program; a sustained load does.
+pub const BUDGET_TICKS: usize = 3;
+
+/// What the kernel counted for a program's BPF programs since they were loaded (summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Times any of the programs ran.
+    pub run_cnt: u64,
+    /// Nanoseconds spent running them (counted only while statistics are enabled).
+    pub run_time_ns: u64,
+}
+
+impl RunStats {
+    /// The sum of two programs' counts.
+    pub fn plus(self, other: RunStats) -> RunStats {
+        RunStats {
+            run_cnt: self.run_cnt.saturating_add(other.run_cnt),
+            run_time_ns: self.run_time_ns.saturating_add(other.run_time_ns),
+        }
+    }
+}
+
+/// What one tick of a program cost: the kernel's counts over the tick, raw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Program runs during the tick.
+    pub events: u64,
+    /// Nanoseconds of CPU the runs took.
+    pub run_time_ns: u64,
+    /// The tick's length, in nanoseconds of wall time.
+    pub interval_ns: u64,
+}
+
+impl Sample {
+    /// The counts between two readings `interval` apart. A count that went backwards (the
+    /// program set changed) counts as nothing rather than as a huge number.
+    pub fn between(before: RunStats, now: RunStats, interval: Duration) -> Sample {
+        Sample {
+            events: now.run_cnt.saturating_sub(before.run_cnt),
+            run_time_ns: now.run_time_ns.saturating_sub(before.run_time_ns),
+            interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The sample as people read it; `None` for a tick of no length.
+    pub fn cost(&self) -> Option<Cost> {
+        if self.interval_ns == 0 {
+            return None;
+        }
+        let interval_s = self.interval_ns as f64 / 1e9;
+        let ns_per_event = match self.events {
+            0 => 0.0,
+            n => self.run_time_ns as f64 / n as f64,
+        };
+        Some(Cost {
+            events_per_s: round_to(self.events as f64 / interval_s, 1.0),
+            ns_per_event: round_to(ns_per_event, 10.0),
+            cpu_share: round_to(self.run_time_ns as f64 / self.interval_ns as f64, 1e6),
+        })
+    }
+}
+
+/// Rounds `x` to `1 / per_unit`: frames say what is worth reading, not 17 digits.
+fn round_to(x: f64, per_unit: f64) -> f64 {
+    (x * per_unit).round() / per_unit
+}
+
+/// A frame's `cost`: what the program's BPF programs cost over the frame's interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cost {
+    /// Probe firings per second.
+    pub events_per_s: f64,
+    /// Mean CPU nanoseconds per firing (0 when nothing fired).
+    pub ns_per_event: f64,
+    /// CPU time over wall time: the share of ONE CPU (1.0 is a whole CPU; may pass 1 on
+    /// several CPUs).
+    pub cpu_share: f64,
+}
+
+/// A program's CPU budget: the share of one CPU its BPF programs may use, averaged over the
+/// last [`BUDGET_TICKS`] ticks.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// The limit, in percent of one CPU.
+    percent: u32,
+    recent: VecDeque<Sample>,
+}
+
+/// A program used more CPU than its budget allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OverBudget {
+    /// What it used, in percent of one CPU, averaged over [`BUDGET_TICKS`] ticks.
+    pub measured_percent: f64,
+    /// Its limit, in percent of one CPU.
+    pub limit_percent: u32,
+}
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the program's BPF programs used {:.2}% of a CPU over the last {BUDGET_TICKS} ticks, \
+             over the budget of {}% (limits.max_program_cpu_percent, or the start's \
+             max_cpu_percent); it was stopped",
+            self.measured_percent, self.limit_percent
+        )
+    }
+}
+
+impl Budget {
+    pub fn new(percent: u32) -> Budget {
+        Budget {
+            percent,
+            recent: VecDeque::with_capacity(BUDGET_TICKS),
+        }
+    }
+
+    /// Adds one tick; over budget once [`BUDGET_TICKS`] ticks together used more than it.
+    pub fn observe(&mut self, sample: Sample) -> Result<(), OverBudget> {
+        if self.recent.len() == BUDGET_TICKS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(sample);
+        if self.recent.len() < BUDGET_TICKS {
+            return Ok(());
+        }
+        let (run, wall) = self.recent.iter().fold((0u128, 0u128), |(r, w), s| {
+            (r + u128::from(s.run_time_ns), w + u128::from(s.interval_ns))
+        });
+        // run / wall > percent / 100, in integers.
+        if wall == 0 || run * 100 <= wall * u128::from(self.percent) {
+            return Ok(());
+        }
+        Err(OverBudget {
+            measured_percent: run as f64 * 100.0 / wall as f64,
+            limit_percent: self.percent,
+        })
+    }
+}
+
+/// The kernel's BPF run-time statistics, enabled while at least one [`StatsEnabled`] lives.
+/// The kernel counts run time only while some process holds the `BPF_ENABLE_STATS` fd (it
+/// costs every BPF program two clock reads a run), so heat-actix holds one fd, process-wide,
+/// for as long as any of its programs runs.
+static STATS: Mutex<(usize, Option<std::os::fd::OwnedFd>)> = Mutex::new((0, None));
+
+/// A hold on the kernel's BPF run-time statistics; dropping the last one disables them.
+#[derive(Debug)]
+pub struct StatsEnabled(());
+
+impl StatsEnabled {
+    /// Enables the statistics (if no program of ours already did).
+    pub fn acquire() -> std::io::Result<StatsEnabled> {
+        let mut stats = STATS.lock();
+        if stats.1.is_none() {
+            stats.1 = Some(sys::enable_run_time_stats()?);
+        }
+        stats.0 += 1;
+        Ok(StatsEnabled(()))
+    }
+}
+
+impl Drop for StatsEnabled {
+    fn drop(&mut self) {
+        let mut stats = STATS.lock();
+        stats.0 = stats.0.saturating_sub(1);
+        if stats.0 == 0 {
+            stats.1 = None; // closing the fd disables the statistics
+        }
+    }
+}
+
+/// How many holds on the statistics exist (tests).
+#[cfg(test)]
+fn holds() -> (usize, bool) {
+    let stats = STATS.lock();
+    (stats.0, stats.1.is_some())
+}
+
+/// The BPF program an fd names and its counts, from its `/proc/PID/fdinfo/FD` text (`None`: not
+/// a program). The kernel prints `run_time_ns` and `run_cnt` there for every program fd.
+pub fn prog_in_fdinfo(fdinfo: &str) -> Option<(u32, RunStats)> {
+    let field = |name: &str| {
+        fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let id = u32::try_from(field("prog_id")?).ok()?;
+    Some((
+        id,
+        RunStats {
+            run_cnt: field("run_cnt").unwrap_or(0),
+            run_time_ns: field("run_time_ns").unwrap_or(0),
+        },
+    ))
+}
+
+/// The counts of every BPF program process `pid` holds open, each program once (a bpftrace
+/// child's): read from its fdinfo, so that heat-actix holds no fd that would keep a dead
+/// tracer's programs loaded. `None` when it holds none (or is gone).
+pub fn stats_of_process(pid: u32) -> Option<RunStats> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
+    let mut programs: Vec<(u32, RunStats)> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|text| prog_in_fdinfo(&text))
+        .collect();
+    programs.sort_unstable_by_key(|&(id, _)| id);
+    programs.dedup_by_key(|&mut (id, _)| id);
+    if programs.is_empty() {
+        return None;
+    }
+    Some(
+        programs
+            .into_iter()
+            .fold(RunStats::default(), |sum, (_, s)| sum.plus(s)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(run_cnt: u64, run_time_ns: u64) -> RunStats {
+        RunStats {
+            run_cnt,
+            run_time_ns,
+        }
+    }
+
+    #[test]
+    fn a_tick_costs_its_deltas_over_its_interval() {
+        // 1.2 M runs of 190 ns each in one second: 22.8% of a CPU.
+        let sample = Sample::between(
+            stats(1_000, 50_000),
+            stats(1_201_000, 50_000 + 228_000_000),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            sample,
+            Sample {
+                events: 1_200_000,
+                run_time_ns: 228_000_000,
+                interval_ns: 1_000_000_000
+            }
+        );
+        assert_eq!(
+            sample.cost(),
+            Some(Cost {
+                events_per_s: 1_200_000.0,
+                ns_per_event: 190.0,
+                cpu_share: 0.228,
+            })
+        );
+    }
+
+    #[test]
+    fn rates_are_per_second_whatever_the_tick() {
+        let cost = Sample::between(stats(0, 0), stats(500, 40_000), Duration::from_millis(250))
+            .cost()
+            .unwrap();
+        assert_eq!(cost.events_per_s, 2_000.0);
+        assert_eq!(cost.ns_per_event, 80.0);
+        assert_eq!(cost.cpu_share, 0.00016);
+    }
+
+    #[test]
+    fn an_idle_tick_costs_nothing_and_a_zero_tick_has_no_cost() {
+        let idle = Sample::between(stats(7, 9), stats(7, 9), Duration::from_secs(1));
+        assert_eq!(
+            idle.cost(),
+            Some(Cost {
+                events_per_s: 0.0,
+                ns_per_event: 0.0,
+                cpu_share: 0.0
+            })
+        );
+        assert_eq!(
+            Sample::between(stats(0, 0), stats(5, 5), Duration::ZERO).cost(),
+            None
+        );
+    }
+
+    #[test]
+    fn counts_that_go_backwards_count_as_nothing() {
+        let sample = Sample::between(stats(100, 100), stats(10, 10), Duration::from_secs(1));
+        assert_eq!((sample.events, sample.run_time_ns), (0, 0));
+    }
+
+    #[test]
+    fn several_cpus_can_pass_one_whole_cpu() {
+        let cost = Sample::between(
+            stats(0, 0),
+            stats(10, 2_500_000_000),
+            Duration::from_secs(1),
+        )
+        .cost()
+        .unwrap();
+        assert_eq!(cost.cpu_share, 2.5);
+    }
+
+    fn tick(run_time_ns: u64) -> Sample {
+        Sample {
+            events: 1,
+            run_time_ns,
+            interval_ns: 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn the_budget_is_averaged_over_its_ticks() {
+        let mut budget = Budget::new(10);
+        // One tick at 50% is a burst, not a verdict.
+        assert_eq!(budget.observe(tick(500_000_000)), Ok(()));
+        assert_eq!(budget.observe(tick(0)), Ok(()));
+        // (0.5 + 0 + 0.1) / 3 = 20%: over 10%.
+        let over = budget.observe(tick(100_000_000)).unwrap_err();
+        assert_eq!(over.limit_percent, 10);
+        assert!((over.measured_percent - 20.0).abs() < 1e-9, "{over:?}");
+        let text = over.to_string();
+        assert!(text.contains("20.00%") && text.contains("10%"), "{text}");
+    }
+
+    #[test]
+    fn exactly_the_budget_is_within_it_and_old_ticks_leave_the_window() {
+        let mut budget = Budget::new(10);
+        for _ in 0..BUDGET_TICKS {
+            assert_eq!(budget.observe(tick(100_000_000)), Ok(()));
+        }
+        let mut budget = Budget::new(10);
+        assert_eq!(budget.observe(tick(900_000_000)), Ok(()));
+        assert_eq!(budget.observe(tick(0)), Ok(()));
+        // (0.9 + 0 + 0) / 3 = 30%.
+        assert!(budget.observe(tick(0)).is_err());
+        // The busy tick has left the window: idle ticks are within budget.
+        assert_eq!(budget.observe(tick(0)), Ok(()));
+    }
+
+    #[test]
+    fn program_counts_are_read_from_fdinfo() {
+        let prog = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nprog_type:\t5\n\
+                    prog_jited:\t1\nprog_tag:\tb6b0f1e4c3f0e0a6\nmemlock:\t4096\nprog_id:\t812\n\
+                    run_time_ns:\t0\nrun_cnt:\t0\n";
+        assert_eq!(prog_in_fdinfo(prog), Some((812, stats(0, 0))));
+        let busy = prog.replace(
+            "run_time_ns:\t0\nrun_cnt:\t0",
+            "run_time_ns:\t190000\nrun_cnt:\t1000",
+        );
+        assert_eq!(prog_in_fdinfo(&busy), Some((812, stats(1000, 190_000))));
+        let map = "pos:\t0\nflags:\t02000002\nmap_type:\t5\nmap_id:\t31\n";
+        assert_eq!(prog_in_fdinfo(map), None);
+    }
+
+    #[test]
+    fn statistics_stay_enabled_while_any_hold_lives() {
+        // Without CAP_SYS_ADMIN the kernel refuses; the counting is what is tested here.
+        let Ok(first) = StatsEnabled::acquire() else {
+            return;
+        };
+        let second = StatsEnabled::acquire().unwrap();
+        assert_eq!(holds(), (2, true));
+        drop(first);
+        assert_eq!(holds(), (1, true));
+        drop(second);
+        assert_eq!(holds(), (0, false));
+    }
+}

@@ -1,0 +1,196 @@
+//! What a program costs, measured by the kernel (BPF run-time statistics) and carried on every
+//! frame as `cost`, and the CPU budget that stops a program costing more than it may.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use support::{getppid_n, require_tracing, Received, Server, TEST_CONFIG};
+
+/// Walk interval the tests ask for.
+const TEST_TICK_MS: u64 = 200;
+/// getppid(2) calls the cost tests make: the programs must count at least this many runs.
+const CALLS: usize = 100_000;
+/// A budget no test workload reaches, so that the cost tests are not stopped by it.
+const NO_BUDGET: &str = "max_program_cpu_percent = 100000\n";
+/// The smallest budget: 1% of one CPU.
+const TINY_BUDGET: &str = "max_program_cpu_percent = 1\n";
+/// A program that is expensive on purpose: 100 map updates on every syscall of the machine.
+const EXPENSIVE: &str =
+    "tracepoint:raw_syscalls:sys_enter { $i = 0; while ($i < 100) { @m[$i] = count(); $i++; } }";
+/// A program that costs next to nothing: ten runs a second.
+const CHEAP: &str = "interval:ms:100 { @ticks = count(); }";
+
+/// The frames' `cost`s, each with its interval.
+fn costs(frames: &[Json]) -> Vec<(Json, u64)> {
+    frames
+        .iter()
+        .filter(|f| !f["cost"].is_null())
+        .map(|f| (f["cost"].clone(), f["interval_ms"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Starts syscall-latency on `backend`, makes [`CALLS`] getppid calls, and checks the cost
+/// the frames report: every frame has one, the runs cover the calls, and the time per run is
+/// what a small BPF program takes.
+fn syscall_latency_reports_its_cost(backend: &str) {
+    require_tracing();
+    let server = Server::start_with(&format!("{TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.send(
+        json!({"type": "start", "preset": "syscall-latency", "tick_ms": TEST_TICK_MS,
+                       "backend": backend, "pid": std::process::id()}),
+    );
+    let started = client.expect("started", Duration::from_secs(60));
+    assert_eq!(started["backend"], backend, "{started}");
+    getppid_n(CALLS);
+    let frames = client.frames_for(Duration::from_millis(5 * TEST_TICK_MS));
+    assert!(frames.len() >= 3, "{frames:?}");
+    let costs = costs(&frames);
+    assert_eq!(
+        costs.len(),
+        frames.len(),
+        "every frame carries a cost: {frames:?}"
+    );
+    for (cost, _) in &costs {
+        for field in ["events_per_s", "ns_per_event", "cpu_share"] {
+            assert!(cost[field].as_f64().is_some_and(|x| x >= 0.0), "{cost}");
+        }
+    }
+    // Each getppid runs the entry and the exit program; other processes' syscalls run them
+    // too (the pid filter is inside the programs).
+    let runs: f64 = costs
+        .iter()
+        .map(|(c, ms)| c["events_per_s"].as_f64().unwrap() * *ms as f64 / 1000.0)
+        .sum();
+    assert!(
+        runs >= CALLS as f64,
+        "{runs} runs for {CALLS} calls: {costs:?}"
+    );
+    let busiest = costs
+        .iter()
+        .map(|(c, _)| c)
+        .max_by(|a, b| {
+            a["events_per_s"]
+                .as_f64()
+                .partial_cmp(&b["events_per_s"].as_f64())
+                .unwrap()
+        })
+        .unwrap();
+    let ns = busiest["ns_per_event"].as_f64().unwrap();
+    assert!((1.0..=100_000.0).contains(&ns), "ns per run: {busiest}");
+    eprintln!("{backend}: busiest tick {busiest}");
+    let share = busiest["cpu_share"].as_f64().unwrap();
+    assert!(share > 0.0, "{busiest}");
+
+    // The same runs and time, counted for the preset in /metrics.
+    let events = server
+        .metric("heat_program_events_total{program=\"syscall-latency\"}")
+        .unwrap();
+    assert!(events >= CALLS as f64, "{events}");
+    let seconds = server
+        .metric("heat_program_cpu_seconds_total{program=\"syscall-latency\"}")
+        .unwrap();
+    assert!(seconds > 0.0, "{seconds}");
+    assert_eq!(
+        server.metric("heat_program_events_total{program=\"block-io-latency\"}"),
+        Some(0.0),
+        "every preset's series exists from start-up"
+    );
+}
+
+#[test]
+fn a_native_syscall_latency_frame_carries_its_cost() {
+    syscall_latency_reports_its_cost("ebpf");
+}
+
+#[test]
+fn a_bpftrace_syscall_latency_frame_carries_its_cost() {
+    syscall_latency_reports_its_cost("bpftrace");
+}
+
+/// Calls getppid in a loop on its own thread until dropped.
+struct SyscallStorm(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl SyscallStorm {
+    fn start() -> SyscallStorm {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                getppid_n(1000);
+            }
+        });
+        SyscallStorm(stop, Some(thread))
+    }
+}
+
+impl Drop for SyscallStorm {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_program_over_the_cpu_budget_is_stopped_and_others_run_on() {
+    require_tracing();
+    let server = Server::start_with(&format!("{TEST_CONFIG}{TINY_BUDGET}"), &[], &[]);
+    let mut cheap = server.connect();
+    cheap.expect("hello", Duration::from_secs(5));
+    cheap.start_script(CHEAP, TEST_TICK_MS);
+    let mut costly = server.connect();
+    costly.expect("hello", Duration::from_secs(5));
+    costly.start_script(EXPENSIVE, TEST_TICK_MS);
+
+    let storm = SyscallStorm::start();
+    let error = costly.expect("error", Duration::from_secs(30));
+    drop(storm);
+    assert_eq!(error["code"], "budget", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("budget of 1%") && message.contains("limits.max_program_cpu_percent"),
+        "names the limit: {message}"
+    );
+    // "… used 37.25% of a CPU …": the measured cost, over the limit.
+    let measured: f64 = message
+        .split("used ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("names the measured cost: {message}"));
+    assert!(measured > 1.0, "{message}");
+    eprintln!("over budget: {message}");
+    let stopped = costly.expect("stopped", Duration::from_secs(5));
+    assert_eq!(stopped["reason"], "budget", "{stopped}");
+
+    // The other session's program runs on, frame after frame, and its cost is within budget.
+    let frames = cheap.frames_for(Duration::from_millis(4 * TEST_TICK_MS));
+    assert!(frames.len() >= 2, "{frames:?}");
+    let seqs: Vec<u64> = frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["cost"]["cpu_share"].as_f64().is_some_and(|x| x < 0.01)),
+        "{frames:?}"
+    );
+    assert_eq!(
+        server.metric("heat_consumer_errors_total{kind=\"budget\"}"),
+        Some(1.0)
+    );
+    // The stopped session may start again; the server serves on.
+    costly.start_script(CHEAP, TEST_TICK_MS);
+    assert!(
+        matches!(costly.recv(Duration::from_secs(5)), Received::Json(m) if m["type"] == "frame")
+    );
+    assert!(server
+        .http_get("/healthz")
+        .is_some_and(|b| b.contains("ok")));
+}
