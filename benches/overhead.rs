@@ -64,7 +64,13 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        // Every program measured (not only scripts, the default), so sessions report `cost`
+        // to set beside what this bench measures; the statistics' own toll is measured apart.
+        let config = std::env::temp_dir().join(format!("heat-actix-overhead-{port}.toml"));
+        std::fs::write(&config, "[limits]\nmeasure_cost = \"always\"\n").expect("write config");
         let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+            .arg("--config")
+            .arg(&config)
             .args(["--bind", &format!("127.0.0.1:{port}"), "--log", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -472,6 +472,25 @@ pub struct LimitsConfig {
     /// start (never below `max_program_cpu_percent`).
     #[serde(default = "default_max_program_cpu_percent_operator")]
     pub max_program_cpu_percent_operator: u32,
+    /// Which programs run with the kernel's BPF run-time statistics on (their frames carry
+    /// `cost`, and the CPU budget applies to them).
+    #[serde(default)]
+    pub measure_cost: MeasureCost,
+}
+
+/// When the kernel's BPF run-time statistics are on. They are process-wide and cost every
+/// probe of every program two clock reads (about 150 ns a syscall for `syscall-latency` on
+/// this project's VM) for as long as any program holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeasureCost {
+    /// While a custom script runs: its cost is unknown, and the budget is there for it.
+    #[default]
+    Scripts,
+    /// For every program, presets too.
+    Always,
+    /// Never: no `cost` on frames, no budget.
+    Never,
 }
 
 /// Certificate and key, PEM files.
@@ -575,6 +594,7 @@ impl Default for LimitsConfig {
             channel_history_ticks: default_channel_history_ticks(),
             max_program_cpu_percent: default_max_program_cpu_percent(),
             max_program_cpu_percent_operator: default_max_program_cpu_percent_operator(),
+            measure_cost: MeasureCost::default(),
         }
     }
 }

@@ -15,7 +15,7 @@ const TEST_TICK_MS: u64 = 200;
 /// getppid(2) calls the cost tests make: the programs must count at least this many runs.
 const CALLS: usize = 100_000;
 /// A budget no test workload reaches, so that the cost tests are not stopped by it.
-const NO_BUDGET: &str = "max_program_cpu_percent = 100000\n";
+const NO_BUDGET: &str = "max_program_cpu_percent = 100000\nmeasure_cost = \"always\"\n";
 /// The smallest budget: 1% of one CPU.
 const TINY_BUDGET: &str = "max_program_cpu_percent = 1\n";
 /// A program that is expensive on purpose: 100 map updates on every syscall of the machine.
@@ -193,4 +193,29 @@ fn a_program_over_the_cpu_budget_is_stopped_and_others_run_on() {
     assert!(server
         .http_get("/healthz")
         .is_some_and(|b| b.contains("ok")));
+}
+
+#[test]
+fn presets_are_not_measured_by_default_and_scripts_are() {
+    require_tracing();
+    let server = Server::start_with(TEST_CONFIG, &[], &[]);
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.start_preset_on("syscall-latency", 200, "ebpf");
+    getppid_n(10_000);
+    let frames = client.frames_for(Duration::from_secs(1));
+    assert!(!frames.is_empty());
+    assert!(
+        frames.iter().all(|f| f.get("cost").is_none()),
+        "a preset runs without the statistics' toll by default"
+    );
+    client.send(json!({"type": "stop"}));
+    client.expect("stopped", Duration::from_secs(10));
+    client.start_script("tracepoint:raw_syscalls:sys_enter { @n = count(); }", 200);
+    getppid_n(10_000);
+    let frames = client.frames_for(Duration::from_secs(1));
+    assert!(
+        frames.iter().any(|f| f.get("cost").is_some()),
+        "a custom script is measured: {frames:?}"
+    );
 }

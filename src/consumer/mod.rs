@@ -291,6 +291,8 @@ pub struct ConsumerActor {
     compact: Option<CompactEncoder>,
     /// Keeps the kernel's BPF run-time statistics on while the program runs.
     stats: Option<cost::StatsEnabled>,
+    /// Whether this program runs with the statistics on (`limits.measure_cost`).
+    measure: bool,
     /// The program's run statistics at the previous walk (or at its start).
     last_stats: Option<cost::RunStats>,
 }
@@ -311,6 +313,7 @@ impl ConsumerActor {
             last_walk: None,
             compact: None,
             stats: None,
+            measure: false,
             last_stats: None,
         }
     }
@@ -396,9 +399,10 @@ impl Handler<Begin> for ConsumerActor {
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let began = Instant::now();
         // Enabled before the program attaches, so its first frame counts its first tick.
-        self.stats = match cost::StatsEnabled::acquire() {
-            Ok(held) => Some(held),
-            Err(e) => {
+        self.stats = match self.measure.then(cost::StatsEnabled::acquire) {
+            None => None,
+            Some(Ok(held)) => Some(held),
+            Some(Err(e)) => {
                 tracing::warn!(session = %self.session, error = %e, "BPF run-time statistics unavailable; frames carry no cost.");
                 None
             }
@@ -557,6 +561,11 @@ pub fn spawn(
     let bpftrace = config.bpftrace.clone();
     let budget = config.limits.output_budget_bytes_per_s;
     let max_keys = config.limits.max_keys_per_aggregation;
+    let measure = match config.limits.measure_cost {
+        crate::config::MeasureCost::Always => true,
+        crate::config::MeasureCost::Scripts => program.preset.is_none(),
+        crate::config::MeasureCost::Never => false,
+    };
     SyncArbiter::start(1, move || {
         let make = |backend| -> Box<dyn Consumer> {
             match backend {
@@ -567,7 +576,9 @@ pub fn spawn(
                 Backend::Ebpf => Box::new(ebpf::EbpfConsumer::new()),
             }
         };
-        let actor = ConsumerActor::new(session.clone(), make(backend), program.clone(), max_keys);
+        let mut actor =
+            ConsumerActor::new(session.clone(), make(backend), program.clone(), max_keys);
+        actor.measure = measure;
         match (backend, fallback) {
             (Backend::Ebpf, true) => actor.with_fallback(make(Backend::Bpftrace)),
             _ => actor,
