@@ -120,9 +120,12 @@ export function artifact(name) {
 
 /**
  * A workload with a known latency: a process that sleeps `us` microseconds in a loop
- * (perl's Time::HiRes::usleep is glibc nanosleep, i.e. the clock_nanosleep syscall).
+ * (perl's Time::HiRes::usleep is glibc nanosleep, i.e. the clock_nanosleep syscall). With
+ * `comm`, the process renames itself first (perl's `$0` sets the kernel's comm on Linux), so a
+ * `comm` filter sees it and no other perl.
  */
-export function sleeper(us) {
-  const child = spawn('perl', ['-MTime::HiRes=usleep', '-e', `usleep(${us}) while 1`], { stdio: 'ignore' });
+export function sleeper(us, { comm = null } = {}) {
+  const rename = comm === null ? '' : `$0 = ${JSON.stringify(comm)}; `;
+  const child = spawn('perl', ['-MTime::HiRes=usleep', '-e', `${rename}usleep(${us}) while 1`], { stdio: 'ignore' });
   return { pid: child.pid, stop() { child.kill('SIGKILL'); } };
 }

@@ -239,8 +239,8 @@ test('marks are drawn on the timeline as labelled spans over their columns', asy
   const { page: p } = await tab(`/?columns=${COLUMNS}`);
   await openRange(p);
   const past = await p.evaluate(() => window.heat.past);
-  // Triggers (which store marks) are not in this server yet: the marks come through the hook,
-  // shaped as /frames returns them.
+  // Marks at chosen columns come through the hook, shaped as /frames returns them (a real
+  // trigger's stored mark: triggers.test.mjs).
   const g = past.grid;
   const mark = { from: g.origin + 40 * g.width, to: g.origin + 60 * g.width, until: null, label: 'p99 > 1 ms' };
   await p.evaluate((m) => window.heat.showMarks([m]), mark);
