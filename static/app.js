@@ -13,7 +13,7 @@
 
 import { Connection } from './connection.js';
 import { ProtocolReader, chooseEncoding } from './protocol.js';
-import { HistModel } from './model.js';
+import { HistModel, entries } from './model.js';
 import { HeatmapView, OVERLAYS } from './heatmap.js';
 import { KeysView } from './keys.js';
 import { ScalarsView, SCALAR_KINDS } from './scalars.js';
@@ -1048,26 +1048,29 @@ function showFrames({ aggs, grid, frames, marks }) {
     const k = Math.min(count - 1, Math.max(0, f.slice));
     bySlice.set(k, bySlice.has(k) ? mergeFrames(bySlice.get(k), f) : f);
   }
-  setPaused(false);
-  S.unit = unitOfAggs(aggs);
-  resetSeqs(1);
-  view.setCapacity(count);
-  resetRun(aggs);
-  for (const m of S.models.values()) m.setCapacity(count);
-  view.tickMs = grid.width;
-  const out = { rowsChanged: false, listChanged: false, added: 0, filled: 0, gaps: [] };
-  for (let k = 0; k < count; k++) {
-    const ts = grid.origin + (k + 1) * grid.width;
-    const f = bySlice.get(k);
-    if (f) appendFrame({ ...f, seq: k + 1, ts_ms: ts, interval_ms: grid.width }, out);
-    else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: RECORDED_GAP });
-  }
-  S.expectSeq = count + 1;
-  S.marks = marks.filter((m) => m && Number.isFinite(m.from) && Number.isFinite(m.to));
-  if (out.listChanged) fillAggregations(); // else resetRun's choice stands: one full draw below
-  applyPendingView();
-  keys.render();
-  view.full();
+  // One full redraw at the end, of the new model (see HeatmapView.batch).
+  view.batch(() => {
+    setPaused(false);
+    S.unit = unitOfAggs(aggs);
+    resetSeqs(1);
+    view.setCapacity(count);
+    resetRun(aggs);
+    for (const m of S.models.values()) m.setCapacity(count);
+    view.tickMs = grid.width;
+    const out = { rowsChanged: false, listChanged: false, added: 0, filled: 0, gaps: [] };
+    for (let k = 0; k < count; k++) {
+      const ts = grid.origin + (k + 1) * grid.width;
+      const f = bySlice.get(k);
+      if (f) appendFrame({ ...f, seq: k + 1, ts_ms: ts, interval_ms: grid.width }, out);
+      else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: RECORDED_GAP });
+    }
+    S.expectSeq = count + 1;
+    S.marks = marks.filter((m) => m && Number.isFinite(m.from) && Number.isFinite(m.to));
+    if (out.listChanged) fillAggregations(); // else resetRun's choice stands: one full draw below
+    applyPendingView();
+    keys.render();
+    view.full();
+  });
   schedulePanels();
   S.loads++;
   renderRangeControls();
@@ -1357,7 +1360,7 @@ window.heat = {
     if (i < 0) return null;
     const col = m.cols[i];
     const cells = {};
-    for (const [id, lo, hi, c] of col.raw) { const k = `${m.keys[id].name}|${lo}|${hi}`; cells[k] = (cells[k] || 0) + c; }
+    for (const [id, lo, hi, c] of entries(col.raw)) { const k = `${m.keys[id].name}|${lo}|${hi}`; cells[k] = (cells[k] || 0) + c; }
     return { seq, missing: !!col.meta.missing, cells };
   },
   /** Test hook: drop the next `n` live frames as if the server had skipped them (a gap). */

@@ -67,6 +67,8 @@ export class HeatmapView {
     this.emptyText = 'Pick a program and press Start.';
     this.fullRedraws = 0;
     this.incrementalDraws = 0;
+    this.held = 0;          // inside batch(): redraws wait for its end
+    this.heldRedraw = false; // something asked for a redraw while held
 
     // Size the backing store in device pixels so that cells and text are crisp.
     const resize = (entry) => {
@@ -128,10 +130,23 @@ export class HeatmapView {
     return { lo, hi, n: Math.max(0, hi - lo), slot: (a) => this.capacity - (hi - a), at: (a) => a - base };
   }
 
+  /**
+   * Runs fn with every redraw it asks for (model, capacity, scale, filter changes) deferred to
+   * one full redraw at its end: opening a range swaps the model and the capacity, unpauses and
+   * applies a view, and each would otherwise redraw a whole history (most of them the old one).
+   */
+  batch(fn) {
+    this.held++;
+    try { return fn(); } finally {
+      if (--this.held === 0 && this.heldRedraw) { this.heldRedraw = false; this.full(); }
+    }
+  }
+
   /** Called after the model received one column. */
   update(rowsChanged) {
     const m = this.model;
     if (!m) return;
+    if (this.held) { this.heldRedraw = true; return; }
     const range = m.visibleRange();
     this.sinceRank++;
     // The first data is drawn in full: it clears the "waiting" note and gives a rank scale cells.
@@ -178,6 +193,7 @@ export class HeatmapView {
 
   /** Rebuild the whole picture. */
   full() {
+    if (this.held) { this.heldRedraw = true; return; }
     this.fullRedraws++;
     const m = this.model;
     this.buildScale();
@@ -281,6 +297,7 @@ export class HeatmapView {
 
   /** Paint the whole plot: the heat image scaled up, row separators, overlay lines, axis. */
   paintPlot() {
+    if (this.held) { this.heldRedraw = true; return; }
     const g = this.g;
     if (!g || !this.model) return;
     const ctx = this.pc = this.plotCtx(this.plotCur);

@@ -13,6 +13,15 @@ import { keyText } from './util.js';
 const ROW_MARGIN = 1;       // rows shown beyond the range that ever had data
 const MIN_VISIBLE_ROWS = 6; // never zoom in further than this many rows
 export const PERCENTILES = [0.5, 0.9, 0.99];
+const RAW_STRIDE = 4;       // numbers per raw entry: key id, lo, hi, count
+
+/** A column's raw entries as [keyId, lo, hi, count] with null open ends, as received. */
+export function* entries(raw) {
+  for (let i = 0; i < raw.length; i += RAW_STRIDE) {
+    const lo = raw[i + 1], hi = raw[i + 2];
+    yield [raw[i], lo === -Infinity ? null : lo, hi === Infinity ? null : hi, raw[i + 3]];
+  }
+}
 
 export class HistModel {
   constructor(name, kind, layout, capacity) {
@@ -21,7 +30,7 @@ export class HistModel {
     this.layout = layout || null;
     this.capacity = capacity;
     this.space = rowSpaceFor(kind, layout);
-    this.cols = [];          // {meta, raw: [[keyId, lo, hi, count]…], total, shown, dom, stats}
+    this.cols = [];          // {meta, raw (see rawOf), total, shown, dom, stats}
     this.pushed = 0;         // columns ever pushed: absolute index of cols[0] is pushed - cols.length
     this.keyIds = new Map(); // key text → id
     this.keys = [];          // id → {id, name, total (events in the history window)}
@@ -92,29 +101,46 @@ export class HistModel {
     return -1;
   }
 
-  /** One aggregation's buckets as raw column entries; counts them into the key totals. */
+  /**
+   * One aggregation's buckets as a column's raw entries; counts them into the key totals. The
+   * entries are one flat Float64Array, RAW_STRIDE numbers each: key id, lo, hi, count (lo null
+   * as -Infinity, hi null as +Infinity; JSON has neither), so that a day of columns is a few
+   * hundred arrays for the garbage collector, not half a million. `entries(raw)` reads them back.
+   */
   rawOf(agg) {
-    const raw = [];
-    let changed = false;
-    for (const s of (agg && Array.isArray(agg.series)) ? agg.series : []) {
+    const series = (agg && Array.isArray(agg.series)) ? agg.series : [];
+    let n = 0;
+    for (const s of series) if (Array.isArray(s.buckets)) n += s.buckets.length;
+    let raw = new Float64Array(n * RAW_STRIDE);
+    let changed = false, at = 0;
+    let seenMin = this.seenMin ?? Infinity, seenMax = this.seenMax ?? -Infinity;
+    const keys = this.keys, space = this.space;
+    for (const s of series) {
       const id = this.keyId(s.key);
-      for (const b of Array.isArray(s.buckets) ? s.buckets : []) {
+      if (!Array.isArray(s.buckets)) continue;
+      let sum = 0;
+      for (const b of s.buckets) {
         if (!Array.isArray(b) || b.length < 3 || !(b[2] > 0)) continue;
-        const lo = b[0] ?? null, hi = b[1] ?? null, c = b[2];
-        raw.push([id, lo, hi, c]);
-        this.keys[id].total += c;
-        changed = this.space.ensure(lo, hi) || changed;
+        const lo = b[0] ?? null, hi = b[1] ?? null;
         const k = lo == null ? -Infinity : lo;
-        if (this.seenMin === null || k < this.seenMin) this.seenMin = k;
-        if (this.seenMax === null || k > this.seenMax) this.seenMax = k;
+        raw[at] = id; raw[at + 1] = k; raw[at + 2] = hi == null ? Infinity : hi; raw[at + 3] = b[2];
+        at += RAW_STRIDE;
+        sum += raw[at - 1];
+        if (space.ensure(lo, hi)) changed = true;
+        if (k < seenMin) seenMin = k;
+        if (k > seenMax) seenMax = k;
       }
+      keys[id].total += sum;
     }
+    if (at < raw.length) raw = raw.slice(0, at);
+    if (at) { this.seenMin = seenMin; this.seenMax = seenMax; }
     return { raw, changed };
   }
 
   evict() {
     const old = this.cols.shift();
-    for (const [id, , , c] of old.raw) this.keys[id].total -= c;
+    const raw = old.raw;
+    for (let i = 0; i < raw.length; i += RAW_STRIDE) this.keys[raw[i]].total -= raw[i + 3];
   }
 
   setCapacity(n) {
@@ -129,11 +155,14 @@ export class HistModel {
     const R = this.space.rows.length;
     const total = new Float64Array(R), shown = new Float64Array(R);
     const dom = new Int32Array(R).fill(-1), domC = new Float64Array(R);
-    for (const [id, lo, , c] of col.raw) {
-      const r = this.space.index(lo);
+    const raw = col.raw, space = this.space;
+    const all = !this.filtered;
+    for (let i = 0; i < raw.length; i += RAW_STRIDE) {
+      const r = space.index(raw[i + 1]);
       if (r < 0 || r >= R) continue;
+      const id = raw[i], c = raw[i + 3];
       total[r] += c;
-      if (!this.includes(id)) continue;
+      if (!all && !this.includes(id)) continue;
       shown[r] += c;
       if (c > domC[r]) { domC[r] = c; dom[r] = id; }
     }
@@ -184,9 +213,11 @@ export class HistModel {
     const col = this.cols[colIndex];
     if (!col) return [];
     const by = new Map();
-    for (const [id, lo, , c] of col.raw) {
-      if (this.space.index(lo) !== row) continue;
-      by.set(id, (by.get(id) || 0) + c);
+    const raw = col.raw;
+    for (let i = 0; i < raw.length; i += RAW_STRIDE) {
+      if (this.space.index(raw[i + 1]) !== row) continue;
+      const id = raw[i];
+      by.set(id, (by.get(id) || 0) + raw[i + 3]);
     }
     return [...by].map(([id, count]) => ({ id, name: this.keys[id].name, count, shown: this.includes(id) }))
       .sort((x, y) => y.count - x.count);

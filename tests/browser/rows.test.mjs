@@ -29,3 +29,36 @@ test('cpu-profile offset rows read as a time of the second, not a latency', asyn
   // Latency units are unchanged.
   assert.equal(rowLabel([1024, 2047], 'ns'), '1–2 µs');
 });
+
+test('a column keeps its buckets as received, open ends and all, and its key totals', async () => {
+  const { HistModel, entries } = await import('../../static/model.js');
+  const m = new HistModel('@h', 'lhist', { min: 0, max: 4, step: 2 }, 2);
+  const agg = (n) => ({ series: [
+    { key: ['a'], buckets: [[null, -1, n], [0, 1, 2], [4, null, 3], [2, 3, 0]] },
+    { key: ['b'], buckets: [[2, 3, 5], 'junk', [0, 1]] },
+  ] });
+  m.push(agg(1), { seq: 1 });
+  assert.deepEqual([...entries(m.cols[0].raw)], [[0, null, -1, 1], [0, 0, 1, 2], [0, 4, null, 3], [1, 2, 3, 5]],
+    'empty and malformed buckets are left out');
+  assert.deepEqual(Array.from(m.cols[0].shown), [1, 2, 5, 3]);
+  assert.deepEqual(Array.from(m.cols[0].dom), [0, 0, 1, 0]);
+  assert.equal(m.seenMin, -Infinity);
+  assert.equal(m.seenMax, 4);
+  m.push(agg(10), { seq: 2 });
+  m.push(agg(100), { seq: 3 }); // evicts the first column
+  assert.deepEqual(m.keys.map((k) => k.total), [10 + 100 + 2 * 5, 2 * 5]);
+  assert.deepEqual(m.breakdown(1, 0), [{ id: 0, name: 'a', count: 100, shown: true }]);
+  m.setFilter({ isolate: 1 });
+  assert.deepEqual(Array.from(m.cols[1].shown), [0, 0, 5, 0]);
+  assert.deepEqual(Array.from(m.cols[1].total), [100, 2, 5, 3], 'totals ignore the filter');
+});
+
+test('columns re-derive their rows when a union row space grows', async () => {
+  const { HistModel } = await import('../../static/model.js');
+  const m = new HistModel('@h', 'llquantize', null, 10);
+  m.push({ series: [{ key: ['a'], buckets: [[10, 19, 4]] }] }, { seq: 1 });
+  assert.equal(m.push({ series: [{ key: ['b'], buckets: [[0, 9, 7], [null, -1, 1]] }] }, { seq: 2 }), true);
+  assert.deepEqual(m.rows, [[null, -1], [0, 9], [10, 19]]);
+  assert.deepEqual(Array.from(m.cols[0].shown), [0, 0, 4], 'the first column moved up with the new rows');
+  assert.deepEqual(Array.from(m.cols[1].shown), [1, 7, 0]);
+});
