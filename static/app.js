@@ -1048,6 +1048,9 @@ function showFrames({ aggs, grid, frames, marks }) {
     const k = Math.min(count - 1, Math.max(0, f.slice));
     bySlice.set(k, bySlice.has(k) ? mergeFrames(bySlice.get(k), f) : f);
   }
+  // A reload of past data (another history length, the same range again) builds new models:
+  // the key filter the user set carries over by key name, as a permalink's does.
+  S.pendingView ??= filterByNames();
   // One full redraw at the end, of the new model (see HeatmapView.batch).
   view.batch(() => {
     setPaused(false);
@@ -1192,6 +1195,14 @@ async function copyLink() {
   try { await navigator.clipboard.writeText(link); copied = true; } catch { /* no clipboard permission */ }
   hui.rangeInfo.textContent = copied ? 'link copied' : link;
   setTimeout(renderRangeControls, 4000);
+}
+
+/** The shown model's key filter as key names (null when every key is shown). */
+function filterByNames() {
+  const m = currentModel();
+  if (!m || (m.isolate === null && !m.exclude.size)) return null;
+  if (m.isolate !== null) return { isolate: m.keys[m.isolate].name, exclude: [] };
+  return { isolate: null, exclude: [...m.exclude].map((id) => m.keys[id].name) };
 }
 
 /** Key names from a permalink, turned into the model's filter once those keys are known. */

@@ -190,6 +190,12 @@ test('a permalink reopens the same watch, range and view: identical pixels', asy
   const [pa, pb] = [await pixels(a), await pixels(b)];
   assert.equal(`${pb.w}x${pb.h}`, `${pa.w}x${pa.h}`);
   assert.ok(pa.data === pb.data, 'the permalink draws the same pixels');
+  // Reloading the range (another history length) keeps the isolated key.
+  const loads = await b.evaluate(() => window.heat.loads);
+  await b.selectOption('#history', '300');
+  await b.waitForFunction((n) => window.heat.loads > n, loads, WAIT);
+  await settled(b);
+  assert.deepEqual(await b.evaluate(() => window.heat.keys.filter((k) => k.shown).map((k) => k.name)), [SYSCALL]);
 });
 
 test('export a range, import the file in a fresh offline page: identical pixels', async () => {
