@@ -169,6 +169,8 @@ test('select the 2–4 ms band over a 3 ms sleeper: clock_nanosleep is the most 
   // No cell breakdown was opened by the drag.
   assert.equal(await p.locator('#cell').isHidden(), true);
 
+  await p.mouse.move(1, 1);
+  await settled(p);
   await p.screenshot({ path: artifact('select-ranking.png') });
 
   // A click without a drag still opens the cell's breakdown, and leaves the box alone.
@@ -247,6 +249,8 @@ test('compare: a baseline range, then a target range where a sleeper started: it
   assert.match(diff.nanosleep, /^rgb\(255,\d+,\d+\)$/, 'grew: red');
   assert.match(diff.select, /^rgb\(\d+,\d+,255\)$/, 'shrank (share of samples): blue');
   assert.equal(diff.work, undefined, 'baseline-only frames have no width');
+  await p.mouse.move(1, 1); // no tooltip over the boxes
+  await settled(p);
   await p.screenshot({ path: artifact('select-compare.png') });
 });
 
