@@ -252,6 +252,8 @@ test('compare: a baseline range, then a target range where a sleeper started: it
   await p.mouse.move(1, 1); // no tooltip over the boxes
   await settled(p);
   await p.screenshot({ path: artifact('select-compare.png') });
+  await p.locator('#select-panel .sel-flame').scrollIntoViewIfNeeded();
+  await p.locator('#select-panel').screenshot({ path: artifact('select-flame.png') });
 });
 
 test('a box round-trips through the permalink (a recorded range: same box, same cells); Explain there is live only', async () => {
