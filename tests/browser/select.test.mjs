@@ -1,7 +1,7 @@
 // Browser tests of box selection (issue 16, the page's part): a server runs a recorded watch of
-// syscall-latency-log2 (tick 500 ms); perl workloads of known latency run among the machine's
-// own syscalls. Dragging over the 2–4 ms band while 3 ms sleepers ran ranks clock_nanosleep
-// first; Compare puts the key that changed first; a box round-trips through the permalink (a
+// syscall-latency-log2 (tick 500 ms) filtered to one comm; perl workloads of that comm: 3 ms
+// sleepers among background noise (getppid bursts, 0.5 ms selects, a 3 ms select loop).
+// Dragging over the 2–4 ms band while the sleepers ran ranks clock_nanosleep first; Compare puts the key that changed first; a box round-trips through the permalink (a
 // recorded range, same cells); Explain on a recorded range says stacks are live only and joins
 // the watch's live program; the flame graph's search highlights the matching frames and its
 // folded export parses back to the same counts.
@@ -22,6 +22,13 @@ const BAND_NS = 3_000_000;      // a value in that bucket, to find its row
 const PHASE_TICKS = 6;          // ticks each workload phase lasts
 const WAIT = { timeout: 60000 };
 const SYSCALL = 'clock_nanosleep';
+// Every workload of these tests takes this comm, and the programs measured see only it: other
+// tests on a shared machine run 3 ms sleepers and selects of their own, in the same band.
+const COMM = 'heat-selwork';
+// Ticks with a timestamp before the newest one minus this are all in the store (each is written
+// within its tick).
+const SETTLE_MS = 2000;
+const RANGE_TICKS = 60; // the recorded range opened, as many as the page's columns
 
 let server, browser, store;
 let tabs = [];
@@ -31,7 +38,7 @@ before(async () => {
   store = mkdtempSync(join(tmpdir(), 'heat-select-store-'));
   server = await startServer({
     tickMs: TICK_MS,
-    config: `[store]\npath = "${store}"\n[[watch]]\nname = "${WATCH}"\npreset = "syscall-latency-log2"\ntick_ms = ${TICK_MS}\nrecord = true\n`,
+    config: `[store]\npath = "${store}"\n[[watch]]\nname = "${WATCH}"\npreset = "syscall-latency-log2"\ntick_ms = ${TICK_MS}\ncomm = "${COMM}"\nrecord = true\n`,
   });
   browser = await launchBrowser();
 });
@@ -59,7 +66,7 @@ async function tab(path, options = {}) {
 
 /** Background noise: short syscalls and 0.5 ms selects, all the time. */
 function noise() {
-  const child = spawn('perl', ['-e', 'while (1) { getppid() for 1..50; select(undef, undef, undef, 0.0005) }'], { stdio: 'ignore' });
+  const child = spawn('perl', ['-e', `$0 = "${COMM}"; while (1) { getppid() for 1..50; select(undef, undef, undef, 0.0005) }`], { stdio: 'ignore' });
   const w = { stop() { child.kill('SIGKILL'); } };
   workloads.push(w);
   return w;
@@ -67,7 +74,7 @@ function noise() {
 
 /** A perl loop of 3 ms selects (pselect6 or select, as glibc issues it): another key in the band. */
 function selecter() {
-  const child = spawn('perl', ['-e', `select(undef, undef, undef, ${SLEEP_US / 1e6}) while 1`], { stdio: 'ignore' });
+  const child = spawn('perl', ['-e', `$0 = "${COMM}"; select(undef, undef, undef, ${SLEEP_US / 1e6}) while 1`], { stdio: 'ignore' });
   const w = { stop() { child.kill('SIGKILL'); } };
   workloads.push(w);
   return w;
@@ -75,19 +82,31 @@ function selecter() {
 
 function track(w) { workloads.push(w); return w; }
 
-/**
- * SLEEPERS 3 ms sleepers as one workload: several, so that they outnumber what other programs
- * on a shared machine put in the same band (another test's 3 ms select loop, say).
- */
+/** SLEEPERS 3 ms sleepers as one workload. */
 const SLEEPERS = 4;
 function sleepers() {
-  const all = Array.from({ length: SLEEPERS }, () => sleeper(SLEEP_US));
+  const all = Array.from({ length: SLEEPERS }, () => sleeper(SLEEP_US, { comm: COMM }));
   return track({ stop() { for (const s of all) s.stop(); } });
 }
 
-/** Joins the watch's program in a fresh page and waits for live frames. */
-async function joinWatch() {
-  const p = await tab(`/?watch=${WATCH}&columns=120`);
+/**
+ * A fresh page running syscall-latency-log2 for COMM only (a start with `comm`: the page's own
+ * start button sends none), live frames arriving.
+ */
+async function startFiltered() {
+  const p = await tab('/?columns=120');
+  await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'syscall-latency-log2', tick_ms: tick, comm }), { tick: TICK_MS, comm: COMM });
+  await p.waitForFunction(() => window.heat.run === 'running' && window.heat.started?.preset === 'syscall-latency-log2' && window.heat.frames > 2, null, WAIT);
+  return p;
+}
+
+/**
+ * Joins the watch's program in a fresh page and waits for live frames. (The page joins with
+ * the watch's preset and tick, not its comm: live it sees every process; the recording is
+ * the watch's, filtered.)
+ */
+async function joinWatch(columns = 120) {
+  const p = await tab(`/?watch=${WATCH}&columns=${columns}`);
   await p.waitForFunction(() => window.heat.run === 'running' && window.heat.started?.preset === 'syscall-latency-log2' && window.heat.frames > 2, null, WAIT);
   return p;
 }
@@ -143,13 +162,15 @@ function longestRun(cols) {
 }
 
 test('select the 2–4 ms band over a 3 ms sleeper: clock_nanosleep is the most over-represented key', async () => {
-  const p = await joinWatch();
+  const p = await startFiltered();
   noise();
+  const inBand = selecter(); // in the same band all along: not what is different there
   await ticks(p, PHASE_TICKS);
   const sleep = sleepers();
   await ticks(p, PHASE_TICKS + 2);
   sleep.stop();
   await ticks(p, PHASE_TICKS);
+  inBand.stop();
   await p.evaluate(() => window.heat.pause());
   await settled(p);
 
@@ -212,7 +233,7 @@ test('select the 2–4 ms band over a 3 ms sleeper: clock_nanosleep is the most 
 });
 
 test('compare: a baseline range, then a target range where a sleeper started: its key comes first', async () => {
-  const p = await joinWatch();
+  const p = await startFiltered();
   const sel = selecter();
   await ticks(p, PHASE_TICKS + 1);
   const sleep = sleepers();
@@ -258,20 +279,24 @@ test('compare: a baseline range, then a target range where a sleeper started: it
 
 test('a box round-trips through the permalink (a recorded range: same box, same cells); Explain there is live only', async () => {
   noise();
+  selecter();
   const sleep = sleepers();
-  const a = await joinWatch();
+  const a = await joinWatch(RANGE_TICKS); // one tick per column in the range below
   await ticks(a, PHASE_TICKS + 2);
   sleep.stop();
-  await ticks(a, 3); // recorded by then: each tick is written within its tick
-  const to = await a.evaluate(() => window.heat.lastFrame.ts_ms);
-  const from = to - 40 * TICK_MS;
+  await ticks(a, SETTLE_MS / TICK_MS + 2);
+  // A range that ended SETTLE_MS before the newest tick: all in the store, so both pages read
+  // the same frames.
+  const to = (await a.evaluate(() => window.heat.lastFrame.ts_ms)) - SETTLE_MS;
+  const from = to - RANGE_TICKS * TICK_MS;
   const loads = await a.evaluate(() => window.heat.loads);
   await a.evaluate(({ w, from, to }) => window.heat.openRange(w, from, to), { w: WATCH, from, to });
   await a.waitForFunction((n) => window.heat.loads > n && window.heat.mode === 'past', loads, WAIT);
   await settled(a);
   const { row, cols } = await columnsOf(a, SYSCALL, BAND_NS);
-  assert.ok(cols.length >= 2, `recorded sleeper columns: ${cols}`);
-  await drag(a, [cols[0], row], [cols[cols.length - 1], row]);
+  const [r0, r1] = longestRun(cols);
+  assert.ok(r1 - r0 >= 2, `recorded sleeper columns: ${cols}`);
+  await drag(a, [r0 + 1, row], [r1 - 1, row]);
   const sel = await a.evaluate(() => window.heat.selection);
   const ranking = await a.evaluate(() => window.heat.ranking);
   assert.equal(ranking.keys[0].name, SYSCALL, 'on a recorded range too');
