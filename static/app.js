@@ -160,7 +160,9 @@ const selection = new SelectionPanel({
     mode: () => S.mode,
     isolate(name) {
       const m = currentModel();
-      if (m) setFilter(name == null ? { isolate: null, exclude: new Set() } : { isolate: m.keyIds.get(name) ?? null, exclude: new Set() });
+      // A key not seen yet (a program just joined) is isolated once it is, as a permalink's is.
+      if (name != null && (!m || m.keyIds.get(name) === undefined)) { S.pendingView = { isolate: name, exclude: [] }; return; }
+      if (m) setFilter(name == null ? { isolate: null, exclude: new Set() } : { isolate: m.keyIds.get(name), exclude: new Set() });
     },
     /** A configured watch whose live program the shown recorded data came from, or null. */
     async watchToRun() {

@@ -174,6 +174,7 @@ test('select the 2–4 ms band over a 3 ms sleeper: clock_nanosleep is the most 
   await p.evaluate(() => window.heat.pause());
   await settled(p);
 
+  await p.evaluate(() => { window.announced = []; addEventListener('heat-selection', (e) => window.announced.push(e.detail)); });
   const { row, cols } = await columnsOf(p, SYSCALL, BAND_NS);
   assert.ok(cols.length >= PHASE_TICKS, `the sleeper's columns: ${cols}`);
   const [c0, c1] = longestRun(cols);
@@ -194,6 +195,9 @@ test('select the 2–4 ms band over a 3 ms sleeper: clock_nanosleep is the most 
   await settled(p);
   await p.screenshot({ path: artifact('select-ranking.png') });
 
+  const first = await p.evaluate(() => window.announced[0]);
+  assert.deepEqual(first.box, sel, 'the box is announced once drawn');
+  assert.deepEqual([first.band.lo, first.band.hi, first.band.agg], [sel.lo, sel.hi, '@latency_ns']);
   // A click without a drag still opens the cell's breakdown, and leaves the box alone.
   const pt = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), [c0 + 1, row]);
   await p.mouse.click(pt.x, pt.y);
@@ -229,6 +233,7 @@ test('select the 2–4 ms band over a 3 ms sleeper: clock_nanosleep is the most 
   // Escape clears it.
   await p.keyboard.press('Escape');
   assert.equal(await p.evaluate(() => window.heat.selection), null);
+  assert.equal(await p.evaluate(() => window.announced.at(-1).box), null, 'clearing is announced');
   assert.equal(await p.locator('#select-panel').isHidden(), true);
 });
 
