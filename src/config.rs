@@ -327,6 +327,7 @@ impl WatchConfig {
             compact: false,
             record: false,
             max_cpu_percent: None,
+            watch: None,
         }
     }
 

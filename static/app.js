@@ -970,14 +970,13 @@ async function loadWatches() {
 
 function watchOf(name) { return S.watches.find((w) => w.name === name) ?? null; }
 
-/** Joins the source watch's program (a start with its preset and tick joins it, history first). */
+/** Joins the source watch's program by name (its configured filters included), history first. */
 function startWatch() {
   const w = watchOf(S.source);
   if (!w || !S.hello) return; // the list arrives after hello; loadWatches comes back here
-  if (!w.preset) { showError('client', `watch ${w.name} runs a script: open a past range instead`); return; }
   const encoding = chooseEncoding(S.hello, params.get('encoding'));
   S.run = 'starting';
-  conn.send({ type: 'start', preset: w.preset, tick_ms: w.tick_ms, ...(encoding ? { encoding } : {}) });
+  conn.send({ type: 'start', watch: w.name, ...(encoding ? { encoding } : {}) });
   renderTop();
 }
 

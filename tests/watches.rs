@@ -62,6 +62,51 @@ fn a_watch_runs_without_viewers_and_outlives_the_ones_it_gets() {
 }
 
 #[test]
+fn a_filtered_watch_is_joined_by_name_with_its_own_filter() {
+    require_tracing();
+    let server = Server::start_with(
+        &config(
+            "[[watch]]\nname = \"perl-only\"\npreset = \"syscall-latency\"\ncomm = \"perl\"\ntick_ms = 200\n",
+        ),
+        &[],
+        &[],
+    );
+    assert!(
+        Server::eventually(10 * SECOND, || !bpf_ids(server.pid(), "prog_id:")
+            .is_empty()),
+        "the watch runs from start-up"
+    );
+    let programs = bpf_ids(server.pid(), "prog_id:").len();
+    let mut viewer = server.connect();
+    let hello = viewer.expect("hello", 5 * SECOND);
+    assert_eq!(hello["running"][0]["comm"], "perl", "{hello}");
+    // The same preset without the watch's filter is another program; the name is the watch.
+    viewer.send(json!({"type": "start", "watch": "perl-only"}));
+    let started = viewer.expect("started", 10 * SECOND);
+    assert_eq!(
+        started["program"], hello["running"][0]["program"],
+        "joined the watch, filter and all: {started}"
+    );
+    assert_eq!(
+        bpf_ids(server.pid(), "prog_id:").len(),
+        programs,
+        "no second program"
+    );
+    viewer.send(json!({"type": "stop"}));
+    assert_eq!(viewer.expect("stopped", 5 * SECOND)["reason"], "client");
+    viewer.send(json!({"type": "start", "watch": "nope"}));
+    let error = viewer.expect("error", 5 * SECOND);
+    assert_eq!(error["code"], "bad_request", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("perl-only"),
+        "names the watches there are: {error}"
+    );
+    viewer.send(json!({"type": "start", "watch": "perl-only", "preset": "syscall-latency"}));
+    let error = viewer.expect("error", 5 * SECOND);
+    assert_eq!(error["code"], "bad_request", "{error}");
+}
+
+#[test]
 fn a_watch_whose_tracer_dies_is_started_again_and_counted() {
     require_tracing();
     let server = Server::start_with(

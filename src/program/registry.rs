@@ -62,6 +62,9 @@ pub enum ProgramRefusal {
     /// `record` was asked for and the store cannot be opened.
     #[error("cannot record: {0}")]
     NoStore(String),
+    /// A watch was joined by name while its program is down (between restarts).
+    #[error("watch {watch} is not running now: its program failed and is restarted with backoff; try again shortly")]
+    WatchDown { watch: String },
 }
 
 /// Every running program.
@@ -416,6 +419,11 @@ impl Handler<Join> for Programs {
             };
             self.gauges();
             return Ok(joined);
+        }
+        if let Some(watch) = join.plan.watch.clone() {
+            // Only the registry starts a watch (pinned, restarted with backoff): a viewer
+            // joins it or hears that it is down.
+            return Err(ProgramRefusal::WatchDown { watch });
         }
         // Watches run outside the cap: they are the operator's own.
         let running = self.running.values().filter(|e| e.watch.is_none()).count();

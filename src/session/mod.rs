@@ -242,6 +242,9 @@ impl Session {
         if let Err((reason, message)) = self.admit_start(&request) {
             return self.refuse(ctx, reason, &message);
         }
+        if let Some(name) = request.watch.clone() {
+            return self.join_watch(&name, request.compact, ctx);
+        }
         let planned = plan::plan(&self.id, &request, self.config(), self.identity().role);
         let plan = match planned {
             Ok(plan) => plan,
@@ -263,6 +266,36 @@ impl Session {
         self.last_start = Some(Instant::now());
         if self.watch.is_some() {
             // The watched program's final frame and `stopped` go out before this one starts.
+            self.queued = Some((plan, encoding));
+            return self.leave(ctx, "replaced", AfterFinish::Stay);
+        }
+        self.join(plan, encoding, ctx);
+    }
+
+    /// Joins a configured watch's program by name, with the watch's own parameters (planned as
+    /// the operator who configured it: joining is viewing, whatever the session's role).
+    fn join_watch(&mut self, name: &str, compact: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        let config = self.config();
+        let Some(watch) = config.watches.iter().find(|w| w.name == name) else {
+            let names: Vec<&str> = config.watches.iter().map(|w| w.name.as_str()).collect();
+            let message = format!("no watch {name:?}; watches: {}", names.join(", "));
+            return self.refuse(ctx, Refusal::BadRequest, &message);
+        };
+        let request = watch.start_request(config.tick_ms);
+        let mut plan = match plan::plan(&self.id, &request, config, crate::config::Role::Operator) {
+            Ok(plan) => plan,
+            Err(PlanError::Refused(_, message) | PlanError::Compile(message)) => {
+                return self.send_error(ctx, "tracer", &format!("watch {name}: {message}"));
+            }
+        };
+        plan.watch = Some(name.to_owned());
+        let encoding = match (self.dialect, compact) {
+            (Encoding::Legacy2011, _) => Encoding::Legacy2011,
+            (_, true) => Encoding::Compact,
+            (_, false) => Encoding::V1,
+        };
+        self.last_start = Some(Instant::now());
+        if self.watch.is_some() {
             self.queued = Some((plan, encoding));
             return self.leave(ctx, "replaced", AfterFinish::Stay);
         }
@@ -306,6 +339,10 @@ impl Session {
                     Ok(Err(refusal @ ProgramRefusal::NoStore(_))) => {
                         act.watch = None;
                         act.refuse(ctx, Refusal::Unsupported, &refusal.to_string());
+                    }
+                    Ok(Err(refusal @ ProgramRefusal::WatchDown { .. })) => {
+                        act.watch = None;
+                        act.send_error(ctx, "tracer", &refusal.to_string());
                     }
                     Err(e) => {
                         act.watch = None;

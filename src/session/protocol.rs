@@ -23,7 +23,7 @@ pub enum ClientMessage {
 }
 
 /// `{"type":"start", …}`.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct StartRequest {
     pub preset: Option<String>,
     pub lang: Option<String>,
@@ -47,6 +47,8 @@ pub struct StartRequest {
     /// The program's CPU budget in percent of one CPU, instead of
     /// `limits.max_program_cpu_percent` (up to the session's role's limit).
     pub max_cpu_percent: Option<u32>,
+    /// Join this configured watch's running program, whatever its parameters (`[[watch]]`).
+    pub watch: Option<String>,
 }
 
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
@@ -95,8 +97,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                 (Some(_), Some(_)) => Err(ProtocolError::BadRequest(
                     "start: give `preset` or `script`, not both".into(),
                 )),
-                (None, None) => Err(ProtocolError::BadRequest(
-                    "start: needs `preset` or `script`".into(),
+                (None, None) if request.watch.is_none() => Err(ProtocolError::BadRequest(
+                    "start: needs `preset`, `script` or `watch`".into(),
                 )),
                 (None, Some(_)) if request.lang.is_none() => Err(ProtocolError::BadRequest(
                     "start: a `script` needs `lang` (\"bpftrace\" or \"d\")".into(),
@@ -189,6 +191,7 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
             "preset" => request.preset = text(value)?,
             "lang" => request.lang = text(value)?,
             "script" => request.script = text(value)?,
+            "watch" => request.watch = text(value)?,
             "backend" => request.backend = text(value)?,
             "pid" => {
                 let pid = value
@@ -265,6 +268,24 @@ fn start_request(object: serde_json::Map<String, Json>) -> Result<StartRequest, 
                 )))
             }
         }
+    }
+    // A watch is joined as configured: its parameters are the operator's, not the viewer's.
+    let only_encoding = StartRequest {
+        watch: None,
+        compact: false,
+        ..StartRequest::default()
+    };
+    if request.watch.is_some()
+        && (StartRequest {
+            watch: None,
+            compact: false,
+            ..request.clone()
+        }) != only_encoding
+    {
+        return Err(ProtocolError::BadRequest(
+            "start: `watch` takes no other field but `encoding` (the watch's parameters are configured)"
+                .into(),
+        ));
     }
     Ok(request)
 }
@@ -811,7 +832,7 @@ mod tests {
             ("[1]", "JSON object"),
             (r#"{"type":"dance"}"#, "unknown message type"),
             (r#"{"preset":"x"}"#, "missing `type`"),
-            (r#"{"type":"start"}"#, "needs `preset` or `script`"),
+            (r#"{"type":"start"}"#, "needs `preset`, `script` or `watch`"),
             (
                 r#"{"type":"start","preset":"a","script":"b","lang":"bpftrace"}"#,
                 "not both",
