@@ -260,6 +260,7 @@ impl Metrics {
             m.consumer_errors.family.clone(),
         );
         r.register("heat_tracer_reports", "Drops and errors the tracer reported while running (DTrace drop and error handlers), by kind", m.tracer_reports.family.clone());
+        r.register_collector(Box::new(crate::export::ExportCollector));
         // Every labelled series exists from start-up, so `rate()` and alerts see the first event.
         for reason in Refusal::ALL {
             m.sessions_rejected.with_label_values(&[reason.as_str()]);
