@@ -523,6 +523,12 @@ pub fn exports() -> &'static Arc<Exports> {
     })
 }
 
+impl prometheus_client::collector::Collector for Exports {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        Exports::encode(self, encoder)
+    }
+}
+
 /// The registry's view of [`exports`].
 #[derive(Debug)]
 pub struct ExportCollector;
@@ -530,5 +536,323 @@ pub struct ExportCollector;
 impl prometheus_client::collector::Collector for ExportCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         exports().encode(encoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregation::{Aggregation, Series};
+    use prometheus_client::encoding::prometheus_protobuf;
+    use prometheus_client::registry::Registry;
+
+    fn b(lo: Option<i64>, hi: Option<i64>, count: u64) -> Bucket {
+        Bucket { lo, hi, count }
+    }
+
+    /// Our log2 bucket `[2^k, 2^(k+1)-1]`.
+    fn log2(k: u32, count: u64) -> Bucket {
+        b(Some(1 << k), Some((1 << (k + 1)) - 1), count)
+    }
+
+    #[test]
+    fn log2_buckets_go_to_the_native_bucket_whose_upper_bound_covers_them() {
+        use NativeSlot::*;
+        // By hand: (2^(i-1), 2^i] is index i.
+        assert_eq!(native_slot(&b(Some(0), Some(0), 1)), Zero);
+        assert_eq!(native_slot(&b(Some(1), Some(1), 1)), Positive(0)); // (0.5, 1]: exact
+        assert_eq!(native_slot(&log2(1, 1)), Positive(2)); // [2, 3] -> (2, 4]
+        assert_eq!(native_slot(&log2(2, 1)), Positive(3)); // [4, 7] -> (4, 8]
+        assert_eq!(native_slot(&log2(10, 1)), Positive(11)); // [1024, 2047] -> (1024, 2048]
+        assert_eq!(native_slot(&log2(30, 1)), Positive(31));
+        // The seam: 2^k exactly lives in our [2^k, ...) but natively in (2^(k-1), 2^k],
+        // index k; it moves one up, to k+1, with the rest of its bucket.
+        let four = log2(2, 1);
+        assert!(four.lo == Some(4) && native_slot(&four) == Positive(3));
+        // The open top: bpftrace 0.17's [2^31, inf) reads as [2^31, 2^32 - 1].
+        assert_eq!(native_slot(&b(Some(1 << 31), None, 1)), Positive(32));
+        // DTrace quantize's last bucket, [2^62, inf).
+        assert_eq!(native_slot(&b(Some(1 << 62), None, 1)), Positive(63));
+        // Negatives: bpftrace's one (-inf, -1] is -1, index 0; DTrace's mirror the positives.
+        assert_eq!(native_slot(&b(None, Some(-1), 1)), Negative(0));
+        assert_eq!(native_slot(&b(Some(-1), Some(-1), 1)), Negative(0));
+        assert_eq!(native_slot(&b(Some(-3), Some(-2), 1)), Negative(2)); // [-4, -2)
+        assert_eq!(native_slot(&b(Some(-7), Some(-4), 1)), Negative(3)); // [-8, -4)
+    }
+
+    #[test]
+    fn classic_le_is_the_inclusive_upper_bound_and_open_tops_only_count_in_inf() {
+        assert_eq!(classic_le(&b(Some(0), Some(0), 1)), Some(0));
+        assert_eq!(classic_le(&log2(2, 1)), Some(7));
+        assert_eq!(classic_le(&b(Some(1 << 31), None, 1)), None);
+        assert_eq!(classic_le(&b(None, Some(-1), 1)), Some(-1));
+        // lhist(v, 0, 64, 2): [62, 63], and [64, inf) only in +Inf.
+        assert_eq!(classic_le(&b(Some(62), Some(63), 1)), Some(63));
+        assert_eq!(classic_le(&b(Some(64), None, 1)), None);
+    }
+
+    #[test]
+    fn every_series_of_a_family_exports_the_same_ladder() {
+        let log2 = ladder(AggKind::Hist, None);
+        assert_eq!(log2.len(), 32);
+        assert_eq!(
+            log2.iter().take(5).copied().collect::<Vec<_>>(),
+            [0, 1, 3, 7, 15]
+        );
+        assert_eq!(log2.last(), Some(&((1i64 << 31) - 1)));
+        let linear = ladder(
+            AggKind::Lhist,
+            Some(Layout {
+                min: 0,
+                max: 64,
+                step: 2,
+            }),
+        );
+        // Below min (-1), then 1, 3, ..., 63: 33 bounds.
+        assert_eq!(linear.len(), 33);
+        assert_eq!(linear.first(), Some(&-1));
+        assert_eq!(linear.iter().nth(1), Some(&1));
+        assert_eq!(linear.last(), Some(&63));
+    }
+
+    #[test]
+    fn sparse_buckets_become_spans_and_deltas() {
+        let buckets: BTreeMap<i32, u64> = [(0, 1), (1, 3), (2, 2), (5, 4)].into();
+        let (spans, deltas) = spans_and_deltas(&buckets);
+        assert_eq!(spans, [(0, 3), (2, 1)]);
+        assert_eq!(deltas, [1, 2, -1, 2]);
+        let (spans, deltas) = spans_and_deltas(&[(-2, 5), (-1, 5)].into());
+        assert_eq!(spans, [(-2, 2)]);
+        assert_eq!(deltas, [5, 0]);
+    }
+
+    fn exports_for(toml: &str) -> Exports {
+        let config = Config::parse(toml, std::path::Path::new("export-test.toml")).unwrap();
+        let exports = Exports::new(config.export.max_series);
+        exports.configure(&config);
+        exports
+    }
+
+    fn tick(kind: AggKind, series: Vec<(&str, Vec<Bucket>)>) -> Snapshot {
+        Snapshot {
+            aggregations: vec![Aggregation {
+                name: "@h".into(),
+                kind,
+                series: series
+                    .into_iter()
+                    .map(|(k, bs)| Series::histogram(vec![KeyPart::Str(k.into())], bs))
+                    .collect(),
+                folded: 0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn announce(exports: &Exports, watch: &str, kind: AggKind, layout: Option<Layout>) {
+        exports.announce(
+            watch,
+            None,
+            &[AggregationInfo {
+                name: "@h".into(),
+                kind,
+                layout,
+            }],
+        );
+    }
+
+    fn render(exports: Exports) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::new(exports)));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    const LOG2_WATCH: &str = "[[watch]]\nname = \"sys-lat\"\npreset = \"syscall-latency-log2\"\n\
+                              record = false\nexport = true\n";
+
+    #[test]
+    fn ticks_add_up_into_native_and_classic_buckets() {
+        let exports = exports_for(LOG2_WATCH);
+        announce(&exports, "sys-lat", AggKind::Hist, None);
+        let one = vec![
+            b(Some(0), Some(0), 2),
+            log2(2, 3),
+            b(Some(1 << 31), None, 1),
+        ];
+        exports.observe("sys-lat", &tick(AggKind::Hist, vec![("read", one.clone())]));
+        exports.observe("sys-lat", &tick(AggKind::Hist, vec![("read", one)]));
+        let series = exports.series("sys-lat");
+        assert_eq!(series.len(), 1);
+        let (key, c) = &series[0];
+        assert_eq!(key, "read");
+        assert_eq!(c.count, 12);
+        assert_eq!(c.zero, 4);
+        assert_eq!(c.positive, [(3, 6), (32, 2)].into());
+        assert!(c.negative.is_empty());
+        // The estimated sum: midpoints 0 and 5.5, the open top at 2^31.
+        assert_eq!(c.sum, 2.0 * (3.0 * 5.5 + 2f64.powi(31)));
+        let text = render(exports);
+        let family = "heat_sys_lat_nanoseconds";
+        assert!(
+            text.contains("# TYPE heat_sys_lat_nanoseconds histogram"),
+            "{text}"
+        );
+        for line in [
+            format!("{family}_bucket{{syscall=\"read\",le=\"0\"}} 4"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"3\"}} 4"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"7\"}} 10"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"2.147483647e+09\"}} 10"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"+Inf\"}} 12"),
+            format!("{family}_count{{syscall=\"read\"}} 12"),
+            format!(
+                "heat_watch_export_info{{watch=\"sys-lat\",family=\"{family}\",key_label=\"syscall\",unit=\"ns\",kind=\"hist\"}} 1"
+            ),
+            "heat_export_series_folded_total{watch=\"sys-lat\"} 0".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn protobuf_carries_schema_0_spans_and_a_created_timestamp() {
+        let exports = exports_for(LOG2_WATCH);
+        announce(&exports, "sys-lat", AggKind::Hist, None);
+        let buckets = vec![
+            b(None, Some(-1), 1),
+            b(Some(0), Some(0), 2),
+            b(Some(1), Some(1), 1),
+            log2(1, 3),
+            log2(3, 5),
+        ];
+        exports.observe("sys-lat", &tick(AggKind::Hist, vec![("read", buckets)]));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::new(exports)));
+        let families = prometheus_protobuf::encode(&registry).unwrap();
+        let family = families
+            .iter()
+            .find(|f| f.name == "heat_sys_lat_nanoseconds")
+            .expect("the family");
+        let h = family.metric[0].histogram.as_ref().unwrap();
+        assert_eq!(h.schema, 0);
+        assert_eq!(h.zero_threshold, 0.0);
+        assert_eq!(h.zero_count, 2);
+        assert_eq!(h.sample_count, 12);
+        // Indexes 0 (1), 2 ([2, 3]) and 4 ([8, 15]): spans (0, 1), (1, 1), (1, 1).
+        let spans: Vec<(i32, u32)> = h
+            .positive_span
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect();
+        assert_eq!(spans, [(0, 1), (1, 1), (1, 1)]);
+        assert_eq!(h.positive_delta, [1, 2, 2]);
+        let negative: Vec<(i32, u32)> = h
+            .negative_span
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect();
+        assert_eq!(negative, [(0, 1)]);
+        assert_eq!(h.negative_delta, [1]);
+        assert!(h.start_timestamp.as_ref().is_some_and(|t| t.seconds > 0));
+    }
+
+    #[test]
+    fn linear_kinds_are_classic_with_le_at_each_upper_bound() {
+        let exports = exports_for(
+            "[[watch]]\nname = \"lin\"\npreset = \"syscall-latency\"\nrecord = false\nexport = true\n",
+        );
+        let layout = Layout {
+            min: 0,
+            max: 64,
+            step: 2,
+        };
+        announce(&exports, "lin", AggKind::Lhist, Some(layout));
+        let buckets = vec![
+            b(None, Some(-1), 1),
+            b(Some(0), Some(1), 2),
+            b(Some(62), Some(63), 1),
+            b(Some(64), None, 3),
+        ];
+        exports.observe("lin", &tick(AggKind::Lhist, vec![("read", buckets)]));
+        let text = render(exports);
+        let family = "heat_lin_microseconds";
+        for line in [
+            format!("{family}_bucket{{syscall=\"read\",le=\"-1\"}} 1"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"1\"}} 3"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"61\"}} 3"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"63\"}} 4"),
+            format!("{family}_bucket{{syscall=\"read\",le=\"+Inf\"}} 7"),
+            format!("{family}_count{{syscall=\"read\"}} 7"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("kind=\"lhist\""), "{text}");
+    }
+
+    #[test]
+    fn keys_past_max_series_fold_into_other_and_are_counted_once() {
+        let exports = exports_for(&format!("[export]\nmax_series = 2\n{LOG2_WATCH}"));
+        announce(&exports, "sys-lat", AggKind::Hist, None);
+        let one = || vec![log2(4, 1)];
+        let first = vec![("a", one()), ("b", one()), ("c", one())];
+        exports.observe("sys-lat", &tick(AggKind::Hist, first));
+        let second = vec![("a", one()), ("c", one()), ("d", one())];
+        exports.observe("sys-lat", &tick(AggKind::Hist, second));
+        let series: BTreeMap<String, u64> = exports
+            .series("sys-lat")
+            .into_iter()
+            .map(|(k, c)| (k, c.count))
+            .collect();
+        // a and b got the two slots; c twice and d once went to other.
+        assert_eq!(
+            series,
+            [("a".into(), 2), ("b".into(), 1), ("other".into(), 3)].into()
+        );
+        assert_eq!(exports.folded("sys-lat"), 2);
+        let text = render(exports);
+        assert!(
+            text.lines()
+                .any(|l| l == "heat_export_series_folded_total{watch=\"sys-lat\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn comm_keys_are_summed_into_one_series_unless_asked() {
+        let watch = "[[watch]]\nname = \"off\"\npreset = \"offcpu-time\"\nrecord = false\n\
+                     export = true\n";
+        let exports = exports_for(watch);
+        announce(&exports, "off", AggKind::Hist, None);
+        let ticks = vec![("bash", vec![log2(4, 1)]), ("perl", vec![log2(5, 2)])];
+        exports.observe("off", &tick(AggKind::Hist, ticks.clone()));
+        let series = exports.series("off");
+        assert_eq!(series.len(), 1);
+        assert_eq!((series[0].0.as_str(), series[0].1.count), ("", 3));
+        let text = render(exports);
+        assert!(text.contains("heat_off_nanoseconds_count 3"), "{text}");
+        assert!(text.contains("key_label=\"\""), "{text}");
+
+        let exports = exports_for(&format!("{watch}export_keys = true\n"));
+        announce(&exports, "off", AggKind::Hist, None);
+        exports.observe("off", &tick(AggKind::Hist, ticks));
+        let text = render(exports);
+        assert!(
+            text.contains("heat_off_nanoseconds_count{comm=\"perl\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        assert_eq!(
+            family_name("Sys-Lat.2", Some("ns")),
+            "heat_sys_lat_2_nanoseconds"
+        );
+        assert_eq!(family_name("io", Some("bytes")), "heat_io_bytes");
+        assert_eq!(family_name("s", None), "heat_s_value");
+        assert_eq!(
+            family_name("cpu", Some("ms-offset")),
+            "heat_cpu_offset_milliseconds"
+        );
     }
 }
