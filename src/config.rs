@@ -772,6 +772,19 @@ impl Config {
                 (w.name.as_str(), crate::export::family_name(&w.name, unit))
             })
             .collect();
+        for (name, family) in &exported {
+            let taken = crate::telemetry::SELF_FAMILIES
+                .iter()
+                .any(|f| family == f || *family == format!("{f}_total"));
+            if taken {
+                return Err(ConfigError::Invalid {
+                    key: "watch.export",
+                    message: format!(
+                        "watch {name:?} would export as {family}, one of heat-actix's own metrics: rename it"
+                    ),
+                });
+            }
+        }
         for (i, (name, family)) in exported.iter().enumerate() {
             if let Some((other, _)) = exported[..i].iter().find(|(_, f)| f == family) {
                 return Err(ConfigError::Invalid {
@@ -948,6 +961,10 @@ mod tests {
             .to_string();
         assert!(err.contains("heat_a_b_nanoseconds"), "{err}");
         assert!(parse(&format!("{}{}", watch("a-b"), watch("a_c"))).is_ok());
+        let err = parse("[[watch]]\nname = \"store\"\npreset = \"block-io-size\"\nexport = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heat_store_bytes"), "{err}");
         let config = parse(&watch("a")).unwrap();
         assert!(config.watches[0].export && config.watches[0].export_keys.is_none());
         assert_eq!(config.export.max_series, 1000);
