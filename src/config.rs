@@ -72,6 +72,33 @@ pub struct Config {
     /// (trigger webhooks' permalinks). Default: `http://{bind}` (`https://` with `[tls]`).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Watches exported to Prometheus (`[[watch]] export = true`): limits shared by all.
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+/// The allowed range of `export.max_series`.
+pub const EXPORT_MAX_SERIES_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
+
+/// `[export]`: how much an exported watch may put in `/metrics`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Label sets (keys) one exported watch exports at most; later keys fold into `other`.
+    #[serde(default = "default_export_max_series")]
+    pub max_series: usize,
+}
+
+fn default_export_max_series() -> usize {
+    1000
+}
+
+impl Default for ExportConfig {
+    fn default() -> ExportConfig {
+        ExportConfig {
+            max_series: default_export_max_series(),
+        }
+    }
 }
 
 /// The embedded store of recordings.
@@ -149,6 +176,13 @@ pub struct WatchConfig {
     /// Tail triggers on this watch's frames (`[[watch.trigger]]`).
     #[serde(default, rename = "trigger")]
     pub triggers: Vec<TriggerConfig>,
+    /// Export the watch's histogram to `/metrics` (see `export`).
+    #[serde(default)]
+    pub export: bool,
+    /// Export each key as a label value. Default: yes, except for keys that name processes
+    /// (`comm`), which are off unless asked: all keys then sum into one series.
+    #[serde(default)]
+    pub export_keys: Option<bool>,
 }
 
 /// The allowed range of a trigger's thresholds (`p99_above`, `share_at_or_above`), in the
@@ -615,6 +649,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             watches: Vec::new(),
             public_url: None,
+            export: ExportConfig::default(),
         }
     }
 }
@@ -704,12 +739,60 @@ impl Config {
                 });
             }
         }
+        if !EXPORT_MAX_SERIES_RANGE.contains(&self.export.max_series) {
+            return Err(ConfigError::Invalid {
+                key: "export.max_series",
+                message: format!(
+                    "{} is not in {}..={}",
+                    self.export.max_series,
+                    EXPORT_MAX_SERIES_RANGE.start(),
+                    EXPORT_MAX_SERIES_RANGE.end()
+                ),
+            });
+        }
         for (i, watch) in self.watches.iter().enumerate() {
             watch.validate()?;
             if self.watches[..i].iter().any(|w| w.name == watch.name) {
                 return Err(ConfigError::Invalid {
                     key: "watch",
                     message: format!("two watches are named {:?}", watch.name),
+                });
+            }
+        }
+        // Exported watches whose names differ only in `-` vs `_` would share one family.
+        let exported: Vec<(&str, String)> = self
+            .watches
+            .iter()
+            .filter(|w| w.export)
+            .map(|w| {
+                let unit = w
+                    .preset
+                    .as_deref()
+                    .and_then(crate::presets::find)
+                    .map(|p| p.unit);
+                (w.name.as_str(), crate::export::family_name(&w.name, unit))
+            })
+            .collect();
+        for (name, family) in &exported {
+            let taken = crate::telemetry::SELF_FAMILIES
+                .iter()
+                .any(|f| family == f || *family == format!("{f}_total"));
+            if taken {
+                return Err(ConfigError::Invalid {
+                    key: "watch.export",
+                    message: format!(
+                        "watch {name:?} would export as {family}, one of heat-actix's own metrics: rename it"
+                    ),
+                });
+            }
+        }
+        for (i, (name, family)) in exported.iter().enumerate() {
+            if let Some((other, _)) = exported[..i].iter().find(|(_, f)| f == family) {
+                return Err(ConfigError::Invalid {
+                    key: "watch.export",
+                    message: format!(
+                        "watches {other:?} and {name:?} would both export as {family}: rename one"
+                    ),
                 });
             }
         }
@@ -865,6 +948,27 @@ mod tests {
             "the example listens on loopback"
         );
         assert_eq!(config.tick_ms, 1000);
+    }
+
+    #[test]
+    fn two_exported_watches_may_not_share_a_family() {
+        let watch = |name: &str| {
+            format!(
+                "[[watch]]\nname = \"{name}\"\npreset = \"syscall-latency-log2\"\nexport = true\n"
+            )
+        };
+        let err = parse(&format!("{}{}", watch("a-b"), watch("a_b")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heat_a_b_nanoseconds"), "{err}");
+        assert!(parse(&format!("{}{}", watch("a-b"), watch("a_c"))).is_ok());
+        let err = parse("[[watch]]\nname = \"store\"\npreset = \"block-io-size\"\nexport = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heat_store_bytes"), "{err}");
+        let config = parse(&watch("a")).unwrap();
+        assert!(config.watches[0].export && config.watches[0].export_keys.is_none());
+        assert_eq!(config.export.max_series, 1000);
     }
 
     #[test]
