@@ -168,7 +168,8 @@ export class HeatmapView {
     this.sinceRank++;
     // The first data is drawn in full: it clears the "waiting" note and gives a rank scale cells.
     const firstData = !this.empty.hidden && m.seenMin !== null;
-    if (firstData || rowsChanged || this.scaleStale() || !this.g || !sameRange(range, this.range) || this.drawnPushed !== m.pushed - 1) { this.full(); return; }
+    // No visible row (a filter leaves none): full() draws the empty plot; a column has no rows.
+    if (!range || firstData || rowsChanged || this.scaleStale() || !this.g || !sameRange(range, this.range) || this.drawnPushed !== m.pushed - 1) { this.full(); return; }
     this.incrementalDraws++;
     this.drawnPushed = m.pushed;
     const V = this.range[1] - this.range[0] + 1;
