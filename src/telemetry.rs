@@ -36,6 +36,7 @@ pub struct Metrics {
     pub trigger_webhook_failures: IntCounterVec,
     pub program_cpu_seconds: CounterVec,
     pub program_events: IntCounterVec,
+    pub fleet_queries: IntCounterVec,
 }
 
 impl Metrics {
@@ -192,8 +193,17 @@ impl Metrics {
             &["program"],
         )
         .unwrap();
+        let fleet_queries = IntCounterVec::new(
+            Opts::new(
+                "heat_fleet_queries_total",
+                "Queries the fleet view sent to Prometheus, by outcome",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
         for c in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fleet_queries.clone()),
             Box::new(program_cpu_seconds.clone()),
             Box::new(program_events.clone()),
             Box::new(trigger_fired.clone()),
@@ -231,6 +241,9 @@ impl Metrics {
         }
         for kind in ["drop", "error"] {
             tracer_reports.with_label_values(&[kind]);
+        }
+        for outcome in FleetOutcome::ALL {
+            fleet_queries.with_label_values(&[outcome.as_str()]);
         }
         for backend in crate::consumer::Backend::ALL {
             programs_active.with_label_values(&[backend.as_str()]);
@@ -271,6 +284,7 @@ impl Metrics {
             trigger_webhook_failures,
             program_cpu_seconds,
             program_events,
+            fleet_queries,
         }
     }
 
@@ -403,8 +417,52 @@ impl Failure {
     }
 }
 
+/// What became of one query the fleet view sent to Prometheus: the `outcome` label of
+/// `heat_fleet_queries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetOutcome {
+    /// Answered and understood.
+    Ok,
+    /// No connection (refused, no route, DNS).
+    Unreachable,
+    /// No answer within `fleet.query_timeout_ms`.
+    Timeout,
+    /// Prometheus answered with an error (its status and message).
+    Error,
+    /// An answer that is not what Prometheus's API documents.
+    BadAnswer,
+}
+
+impl FleetOutcome {
+    pub const ALL: [FleetOutcome; 5] = [
+        FleetOutcome::Ok,
+        FleetOutcome::Unreachable,
+        FleetOutcome::Timeout,
+        FleetOutcome::Error,
+        FleetOutcome::BadAnswer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetOutcome::Ok => "ok",
+            FleetOutcome::Unreachable => "unreachable",
+            FleetOutcome::Timeout => "timeout",
+            FleetOutcome::Error => "error",
+            FleetOutcome::BadAnswer => "bad_answer",
+        }
+    }
+}
+
 /// Something worth counting happened.
 pub enum Event<'a> {
+    /// The fleet view asked Prometheus something (`what`: `watches` or `frames`); `detail` is
+    /// why it failed (never the auth header).
+    FleetQueried {
+        what: &'static str,
+        outcome: FleetOutcome,
+        elapsed: Duration,
+        detail: &'a str,
+    },
     /// A session was admitted; `active` is the count including it.
     SessionAdmitted {
         session: &'a str,
@@ -674,6 +732,26 @@ impl Event<'_> {
                     info!(
                         watch,
                         trigger, attempt, error, "Trigger webhook failed; retrying."
+                    );
+                }
+            }
+            Event::FleetQueried {
+                what,
+                outcome,
+                elapsed,
+                detail,
+            } => {
+                m.fleet_queries.with_label_values(&[outcome.as_str()]).inc();
+                let elapsed_ms = elapsed.as_millis() as u64;
+                if outcome == FleetOutcome::Ok {
+                    debug!(what, elapsed_ms, "Fleet query answered.");
+                } else {
+                    warn!(
+                        what,
+                        outcome = outcome.as_str(),
+                        elapsed_ms,
+                        detail,
+                        "Fleet query failed."
                     );
                 }
             }
