@@ -164,8 +164,12 @@ impl ExportedWatch {
     /// Native histograms for log2 kinds, classic `le` buckets for linear ones (what the
     /// exporter writes).
     fn native(&self) -> bool {
-        matches!(self.kind, AggKind::Hist | AggKind::Quantize)
+        is_log2(self.kind)
     }
+}
+
+fn is_log2(kind: AggKind) -> bool {
+    matches!(kind, AggKind::Hist | AggKind::Quantize)
 }
 
 /// A metric or label name as Prometheus allows it: anything else from the info gauge is not
@@ -345,19 +349,25 @@ fn int_bound(v: f64) -> i64 {
     v.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64
 }
 
-/// One native histogram's buckets (`[boundary_rule, lo, hi, count]`) as ours. The exporter
-/// puts our bucket `[2^k, 2^(k+1) - 1]` into the native bucket `(2^k, 2^(k+1)]` (schema 0),
-/// `[0, 0]` into the zero bucket, `[null, -1]` into the native bucket `[-1, -0.5)` and the open
-/// `[2^31, null]` into `(2^31, +Inf]`; this reads each back: `(lo, hi]` with `lo ≥ 1` is
-/// `[lo, hi - 1]`, `+Inf` above is an open top, the zero bucket is `[0, 0]` and anything
-/// below zero is `[null, -1]`.
-pub fn native_buckets(histogram: &Json) -> Result<Vec<Bucket>, FleetError> {
+/// bpftrace 0.17's `hist` counts every value from 2^31 in one open bucket `[2^31, null]`.
+const HIST_OPEN_TOP: i64 = 1 << 31;
+
+/// One native histogram's buckets (`[boundary_rule, lo, hi, count]`) as ours, for a log2
+/// `kind`. The exporter puts our bucket `[2^k, 2^(k+1) - 1]` whole into the schema-0 bucket
+/// `(2^k, 2^(k+1)]` (`[1, 1]` into `(0.5, 1]`), `[0, 0]` into the zero bucket, a negative
+/// bucket into its mirror (`[-2^(k+1), -2^k)`; bpftrace's one `[null, -1]` into `[-1, -0.5)`)
+/// and an open top `[2^k, null]` into `(2^k, 2^(k+1)]`. This reads each back: `(lo, hi]` is
+/// `[lo + 1, hi]` when `lo` is below 1 and `[lo, hi - 1]` otherwise; for `hist`, a bucket from
+/// 2^31 up is the open top again; `[lo, hi)` below zero is `[lo + 1, hi]` (`[-1, -1]`
+/// for `[-1, -0.5)`), or for `hist` bpftrace's `[null, -1]`; the zero bucket is `[0, 0]`.
+pub fn native_buckets(histogram: &Json, kind: AggKind) -> Result<Vec<Bucket>, FleetError> {
     let Some(list) = histogram.get("buckets") else {
         return Ok(Vec::new()); // an empty histogram has no `buckets`
     };
     let list = list
         .as_array()
         .ok_or_else(|| FleetError::BadAnswer("`buckets` is not an array".into()))?;
+    let hist = kind == AggKind::Hist;
     let mut out: BTreeMap<(Option<i64>, Option<i64>), u64> = BTreeMap::new();
     for b in list {
         let bad = || FleetError::BadAnswer(format!("bucket {b} is not [rule, lo, hi, count]"));
@@ -370,13 +380,23 @@ pub fn native_buckets(histogram: &Json) -> Result<Vec<Bucket>, FleetError> {
         if count == 0 {
             continue;
         }
-        let ours = if hi <= 0.0 && lo < 0.0 {
-            (None, Some(-1))
-        } else if lo <= 0.0 || hi <= 1.0 {
-            // The zero bucket (and a schema-0 bucket below 1, which whole values never reach).
-            (Some(0), Some(0))
+        let ours = if lo < 0.0 && hi <= 0.0 {
+            if hist {
+                (None, Some(-1))
+            } else {
+                (
+                    Some((int_bound(lo) + 1).min(-1)),
+                    Some(int_bound(hi.min(-1.0))),
+                )
+            }
+        } else if lo <= 0.0 && hi >= 0.0 && hi < 1.0 {
+            (Some(0), Some(0)) // the zero bucket
+        } else if hist && lo >= HIST_OPEN_TOP as f64 {
+            (Some(HIST_OPEN_TOP), None)
         } else if hi.is_infinite() {
-            (Some(int_bound(lo)), None)
+            (Some(int_bound(lo).max(1)), None)
+        } else if lo < 1.0 {
+            (Some(int_bound(lo.floor()) + 1), Some(int_bound(hi)))
         } else {
             (Some(int_bound(lo)), Some(int_bound(hi) - 1))
         };
@@ -414,9 +434,10 @@ pub fn classic_buckets(cumulative: &mut [(f64, f64)]) -> Vec<Bucket> {
 pub fn parse_range(
     answer: &Json,
     grid: &Grid,
-    native: bool,
+    kind: AggKind,
 ) -> Result<BTreeMap<u64, BTreeMap<String, Vec<Bucket>>>, FleetError> {
     let result = data_result(answer, "matrix")?;
+    let native = is_log2(kind);
     let mut columns: BTreeMap<u64, BTreeMap<String, Vec<Bucket>>> = BTreeMap::new();
     // Classic: (column, instance) → [(le, cumulative count)].
     let mut classic: HashMap<(u64, String), Vec<(f64, f64)>> = HashMap::new();
@@ -436,7 +457,7 @@ pub fn parse_range(
                     .transpose()?
                     .and_then(|ts| grid.column_of(ts));
                 let Some(k) = k else { continue };
-                let buckets = native_buckets(&point[1])?;
+                let buckets = native_buckets(&point[1], kind)?;
                 if !buckets.is_empty() {
                     columns
                         .entry(k)
@@ -715,7 +736,7 @@ pub async fn watch_frames(
         Ok(answer) => answer,
         Err(e) => return e.response(),
     };
-    match parse_range(&answer, &grid, watch.native()) {
+    match parse_range(&answer, &grid, watch.kind) {
         Ok(columns) => {
             HttpResponse::Ok().json(frames_json(&watch, from, to, &grid, &columns, &promql))
         }
@@ -856,15 +877,17 @@ mod tests {
 
     #[test]
     fn native_buckets_read_back_as_log2_buckets() {
-        let h = json!({"count": "9.6", "sum": "100", "buckets": [
+        let h = json!({"count": "12.6", "sum": "100", "buckets": [
             [1, "-1", "-0.5", "1"],
-            [3, "-1e-128", "1e-128", "2"],
+            [3, "-0", "0", "2"],
+            [0, "0.5", "1", "1"],
             [0, "1024", "2048", "3.4"],
             [0, "2048", "4096", "0.4"],
-            [0, "2147483648", "+Inf", "2.6"]
+            [0, "2147483648", "4294967296", "2.6"],
+            [0, "4294967296", "8589934592", "3"]
         ]});
         assert_eq!(
-            native_buckets(&h).unwrap(),
+            native_buckets(&h, AggKind::Hist).unwrap(),
             vec![
                 Bucket {
                     lo: None,
@@ -877,20 +900,53 @@ mod tests {
                     count: 2
                 },
                 Bucket {
+                    lo: Some(1),
+                    hi: Some(1),
+                    count: 1
+                },
+                Bucket {
                     lo: Some(1024),
                     hi: Some(2047),
                     count: 3
                 },
                 Bucket {
-                    lo: Some(2147483648),
+                    lo: Some(HIST_OPEN_TOP),
                     hi: None,
-                    count: 3
+                    count: 6
                 },
             ]
         );
-        assert!(native_buckets(&json!({"count": "0", "sum": "0"}))
-            .unwrap()
-            .is_empty());
-        assert!(native_buckets(&json!({"buckets": [[0, "x", "2", "1"]]})).is_err());
+        // DTrace's quantize: negative buckets mirror, no open top.
+        let q = json!({"buckets": [
+            [1, "-4", "-2", "5"],
+            [1, "-1", "-0.5", "1"],
+            [0, "2147483648", "4294967296", "2"]
+        ]});
+        assert_eq!(
+            native_buckets(&q, AggKind::Quantize).unwrap(),
+            vec![
+                Bucket {
+                    lo: Some(-3),
+                    hi: Some(-2),
+                    count: 5
+                },
+                Bucket {
+                    lo: Some(-1),
+                    hi: Some(-1),
+                    count: 1
+                },
+                Bucket {
+                    lo: Some(HIST_OPEN_TOP),
+                    hi: Some(2 * HIST_OPEN_TOP - 1),
+                    count: 2
+                },
+            ]
+        );
+        assert!(
+            native_buckets(&json!({"count": "0", "sum": "0"}), AggKind::Hist)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(native_buckets(&json!({"buckets": [[0, "x", "2", "1"]]}), AggKind::Hist).is_err());
     }
 }
