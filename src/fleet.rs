@@ -389,7 +389,7 @@ pub fn native_buckets(histogram: &Json, kind: AggKind) -> Result<Vec<Bucket>, Fl
                     Some(int_bound(hi.min(-1.0))),
                 )
             }
-        } else if lo <= 0.0 && hi >= 0.0 && hi < 1.0 {
+        } else if lo <= 0.0 && (0.0..1.0).contains(&hi) {
             (Some(0), Some(0)) // the zero bucket
         } else if hist && lo >= HIST_OPEN_TOP as f64 {
             (Some(HIST_OPEN_TOP), None)
