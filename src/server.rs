@@ -380,13 +380,23 @@ async fn translate(
     }
 }
 
-async fn metrics() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        ))
-        .body(telemetry::metrics().render())
+/// Protobuf when the scraper's `Accept` asks for it (native histograms travel only there),
+/// the text format otherwise.
+async fn metrics(request: HttpRequest) -> HttpResponse {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if telemetry::wants_protobuf(accept) {
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, telemetry::PROTOBUF_CONTENT_TYPE))
+            .body(telemetry::metrics().render_protobuf())
+    } else {
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, telemetry::TEXT_CONTENT_TYPE))
+            .body(telemetry::metrics().render())
+    }
 }
 
 #[cfg(test)]

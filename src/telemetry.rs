@@ -1,14 +1,102 @@
 //! Telemetry as types: each [`Event`] logs and bumps its Prometheus series in one place, and
-//! `/metrics` renders the registry.
+//! `/metrics` renders the one registry (self-metrics and exported watches) as text or protobuf.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus_client::encoding::{prometheus_protobuf, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use tracing::{debug, info, warn};
+
+/// A counter of whole things.
+pub type IntCounter = Counter<u64>;
+/// A counter of fractional amounts (seconds).
+pub type FloatCounter = Counter<f64, AtomicU64>;
+/// A gauge of whole things.
+pub type IntGauge = Gauge<i64>;
+/// One series' labels, in the order the family names them.
+type Labels = Vec<(&'static str, String)>;
+
+/// A family of series told apart by fixed label names, addressed by label values in that order.
+pub struct Labelled<M> {
+    names: &'static [&'static str],
+    family: Family<Labels, M>,
+}
+
+impl<M: Default + Clone> Labelled<M> {
+    fn new(names: &'static [&'static str]) -> Labelled<M> {
+        Labelled {
+            names,
+            family: Family::default(),
+        }
+    }
+
+    /// The series with these label values (created at zero if new); a handle that stays live.
+    pub fn with_label_values(&self, values: &[&str]) -> M {
+        debug_assert_eq!(values.len(), self.names.len(), "one value per label");
+        let labels: Labels = self
+            .names
+            .iter()
+            .zip(values)
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect();
+        self.family.get_or_create_owned(&labels)
+    }
+
+    /// Drops every series (for gauges whose label sets come and go).
+    pub fn reset(&self) {
+        self.family.clear();
+    }
+}
+
+pub type IntCounterVec = Labelled<IntCounter>;
+pub type FloatCounterVec = Labelled<FloatCounter>;
+pub type IntGaugeVec = Labelled<IntGauge>;
+
+/// The `Content-Type` of the Prometheus text format.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+/// The `Content-Type` of length-delimited Prometheus protobuf (native histograms need it).
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Whether a scraper's `Accept` header asks for delimited protobuf before (or instead of) text.
+pub fn wants_protobuf(accept: &str) -> bool {
+    let mut best_protobuf = 0.0f32;
+    let mut best_text = 0.0f32;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let mut q = 1.0f32;
+        let mut proto_ok = true;
+        let mut delimited = true;
+        for param in parts {
+            let Some((k, v)) = param.split_once('=') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => q = v.trim().parse().unwrap_or(0.0),
+                "proto" => proto_ok = v.trim() == "io.prometheus.client.MetricFamily",
+                "encoding" => delimited = v.trim() == "delimited",
+                _ => {}
+            }
+        }
+        match media.as_str() {
+            "application/vnd.google.protobuf" if proto_ok && delimited => {
+                best_protobuf = best_protobuf.max(q)
+            }
+            "text/plain" | "text/*" | "*/*" | "application/openmetrics-text" => {
+                best_text = best_text.max(q)
+            }
+            _ => {}
+        }
+    }
+    best_protobuf > 0.0 && best_protobuf >= best_text
+}
 
 /// Every series heat-actix exports.
 pub struct Metrics {
@@ -34,267 +122,195 @@ pub struct Metrics {
     pub store_write_duration: Histogram,
     pub trigger_fired: IntCounterVec,
     pub trigger_webhook_failures: IntCounterVec,
-    pub program_cpu_seconds: CounterVec,
+    pub program_cpu_seconds: FloatCounterVec,
     pub program_events: IntCounterVec,
     pub fleet_queries: IntCounterVec,
 }
 
 impl Metrics {
     fn new() -> Metrics {
-        let registry = Registry::new();
-        let sessions_active =
-            IntGauge::new("heat_sessions_active", "Websocket sessions open now").unwrap();
-        let sessions_max = IntGauge::new(
+        let mut registry = Registry::default();
+        let m = Metrics {
+            sessions_active: IntGauge::default(),
+            sessions_max: IntGauge::default(),
+            sessions_started: IntCounter::default(),
+            sessions_rejected: Labelled::new(&["reason"]),
+            programs_started: Labelled::new(&["backend"]),
+            frames_sent: IntCounter::default(),
+            frames_dropped: IntCounter::default(),
+            walk_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            consumer_errors: Labelled::new(&["kind"]),
+            tracer_reports: Labelled::new(&["kind"]),
+            programs_active: Labelled::new(&["backend"]),
+            program_viewers: Labelled::new(&["program"]),
+            frame_bytes: Labelled::new(&["encoding"]),
+            fanout_duration: Histogram::new(exponential_buckets(0.00001, 2.0, 16)),
+            watch_restarts: Labelled::new(&["watch"]),
+            store_bytes: Labelled::new(&["watch"]),
+            store_writes: IntCounter::default(),
+            store_write_errors: IntCounter::default(),
+            store_write_duration: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            trigger_fired: Labelled::new(&["watch", "trigger"]),
+            trigger_webhook_failures: Labelled::new(&["watch", "trigger"]),
+            program_cpu_seconds: Labelled::new(&["program"]),
+            program_events: Labelled::new(&["program"]),
+            fleet_queries: Labelled::new(&["outcome"]),
+            registry: Registry::default(),
+        };
+        // Counters are registered without `_total`: the encoders add it.
+        let r = &mut registry;
+        r.register(
+            "heat_sessions_active",
+            "Websocket sessions open now",
+            m.sessions_active.clone(),
+        );
+        r.register("heat_program_cpu_seconds", "CPU time the kernel counted running programs' BPF programs, by program (preset name, or script)", m.program_cpu_seconds.family.clone());
+        r.register(
+            "heat_program_events",
+            "Runs of programs' BPF programs (probe firings), by program (preset name, or script)",
+            m.program_events.family.clone(),
+        );
+        r.register(
+            "heat_trigger_fired",
+            "Times a watch's tail trigger fired (its range pinned), by watch and trigger",
+            m.trigger_fired.family.clone(),
+        );
+        r.register(
+            "heat_trigger_webhook_failures",
+            "Trigger webhooks not delivered after all their retries, by watch and trigger",
+            m.trigger_webhook_failures.family.clone(),
+        );
+        r.register(
+            "heat_watch_restarts",
+            "Times a watch's program failed and was started again, by watch",
+            m.watch_restarts.family.clone(),
+        );
+        r.register("heat_store_bytes", "Bytes a watch's recording takes in the store, by watch (after the last retention pass)", m.store_bytes.family.clone());
+        r.register(
+            "heat_store_writes",
+            "Ticks and runs written to the store",
+            m.store_writes.clone(),
+        );
+        r.register(
+            "heat_store_write_errors",
+            "Writes to the store that failed (disk full, unwritable): those ticks are not recorded",
+            m.store_write_errors.clone(),
+        );
+        r.register(
+            "heat_store_write_duration_seconds",
+            "Time to write one tick to the store (on the recorder's thread, off the tick path)",
+            m.store_write_duration.clone(),
+        );
+        r.register(
+            "heat_programs_active",
+            "Tracing programs running now (each shared by all its viewers), by backend",
+            m.programs_active.family.clone(),
+        );
+        r.register(
+            "heat_program_viewers",
+            "Sessions watching running programs, by program (preset name, or script)",
+            m.program_viewers.family.clone(),
+        );
+        r.register(
+            "heat_frame_bytes",
+            "Bytes of frames and history written to sockets, by encoding",
+            m.frame_bytes.family.clone(),
+        );
+        r.register(
+            "heat_fanout_duration_seconds",
+            "Time a program takes to hand one frame to all its viewers",
+            m.fanout_duration.clone(),
+        );
+        r.register(
             "heat_sessions_max",
             "Most sessions admitted at once (max_sessions)",
-        )
-        .unwrap();
-        let sessions_started =
-            IntCounter::new("heat_sessions_started_total", "Sessions admitted").unwrap();
-        let sessions_rejected = IntCounterVec::new(
-            Opts::new(
-                "heat_sessions_rejected_total",
-                "Connections and requests refused, by reason",
-            ),
-            &["reason"],
-        )
-        .unwrap();
-        let programs_started = IntCounterVec::new(
-            Opts::new(
-                "heat_programs_started_total",
-                "Tracing programs started, by backend",
-            ),
-            &["backend"],
-        )
-        .unwrap();
-        let frames_sent =
-            IntCounter::new("heat_frames_sent_total", "Frames sent to browsers").unwrap();
-        let frames_dropped = IntCounter::new(
-            "heat_frames_dropped_total",
+            m.sessions_max.clone(),
+        );
+        r.register(
+            "heat_sessions_started",
+            "Sessions admitted",
+            m.sessions_started.clone(),
+        );
+        r.register(
+            "heat_sessions_rejected",
+            "Connections and requests refused, by reason",
+            m.sessions_rejected.family.clone(),
+        );
+        r.register(
+            "heat_programs_started",
+            "Tracing programs started, by backend",
+            m.programs_started.family.clone(),
+        );
+        r.register(
+            "heat_frames_sent",
+            "Frames sent to browsers",
+            m.frames_sent.clone(),
+        );
+        r.register(
+            "heat_frames_dropped",
             "Frames not sent because the browser had not read the previous ones",
-        )
-        .unwrap();
-        let walk_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "heat_walk_duration_seconds",
-                "Time to walk a program's aggregations and encode a frame",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap()),
-        )
-        .unwrap();
-        let consumer_errors = IntCounterVec::new(
-            Opts::new("heat_consumer_errors_total", "Tracer failures, by kind"),
-            &["kind"],
-        )
-        .unwrap();
-        let tracer_reports = IntCounterVec::new(
-            Opts::new(
-                "heat_tracer_reports_total",
-                "Drops and errors the tracer reported while running (DTrace drop and error handlers), by kind",
-            ),
-            &["kind"],
-        )
-        .unwrap();
-        let programs_active = IntGaugeVec::new(
-            Opts::new(
-                "heat_programs_active",
-                "Tracing programs running now (each shared by all its viewers), by backend",
-            ),
-            &["backend"],
-        )
-        .unwrap();
-        let program_viewers = IntGaugeVec::new(
-            Opts::new(
-                "heat_program_viewers",
-                "Sessions watching running programs, by program (preset name, or script)",
-            ),
-            &["program"],
-        )
-        .unwrap();
-        let frame_bytes = IntCounterVec::new(
-            Opts::new(
-                "heat_frame_bytes_total",
-                "Bytes of frames and history written to sockets, by encoding",
-            ),
-            &["encoding"],
-        )
-        .unwrap();
-        let fanout_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "heat_fanout_duration_seconds",
-                "Time a program takes to hand one frame to all its viewers",
-            )
-            .buckets(prometheus::exponential_buckets(0.00001, 2.0, 16).unwrap()),
-        )
-        .unwrap();
-        let watch_restarts = IntCounterVec::new(
-            Opts::new(
-                "heat_watch_restarts_total",
-                "Times a watch's program failed and was started again, by watch",
-            ),
-            &["watch"],
-        )
-        .unwrap();
-        let store_bytes = IntGaugeVec::new(
-            Opts::new(
-                "heat_store_bytes",
-                "Bytes a watch's recording takes in the store, by watch (after the last retention pass)",
-            ),
-            &["watch"],
-        )
-        .unwrap();
-        let store_writes = IntCounter::new(
-            "heat_store_writes_total",
-            "Ticks and runs written to the store",
-        )
-        .unwrap();
-        let store_write_errors = IntCounter::new(
-            "heat_store_write_errors_total",
-            "Writes to the store that failed (disk full, unwritable): those ticks are not recorded",
-        )
-        .unwrap();
-        let store_write_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "heat_store_write_duration_seconds",
-                "Time to write one tick to the store (on the recorder's thread, off the tick path)",
-            )
-            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).unwrap()),
-        )
-        .unwrap();
-        let trigger_fired = IntCounterVec::new(
-            Opts::new(
-                "heat_trigger_fired_total",
-                "Times a watch's tail trigger fired (its range pinned), by watch and trigger",
-            ),
-            &["watch", "trigger"],
-        )
-        .unwrap();
-        let trigger_webhook_failures = IntCounterVec::new(
-            Opts::new(
-                "heat_trigger_webhook_failures_total",
-                "Trigger webhooks not delivered after all their retries, by watch and trigger",
-            ),
-            &["watch", "trigger"],
-        )
-        .unwrap();
-        let program_cpu_seconds = CounterVec::new(
-            Opts::new(
-                "heat_program_cpu_seconds_total",
-                "CPU time the kernel counted running programs' BPF programs, by program (preset name, or script)",
-            ),
-            &["program"],
-        )
-        .unwrap();
-        let program_events = IntCounterVec::new(
-            Opts::new(
-                "heat_program_events_total",
-                "Runs of programs' BPF programs (probe firings), by program (preset name, or script)",
-            ),
-            &["program"],
-        )
-        .unwrap();
-        let fleet_queries = IntCounterVec::new(
-            Opts::new(
-                "heat_fleet_queries_total",
-                "Queries the fleet view sent to Prometheus, by outcome",
-            ),
-            &["outcome"],
-        )
-        .unwrap();
-        for c in [
-            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(fleet_queries.clone()),
-            Box::new(program_cpu_seconds.clone()),
-            Box::new(program_events.clone()),
-            Box::new(trigger_fired.clone()),
-            Box::new(trigger_webhook_failures.clone()),
-            Box::new(watch_restarts.clone()),
-            Box::new(store_bytes.clone()),
-            Box::new(store_writes.clone()),
-            Box::new(store_write_errors.clone()),
-            Box::new(store_write_duration.clone()),
-            Box::new(programs_active.clone()),
-            Box::new(program_viewers.clone()),
-            Box::new(frame_bytes.clone()),
-            Box::new(fanout_duration.clone()),
-            Box::new(sessions_max.clone()),
-            Box::new(sessions_started.clone()),
-            Box::new(sessions_rejected.clone()),
-            Box::new(programs_started.clone()),
-            Box::new(frames_sent.clone()),
-            Box::new(frames_dropped.clone()),
-            Box::new(walk_duration.clone()),
-            Box::new(consumer_errors.clone()),
-            Box::new(tracer_reports.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+            m.frames_dropped.clone(),
+        );
+        r.register(
+            "heat_walk_duration_seconds",
+            "Time to walk a program's aggregations and encode a frame",
+            m.walk_duration.clone(),
+        );
+        r.register(
+            "heat_consumer_errors",
+            "Tracer failures, by kind",
+            m.consumer_errors.family.clone(),
+        );
+        r.register("heat_tracer_reports", "Drops and errors the tracer reported while running (DTrace drop and error handlers), by kind", m.tracer_reports.family.clone());
+        r.register(
+            "heat_fleet_queries",
+            "Queries the fleet view sent to Prometheus, by outcome",
+            m.fleet_queries.family.clone(),
+        );
         // Every labelled series exists from start-up, so `rate()` and alerts see the first event.
         for reason in Refusal::ALL {
-            sessions_rejected.with_label_values(&[reason.as_str()]);
+            m.sessions_rejected.with_label_values(&[reason.as_str()]);
         }
         for kind in Failure::ALL {
-            consumer_errors.with_label_values(&[kind.as_str()]);
+            m.consumer_errors.with_label_values(&[kind.as_str()]);
         }
         for backend in crate::consumer::Backend::ALL {
-            programs_started.with_label_values(&[backend.as_str()]);
+            m.programs_started.with_label_values(&[backend.as_str()]);
         }
         for kind in ["drop", "error"] {
-            tracer_reports.with_label_values(&[kind]);
+            m.tracer_reports.with_label_values(&[kind]);
         }
         for outcome in FleetOutcome::ALL {
-            fleet_queries.with_label_values(&[outcome.as_str()]);
+            m.fleet_queries.with_label_values(&[outcome.as_str()]);
         }
         for backend in crate::consumer::Backend::ALL {
-            programs_active.with_label_values(&[backend.as_str()]);
+            m.programs_active.with_label_values(&[backend.as_str()]);
         }
         for encoding in ["json", "compact", "legacy"] {
-            frame_bytes.with_label_values(&[encoding]);
+            m.frame_bytes.with_label_values(&[encoding]);
         }
         for program in crate::presets::PRESETS
             .iter()
             .map(|p| p.name)
             .chain(["script"])
         {
-            program_cpu_seconds.with_label_values(&[program]);
-            program_events.with_label_values(&[program]);
+            m.program_cpu_seconds.with_label_values(&[program]);
+            m.program_events.with_label_values(&[program]);
         }
-        Metrics {
-            registry,
-            sessions_active,
-            sessions_max,
-            sessions_started,
-            sessions_rejected,
-            programs_started,
-            frames_sent,
-            frames_dropped,
-            walk_duration,
-            consumer_errors,
-            tracer_reports,
-            programs_active,
-            program_viewers,
-            frame_bytes,
-            fanout_duration,
-            watch_restarts,
-            store_bytes,
-            store_writes,
-            store_write_errors,
-            store_write_duration,
-            trigger_fired,
-            trigger_webhook_failures,
-            program_cpu_seconds,
-            program_events,
-            fleet_queries,
-        }
+        Metrics { registry, ..m }
     }
 
-    /// The registry in Prometheus text format.
+    /// The registry in Prometheus text format (native histograms as their classic buckets).
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding cannot fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry).expect("text encoding cannot fail");
+        out
+    }
+
+    /// The registry as length-delimited Prometheus protobuf, native histograms included.
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        prometheus_protobuf::encode_to_vec(&self.registry)
+            .expect("protobuf encoding of in-memory metrics cannot fail")
     }
 }
 
@@ -846,6 +862,43 @@ mod tests {
                 let series = format!("{metric}{{program=\"{program}\"}} 0");
                 assert!(text.contains(&series), "{series} missing:\n{text}");
             }
+        }
+    }
+
+    #[test]
+    fn protobuf_only_when_the_scraper_prefers_it() {
+        // What Prometheus 2.42 sends with native histograms enabled.
+        assert!(wants_protobuf(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+             encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
+        ));
+        // And without: text first.
+        assert!(!wants_protobuf(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+             version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(!wants_protobuf(""));
+        assert!(!wants_protobuf("*/*"));
+        // Another protobuf message, or the text encoding of it, is not ours.
+        assert!(!wants_protobuf(
+            "application/vnd.google.protobuf;proto=other.Message;encoding=delimited"
+        ));
+        assert!(!wants_protobuf(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+        ));
+    }
+
+    #[test]
+    fn protobuf_holds_the_same_families_as_text() {
+        let bytes = metrics().render_protobuf();
+        let text = metrics().render();
+        // Length-delimited MetricFamily messages: every family name is in the bytes.
+        for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = family.split_whitespace().next().unwrap();
+            assert!(
+                bytes.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} missing from protobuf"
+            );
         }
     }
 }
