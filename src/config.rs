@@ -75,6 +75,9 @@ pub struct Config {
     /// The fleet view: the Prometheus that scrapes every host's exported watches.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// Watches exported to Prometheus (`[[watch]] export = true`): limits shared by all.
+    #[serde(default)]
+    pub export: ExportConfig,
 }
 
 /// Where the page's "Fleet" source reads from: a Prometheus that scrapes the hosts' exported
@@ -218,6 +221,30 @@ pub fn parse_header_line(line: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
+/// The allowed range of `export.max_series`.
+pub const EXPORT_MAX_SERIES_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
+
+/// `[export]`: how much an exported watch may put in `/metrics`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Label sets (keys) one exported watch exports at most; later keys fold into `other`.
+    #[serde(default = "default_export_max_series")]
+    pub max_series: usize,
+}
+
+fn default_export_max_series() -> usize {
+    1000
+}
+
+impl Default for ExportConfig {
+    fn default() -> ExportConfig {
+        ExportConfig {
+            max_series: default_export_max_series(),
+        }
+    }
+}
+
 /// The embedded store of recordings.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +320,13 @@ pub struct WatchConfig {
     /// Tail triggers on this watch's frames (`[[watch.trigger]]`).
     #[serde(default, rename = "trigger")]
     pub triggers: Vec<TriggerConfig>,
+    /// Export the watch's histogram to `/metrics` (see `export`).
+    #[serde(default)]
+    pub export: bool,
+    /// Export each key as a label value. Default: yes, except for keys that name processes
+    /// (`comm`), which are off unless asked: all keys then sum into one series.
+    #[serde(default)]
+    pub export_keys: Option<bool>,
 }
 
 /// The allowed range of a trigger's thresholds (`p99_above`, `share_at_or_above`), in the
@@ -759,6 +793,7 @@ impl Default for Config {
             watches: Vec::new(),
             public_url: None,
             fleet: FleetConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -849,6 +884,17 @@ impl Config {
             }
         }
         self.fleet.validate()?;
+        if !EXPORT_MAX_SERIES_RANGE.contains(&self.export.max_series) {
+            return Err(ConfigError::Invalid {
+                key: "export.max_series",
+                message: format!(
+                    "{} is not in {}..={}",
+                    self.export.max_series,
+                    EXPORT_MAX_SERIES_RANGE.start(),
+                    EXPORT_MAX_SERIES_RANGE.end()
+                ),
+            });
+        }
         for (i, watch) in self.watches.iter().enumerate() {
             watch.validate()?;
             if self.watches[..i].iter().any(|w| w.name == watch.name) {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod dlang;
+pub mod export;
 pub mod fleet;
 pub mod import;
 pub mod presets;

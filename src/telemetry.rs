@@ -267,6 +267,7 @@ impl Metrics {
             "Queries the fleet view sent to Prometheus, by outcome",
             m.fleet_queries.family.clone(),
         );
+        r.register_collector(Box::new(crate::export::ExportCollector));
         // Every labelled series exists from start-up, so `rate()` and alerts see the first event.
         for reason in Refusal::ALL {
             m.sessions_rejected.with_label_values(&[reason.as_str()]);

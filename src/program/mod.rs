@@ -225,6 +225,8 @@ pub struct Program {
     triggers: Vec<WatchTrigger>,
     /// The CPU its BPF programs may use (`plan.max_cpu_percent`), over its last few ticks.
     budget: cost::Budget,
+    /// The watch whose ticks go to `/metrics` (`export = true`).
+    export: Option<String>,
 }
 
 /// One `[[watch.trigger]]` of the watch a program is.
@@ -258,8 +260,13 @@ impl Program {
                     .collect()
             })
             .unwrap_or_default();
+        let export = plan
+            .watch
+            .clone()
+            .filter(|w| crate::export::exports().exports(w));
         Program {
             id,
+            export,
             budget: cost::Budget::new(plan.max_cpu_percent),
             plan,
             registry,
@@ -316,8 +323,8 @@ impl Program {
                 e.with(m.encoding)
             });
         Encodings {
-            // The recorder stores typed ticks; triggers read them.
-            typed: self.recording.is_some() || !self.triggers.is_empty(),
+            // The recorder stores typed ticks; triggers and the export read them.
+            typed: self.recording.is_some() || !self.triggers.is_empty() || self.export.is_some(),
             ..encodings
         }
     }
@@ -427,6 +434,9 @@ impl Program {
                         }));
                         act.begin_run();
                         act.resolve_triggers();
+                        if let (Some(watch), Some(info)) = (&act.export, &act.info) {
+                            crate::export::exports().announce(watch, info.unit, &info.aggregations);
+                        }
                         for member in act.members.values() {
                             act.joined(member);
                         }
@@ -511,6 +521,9 @@ impl Program {
         }
         if let Some(snapshot) = &snapshot {
             self.observe_triggers(snapshot, frame.ts_ms);
+            if let Some(watch) = &self.export {
+                crate::export::exports().observe(watch, snapshot);
+            }
         }
         if let (Some((watch, recorder)), Some(snapshot)) = (&self.recording, snapshot) {
             // Off the tick path: the recorder's own thread writes it.

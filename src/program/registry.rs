@@ -81,6 +81,7 @@ pub struct Programs {
 
 impl Programs {
     pub fn new(config: Arc<Config>, recorder: Option<Addr<super::recorder::Recorder>>) -> Programs {
+        crate::export::exports().configure(&config);
         for backend in Backend::ALL {
             metrics()
                 .programs_active

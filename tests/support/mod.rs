@@ -14,6 +14,8 @@ use serde_json::Value as Json;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
+pub mod prometheus;
+
 /// How long a websocket handshake may take (the server may be busy starting tracers).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one socket read blocks before a test's own deadline is checked again.
@@ -70,7 +72,17 @@ impl Server {
         env: &[(&str, &str)],
         filter: &str,
     ) -> Server {
-        let port = free_port();
+        Server::start_at(free_port(), config, extra, env, filter)
+    }
+
+    /// As `start_logged`, on this port (a restart of a server that served there).
+    pub fn start_at(
+        port: u16,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        filter: &str,
+    ) -> Server {
         let log =
             std::env::temp_dir().join(format!("heat-actix-test-{}-{port}.log", std::process::id()));
         let config_path = std::env::temp_dir().join(format!(
@@ -192,6 +204,31 @@ impl Server {
             head: head.to_owned(),
             body: body.to_owned(),
         }
+    }
+
+    /// GET a path with request headers: the head and the body as bytes (a binary answer).
+    pub fn http_bytes(&self, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .expect("send the request");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("read the answer");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP answer");
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        (head, response[split + 4..].to_vec())
     }
 
     /// Every series of one metric family in /metrics, as (labels, value).
