@@ -39,6 +39,7 @@ const RECORDED_GAP = 'nothing recorded in this slice (the watch was not running)
 // A fleet source's value in the Source picker: `fleet:NAME` (watch names have no colon).
 const FLEET = 'fleet:';
 const FLEET_RANGE_MS = 3600000; // what choosing a fleet source shows first: the last hour
+const FLEET_GAP = 'no host has data in this column in Prometheus';
 
 // `args->id`, not `args.id`: bpftrace 0.17 (Debian 12) knows only the arrow, and later releases
 // still accept it.
@@ -1109,7 +1110,7 @@ function showFrames({ aggs, grid, frames, marks }) {
       const ts = grid.origin + (k + 1) * grid.width;
       const f = bySlice.get(k);
       if (f) appendFrame({ ...f, seq: k + 1, ts_ms: ts, interval_ms: grid.width }, out);
-      else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: RECORDED_GAP });
+      else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: isFleet(S.source) ? FLEET_GAP : RECORDED_GAP });
     }
     S.expectSeq = count + 1;
     S.marks = marks.filter((m) => m && Number.isFinite(m.from) && Number.isFinite(m.to));

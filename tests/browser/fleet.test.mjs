@@ -18,6 +18,7 @@ const WATCH = 'sleepers';
 const SCRAPE_S = 1;
 const MIN_STEP_MS = 2000; // two scrapes a column
 const SPAN_MS = 40000;
+const FILLED = 17; // of the range's 20 columns, before the test looks
 const WAIT = { timeout: 90000 };
 // Both sleepers sleep 1.5 ms (bucket [2^20, 2^21) ns whatever the timer slack); B also sleeps
 // 20 ms ([2^24, 2^25) ns), so one cell holds both hosts and one holds only B.
@@ -68,8 +69,9 @@ async function startPrometheus(targets) {
 
 const instance = (server) => `127.0.0.1:${server.port}`;
 
-async function fleetFrames(from, to, columns) {
+async function fleetFrames(from, to, columns, { listed = true } = {}) {
   const res = await fetch(`${proxy.url}/api/fleet/watches/${WATCH}/frames?from=${from}&to=${to}&columns=${columns}`);
+  if (!listed && res.status === 404) return { frames: [] }; // not scraped yet
   assert.equal(res.status, 200, await res.clone().text());
   return res.json();
 }
@@ -96,11 +98,12 @@ before(async () => {
   proxy = await startServer({ config: `[fleet]\nprometheus_url = "${prom.url}"\nmin_step_ms = ${MIN_STEP_MS}\n` });
   browser = await launchBrowser();
   // Enough scrapes that both hosts fill most columns of the range.
+  const filled = (body, host, lo) => body.frames.filter((f) => f.aggregations.some((g) => g.series.some((s) => s.key[0] === host && s.buckets.some((x) => x[0] === lo)))).length;
   for (let i = 0; ; i++) {
     const to = Date.now();
-    const by = byInstance(await fleetFrames(to - SPAN_MS, to, SPAN_MS / MIN_STEP_MS));
-    if (by[instance(a)]?.[SHARED_LO] && by[instance(b)]?.[B_ONLY_LO] && i > 10) break;
-    if (i > 60) throw new Error(`Prometheus has no data of both hosts: ${JSON.stringify(by)}`);
+    const body = await fleetFrames(to - SPAN_MS, to, SPAN_MS / MIN_STEP_MS, { listed: false });
+    if (filled(body, instance(a), SHARED_LO) >= FILLED && filled(body, instance(b), B_ONLY_LO) >= FILLED) break;
+    if (i > 90) throw new Error(`Prometheus has no data of both hosts: ${JSON.stringify(byInstance(body))}`);
     await new Promise((r) => setTimeout(r, 1000));
   }
 });
@@ -169,8 +172,11 @@ test('fleet source: two hosts are two keys; isolating one shows its cells; hover
   assert.deepEqual(onlyA, cellsOf(instance(a)), 'isolated, the picture is A\'s cells');
   assert.ok(Object.keys(onlyA).some((c) => c.endsWith(`|${shared}`)), 'A fills its sleeper\'s row');
   const bRowCols = Object.keys(cellsOf(instance(b))).filter((c) => c.endsWith(`|${bOnly}`));
-  assert.ok(bRowCols.length > 5, `B fills its 20 ms row: ${bRowCols.length} columns`);
-  assert.ok(bRowCols.every((c) => !(c in onlyA)), 'B\'s 20 ms cells are empty with A isolated');
+  assert.ok(bRowCols.length >= FILLED - 2, `B fills its 20 ms row: ${bRowCols.length} columns`);
+  // A's sleeps are rarely delayed to 16 ms on a busy machine; B's cells A has nothing in go dark.
+  const bAlone = bRowCols.filter((c) => !(c in cellsOf(instance(a))));
+  assert.ok(bAlone.length * 2 > bRowCols.length, `most of B's 20 ms cells hold only B: ${bAlone.length}/${bRowCols.length}`);
+  assert.ok(bAlone.every((c) => !(c in onlyA)), 'B\'s own 20 ms cells are empty with A isolated');
   const link = await p.evaluate(() => window.heat.permalink());
   const u = new URL(link);
   assert.equal(u.searchParams.get('fleet'), WATCH);
