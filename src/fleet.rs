@@ -949,4 +949,149 @@ mod tests {
         );
         assert!(native_buckets(&json!({"buckets": [[0, "x", "2", "1"]]}), AggKind::Hist).is_err());
     }
+
+    /// Answers captured from Debian's Prometheus 2.42 scraping two heat-actix servers that
+    /// export `sleepers` (syscall-latency-log2, native) and `linear` (syscall-latency, classic),
+    /// host A sleeping 1.5 ms, host B 1.5 ms and 20 ms (tests/fixtures/fleet/).
+    mod captured {
+        use super::*;
+
+        fn fixture(name: &str) -> Json {
+            let path = format!("{}/tests/fixtures/fleet/{name}", env!("CARGO_MANIFEST_DIR"));
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+        }
+
+        fn setup() -> (Grid, String, String) {
+            let g = fixture("grid.json");
+            let (from, to, width) = (
+                g["from"].as_u64().unwrap(),
+                g["to"].as_u64().unwrap(),
+                g["width"].as_u64().unwrap(),
+            );
+            let grid = Grid::new(from, to, Some((to - from) / width), width, 11_000);
+            assert_eq!(grid.width, width);
+            let host = |i: usize| g["instances"][i].as_str().unwrap().to_owned();
+            (grid, host(0), host(1))
+        }
+
+        #[test]
+        fn the_info_gauge_lists_both_watches_of_both_hosts() {
+            let (_, a, b) = setup();
+            let list = parse_info(&fixture("info.json")).unwrap();
+            let mut hosts = vec![a, b];
+            hosts.sort();
+            let names: Vec<_> = list.iter().map(|w| (w.watch.as_str(), w.kind)).collect();
+            assert_eq!(
+                names,
+                [("linear", AggKind::Lhist), ("sleepers", AggKind::Hist)]
+            );
+            assert_eq!(list[1].family, "heat_sleepers_nanoseconds");
+            assert_eq!(list[1].key_label, "syscall");
+            assert_eq!(list[1].unit, "ns");
+            assert!(list.iter().all(|w| w.instances == hosts), "{list:?}");
+        }
+
+        #[test]
+        fn native_histograms_become_each_hosts_log2_buckets() {
+            let (grid, a, b) = setup();
+            let columns = parse_range(&fixture("native-range.json"), &grid, AggKind::Hist).unwrap();
+            assert_eq!(columns.len() as u64, grid.count, "every column has data");
+            // The first column, by hand from the fixture's first histogram of each host.
+            let bucket = |lo: i64, count: u64| Bucket {
+                lo: Some(lo),
+                hi: Some(lo * 2 - 1),
+                count,
+            };
+            assert_eq!(
+                columns[&0][&b],
+                vec![
+                    bucket(1 << 20, 80),
+                    bucket(1 << 21, 4),
+                    bucket(1 << 22, 2),
+                    bucket(1 << 23, 2),
+                    bucket(1 << 24, 88)
+                ]
+            );
+            assert_eq!(
+                columns[&0][&a],
+                vec![
+                    bucket(1 << 20, 982),
+                    bucket(1 << 21, 62),
+                    bucket(1 << 22, 40),
+                    bucket(1 << 23, 6)
+                ]
+            );
+            // In every column B's 20 ms sleeps are in [2^24, 2^25), and A's 1.5 ms ones lead.
+            for hosts in columns.values() {
+                assert!(hosts[&b]
+                    .iter()
+                    .any(|x| x.lo == Some(1 << 24) && x.count > 50));
+                let top = hosts[&a].iter().max_by_key(|x| x.count).unwrap();
+                assert_eq!(top.lo, Some(1 << 20));
+            }
+            // As frames: one per column, in its slice, the hosts as keys.
+            let w = ExportedWatch {
+                watch: "sleepers".into(),
+                family: "heat_sleepers_nanoseconds".into(),
+                unit: "ns".into(),
+                kind: AggKind::Hist,
+                key_label: "syscall".into(),
+                instances: vec![a.clone(), b.clone()],
+            };
+            let body = frames_json(
+                &w,
+                grid.origin,
+                grid.origin + grid.count * grid.width,
+                &grid,
+                &columns,
+                "q",
+            );
+            let frames = body["frames"].as_array().unwrap();
+            assert_eq!(frames.len() as u64, grid.count);
+            for (k, f) in frames.iter().enumerate() {
+                assert_eq!(f["slice"], k);
+                assert_eq!(f["seq"], k + 1);
+                let ts = f["ts_ms"].as_u64().unwrap();
+                assert_eq!((ts - grid.origin) / grid.width, k as u64);
+                let keys: Vec<_> = f["aggregations"][0]["series"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["key"][0].as_str().unwrap().to_owned())
+                    .collect();
+                let mut want = vec![a.clone(), b.clone()];
+                want.sort();
+                assert_eq!(keys, want);
+            }
+        }
+
+        #[test]
+        fn classic_buckets_become_each_hosts_linear_buckets() {
+            let (grid, a, b) = setup();
+            let answer = fixture("classic-range.json");
+            let columns = parse_range(&answer, &grid, AggKind::Lhist).unwrap();
+            assert_eq!(columns.len() as u64, grid.count);
+            // Both hosts sleep 1.5 ms or more: above the 64 us layout, in its open top; each
+            // column holds the host's `+Inf` count (rounded), nothing is lost or invented.
+            for series in answer["data"]["result"].as_array().unwrap() {
+                if series["metric"]["le"] != "+Inf" {
+                    continue;
+                }
+                let host = series["metric"]["instance"].as_str().unwrap();
+                assert!(host == a || host == b);
+                for point in series["values"].as_array().unwrap() {
+                    let k = grid.column_of(timestamp_ms(&point[0]).unwrap()).unwrap();
+                    let total = whole_count(&point[1]).unwrap();
+                    let ours = &columns[&k][host];
+                    let sum: u64 = ours.iter().map(|x| x.count).sum();
+                    assert!(
+                        sum.abs_diff(total) <= ours.len() as u64,
+                        "{host} column {k}: {ours:?} vs {total}"
+                    );
+                    let top = ours.iter().max_by_key(|x| x.count).unwrap();
+                    assert_eq!((top.lo, top.hi), (Some(64), None), "{ours:?}");
+                }
+            }
+        }
+    }
 }
