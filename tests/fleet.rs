@@ -315,3 +315,142 @@ fn a_prometheus_that_is_down_is_a_clear_counted_error() {
         Some(2.0)
     );
 }
+
+/// `fleet-secret-pw`, bcrypt (cost 4) for Prometheus's `--web.config.file`.
+const PROMETHEUS_PASSWORD_HASH: &str =
+    "$2b$04$6Vu4zh9FwI/EGQ5Y4U34bORY5Y4aV4MgW8.TLRaVahgbOazFQmg36";
+/// `Basic base64(fleet:fleet-secret-pw)`.
+const PROMETHEUS_BASIC: &str = "Basic ZmxlZXQ6ZmxlZXQtc2VjcmV0LXB3";
+/// How long a password-protected Prometheus may take to listen.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Prometheus behind basic auth (no targets), killed on drop.
+struct GuardedPrometheus {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl GuardedPrometheus {
+    fn start() -> GuardedPrometheus {
+        let port = support::free_port();
+        let dir =
+            std::env::temp_dir().join(format!("heat-fleet-auth-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            "global:\n  scrape_interval: 1s\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("web.yml"),
+            format!("basic_auth_users:\n  fleet: {PROMETHEUS_PASSWORD_HASH}\n"),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--web.config.file={}",
+                dir.join("web.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn prometheus");
+        let ready = Server::eventually(LISTEN_TIMEOUT, || {
+            let out = Command::new("curl")
+                .args(["-sf", "-H", &format!("Authorization: {PROMETHEUS_BASIC}")])
+                .arg(format!("http://127.0.0.1:{port}/-/ready"))
+                .output();
+            out.is_ok_and(|o| o.status.success())
+        });
+        assert!(ready, "prometheus with basic auth did not get ready");
+        GuardedPrometheus { child, port, dir }
+    }
+}
+
+impl Drop for GuardedPrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_auth_header_from_its_file_is_sent_and_never_logged() {
+    let prometheus = GuardedPrometheus::start();
+    let url = format!("http://127.0.0.1:{}", prometheus.port);
+    let file = prometheus.dir.join("auth-header");
+    std::fs::write(&file, format!("Authorization: {PROMETHEUS_BASIC}\n")).unwrap();
+    let with = Server::start_with(
+        &format!(
+            "{TEST_CONFIG}[fleet]\nprometheus_url = \"{url}\"\nauth_header_file = \"{}\"\n",
+            file.display()
+        ),
+        &[],
+        &[],
+    );
+    let without = Server::start_with(
+        &format!("{TEST_CONFIG}[fleet]\nprometheus_url = \"{url}\"\n"),
+        &[],
+        &[],
+    );
+    let ok = with.http("GET", "/api/fleet/watches", &[], "");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["watches"], serde_json::json!([]));
+    // Without the header Prometheus refuses, and the page is told so.
+    let refused = without.http("GET", "/api/fleet/watches", &[], "");
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    let error = &refused.json()["error"];
+    assert_eq!(error["code"], "prometheus_error");
+    assert!(
+        error["message"].as_str().unwrap().contains("401"),
+        "{error}"
+    );
+    assert_eq!(
+        without.metric("heat_fleet_queries_total{outcome=\"error\"}"),
+        Some(1.0)
+    );
+    // The secret is in no log, even at debug.
+    let secret = PROMETHEUS_BASIC.trim_start_matches("Basic ");
+    for server in [&with, &without] {
+        let log = server.log();
+        assert!(log.contains("Fleet query"), "the queries are logged: {log}");
+        assert!(!log.contains(secret), "{log}");
+    }
+
+    // A file that is not one `Name: value` line stops start-up, naming the file, not the value.
+    std::fs::write(&file, "just-a-token-value\n").unwrap();
+    let config = std::env::temp_dir().join(format!("heat-fleet-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[fleet]\nprometheus_url = \"{url}\"\nauth_header_file = \"{}\"\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+        .args([
+            "--config",
+            &config.display().to_string(),
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("fleet auth header"), "{stderr}");
+    assert!(!stderr.contains("just-a-token-value"), "{stderr}");
+}
