@@ -904,6 +904,43 @@ impl Config {
                 });
             }
         }
+        // Exported watches whose names differ only in `-` vs `_` would share one family.
+        let exported: Vec<(&str, String)> = self
+            .watches
+            .iter()
+            .filter(|w| w.export)
+            .map(|w| {
+                let unit = w
+                    .preset
+                    .as_deref()
+                    .and_then(crate::presets::find)
+                    .map(|p| p.unit);
+                (w.name.as_str(), crate::export::family_name(&w.name, unit))
+            })
+            .collect();
+        for (name, family) in &exported {
+            let taken = crate::telemetry::SELF_FAMILIES
+                .iter()
+                .any(|f| family == f || *family == format!("{f}_total"));
+            if taken {
+                return Err(ConfigError::Invalid {
+                    key: "watch.export",
+                    message: format!(
+                        "watch {name:?} would export as {family}, one of heat-actix's own metrics: rename it"
+                    ),
+                });
+            }
+        }
+        for (i, (name, family)) in exported.iter().enumerate() {
+            if let Some((other, _)) = exported[..i].iter().find(|(_, f)| f == family) {
+                return Err(ConfigError::Invalid {
+                    key: "watch.export",
+                    message: format!(
+                        "watches {other:?} and {name:?} would both export as {family}: rename one"
+                    ),
+                });
+            }
+        }
         let l = &self.limits;
         let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 11] = [
             (
@@ -1100,6 +1137,27 @@ mod tests {
                 "the value is not echoed: {err}"
             );
         }
+    }
+
+    #[test]
+    fn two_exported_watches_may_not_share_a_family() {
+        let watch = |name: &str| {
+            format!(
+                "[[watch]]\nname = \"{name}\"\npreset = \"syscall-latency-log2\"\nexport = true\n"
+            )
+        };
+        let err = parse(&format!("{}{}", watch("a-b"), watch("a_b")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heat_a_b_nanoseconds"), "{err}");
+        assert!(parse(&format!("{}{}", watch("a-b"), watch("a_c"))).is_ok());
+        let err = parse("[[watch]]\nname = \"store\"\npreset = \"block-io-size\"\nexport = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heat_store_bytes"), "{err}");
+        let config = parse(&watch("a")).unwrap();
+        assert!(config.watches[0].export && config.watches[0].export_keys.is_none());
+        assert_eq!(config.export.max_series, 1000);
     }
 
     #[test]

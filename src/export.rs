@@ -307,6 +307,8 @@ impl Exports {
             return;
         }
         let Some(info) = infos.iter().find(|i| i.kind.is_histogram()) else {
+            drop(state);
+            crate::telemetry::Event::ExportUnusable { watch }.emit();
             return;
         };
         w.unit = w.unit.or(unit);

@@ -98,6 +98,35 @@ pub fn wants_protobuf(accept: &str) -> bool {
     best_protobuf > 0.0 && best_protobuf >= best_text
 }
 
+/// The self-metrics' family names as registered (counters without `_total`), so that an
+/// exported watch's family cannot take one of them.
+pub const SELF_FAMILIES: [&str; 24] = [
+    "heat_sessions_active",
+    "heat_program_cpu_seconds",
+    "heat_program_events",
+    "heat_trigger_fired",
+    "heat_trigger_webhook_failures",
+    "heat_watch_restarts",
+    "heat_store_bytes",
+    "heat_store_writes",
+    "heat_store_write_errors",
+    "heat_store_write_duration_seconds",
+    "heat_programs_active",
+    "heat_program_viewers",
+    "heat_frame_bytes",
+    "heat_fanout_duration_seconds",
+    "heat_sessions_max",
+    "heat_sessions_started",
+    "heat_sessions_rejected",
+    "heat_programs_started",
+    "heat_frames_sent",
+    "heat_frames_dropped",
+    "heat_walk_duration_seconds",
+    "heat_consumer_errors",
+    "heat_tracer_reports",
+    "heat_fleet_queries",
+];
+
 /// Every series heat-actix exports.
 pub struct Metrics {
     registry: Registry,
@@ -595,6 +624,8 @@ pub enum Event<'a> {
         program: &'a str,
         sample: crate::consumer::cost::Sample,
     },
+    /// An exported watch's program has no histogram: nothing of it is exported.
+    ExportUnusable { watch: &'a str },
     /// A program used more CPU than its budget and is being stopped.
     ProgramOverBudget {
         program: &'a str,
@@ -816,6 +847,12 @@ impl Event<'_> {
                     .with_label_values(&[program])
                     .inc_by(sample.events);
             }
+            Event::ExportUnusable { watch } => {
+                warn!(
+                    watch,
+                    "Watch has export = true but its program has no histogram; nothing exported."
+                );
+            }
             Event::ProgramOverBudget { program, over } => {
                 warn!(
                     program,
@@ -864,6 +901,29 @@ mod tests {
                 assert!(text.contains(&series), "{series} missing:\n{text}");
             }
         }
+    }
+
+    #[test]
+    fn self_families_lists_every_registered_family() {
+        let text = metrics().render();
+        let registered: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|name| name.strip_suffix("_total").unwrap_or(name))
+            .filter(|name| {
+                !name.starts_with("heat_watch_export") && !name.starts_with("heat_export")
+            })
+            .collect();
+        // Families without a series yet (a labelled gauge before its first watch) are not
+        // rendered; every rendered one must be listed.
+        for name in &registered {
+            assert!(
+                SELF_FAMILIES.contains(name),
+                "{name} missing from SELF_FAMILIES"
+            );
+        }
+        assert!(registered.len() >= 15, "{registered:?}");
     }
 
     #[test]

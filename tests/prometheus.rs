@@ -257,9 +257,10 @@ fn two_instances_scraped_by_prometheus_each_see_their_own_p99() {
         last_scrape > restarted + 3.0 * SCRAPE_INTERVAL.as_secs_f64() && rate.is_finite()
     });
     assert!(sane, "rate {rate}, p99 {p99:?}");
-    // A reset read as a drop would make the rate negative, or a huge jump.
+    // A reset read as a drop would make the rate negative, one read as growth a jump; the
+    // margin is Prometheus' extrapolation to the window's edges, never a factor of 1.5.
     assert!(
-        rate > 0.0 && rate <= SLOW_MAX_RATE,
+        rate > 0.0 && rate <= 1.5 * SLOW_MAX_RATE,
         "calls/s of a {SLOW_SLEEP_S} s sleeper over a restart: {rate}"
     );
     let slow_upper = native_upper(SLOW_SLEEP_S * 1e9);
