@@ -73,7 +73,7 @@ pub fn authorize(req: &HttpRequest, config: &Config, endpoint: &str) -> Result<I
     })
 }
 
-fn bad_request(endpoint: &str, message: &str) -> Refused {
+pub(crate) fn bad_request(endpoint: &str, message: &str) -> Refused {
     Event::RequestRefused {
         session: endpoint,
         reason: Refusal::BadRequest,
@@ -136,11 +136,13 @@ pub async fn watches(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
             "runs": summary.runs,
         });
     }
-    HttpResponse::Ok().json(json!({ "watches": out }))
+    // The page offers a Fleet source only when there is one.
+    let fleet = shared.config.fleet.prometheus_url.is_some();
+    HttpResponse::Ok().json(json!({ "watches": out, "fleet": fleet }))
 }
 
 /// `from`, `to` (Unix ms; default the last hour) and `columns` of a range request.
-fn range_query(
+pub(crate) fn range_query(
     req: &HttpRequest,
     endpoint: &str,
     columns_allowed: bool,

@@ -72,9 +72,153 @@ pub struct Config {
     /// (trigger webhooks' permalinks). Default: `http://{bind}` (`https://` with `[tls]`).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The fleet view: the Prometheus that scrapes every host's exported watches.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Watches exported to Prometheus (`[[watch]] export = true`): limits shared by all.
     #[serde(default)]
     pub export: ExportConfig,
+}
+
+/// Where the page's "Fleet" source reads from: a Prometheus that scrapes the hosts' exported
+/// watches. Without `prometheus_url` there is no fleet source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `http://host:port[/prefix]` of Prometheus's HTTP API (no credentials in it).
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// One header sent with every query, `Name: value` (e.g. `Authorization: Bearer …`).
+    #[serde(default)]
+    pub auth_header: Option<Secret>,
+    /// A file holding that header line instead, read at start-up (so the secret need not sit
+    /// in the config).
+    #[serde(default)]
+    pub auth_header_file: Option<PathBuf>,
+    /// How long one query to Prometheus may take, in milliseconds.
+    #[serde(default = "default_fleet_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// The narrowest column a fleet range is cut into, in milliseconds (keep it at or above
+    /// the scrape interval: `increase` over a window with fewer than two samples is empty).
+    #[serde(default = "default_fleet_min_step_ms")]
+    pub min_step_ms: u64,
+    /// The longest range one request may read, in seconds.
+    #[serde(default = "default_fleet_max_range_s")]
+    pub max_range_s: u64,
+    /// Most columns (Prometheus points per host) one request may ask for.
+    #[serde(default = "default_fleet_max_points")]
+    pub max_points: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> FleetConfig {
+        FleetConfig {
+            prometheus_url: None,
+            auth_header: None,
+            auth_header_file: None,
+            query_timeout_ms: default_fleet_query_timeout_ms(),
+            min_step_ms: default_fleet_min_step_ms(),
+            max_range_s: default_fleet_max_range_s(),
+            max_points: default_fleet_max_points(),
+        }
+    }
+}
+
+fn default_fleet_query_timeout_ms() -> u64 {
+    10_000
+}
+fn default_fleet_min_step_ms() -> u64 {
+    15_000
+}
+fn default_fleet_max_range_s() -> u64 {
+    31 * 24 * 3600
+}
+fn default_fleet_max_points() -> u64 {
+    11_000
+}
+
+/// A value that is never printed: `Debug` says it is hidden.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+impl FleetConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.prometheus_url {
+            // awc is built without TLS here; credentials go in `auth_header`, never the URL,
+            // which error messages and logs may show.
+            let rest = url.strip_prefix("http://").unwrap_or("");
+            let authority = rest.split('/').next().unwrap_or("");
+            if authority.is_empty()
+                || authority.contains('@')
+                || url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '?' || c == '#')
+            {
+                return Err(ConfigError::Invalid {
+                    key: "fleet.prometheus_url",
+                    message: format!(
+                        "{url:?} is not an http:// URL with a host and no credentials, query or fragment"
+                    ),
+                });
+            }
+        }
+        if self.auth_header.is_some() && self.auth_header_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "fleet.auth_header",
+                message: "give auth_header or auth_header_file, not both".into(),
+            });
+        }
+        if let Some(header) = &self.auth_header {
+            parse_header_line(&header.0).map_err(|message| ConfigError::Invalid {
+                key: "fleet.auth_header",
+                message,
+            })?;
+        }
+        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 4] = [
+            (
+                "fleet.query_timeout_ms",
+                self.query_timeout_ms,
+                100..=600_000,
+            ),
+            ("fleet.min_step_ms", self.min_step_ms, 1_000..=86_400_000),
+            ("fleet.max_range_s", self.max_range_s, 60..=315_360_000),
+            ("fleet.max_points", self.max_points, 1..=11_000),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                let message = format!("{value} is not in {}..={}", range.start(), range.end());
+                return Err(ConfigError::Invalid { key, message });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Name: value` → (name, value), checked as an HTTP header; the message never quotes the
+/// value (it is a secret).
+pub fn parse_header_line(line: &str) -> Result<(String, String), String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let Some((name, value)) = line.split_once(':') else {
+        return Err("must read `Name: value` (e.g. `Authorization: Bearer …`)".into());
+    };
+    let (name, value) = (name.trim(), value.trim());
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if value.is_empty() || value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!(
+            "the value of {name} must be non-empty, one line, without control characters"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// The allowed range of `export.max_series`.
@@ -649,6 +793,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             watches: Vec::new(),
             public_url: None,
+            fleet: FleetConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -739,6 +884,7 @@ impl Config {
                 });
             }
         }
+        self.fleet.validate()?;
         if !EXPORT_MAX_SERIES_RANGE.contains(&self.export.max_series) {
             return Err(ConfigError::Invalid {
                 key: "export.max_series",
@@ -948,6 +1094,50 @@ mod tests {
             "the example listens on loopback"
         );
         assert_eq!(config.tick_ms, 1000);
+    }
+
+    #[test]
+    fn the_fleet_needs_a_plain_url_and_one_well_formed_header() {
+        let ok = parse("[fleet]\nprometheus_url = \"http://127.0.0.1:9090/prom/\"\nauth_header = \"Authorization: Bearer s3cret\"\n").unwrap();
+        assert_eq!(
+            ok.fleet.auth_header.as_ref().map(|s| s.0.as_str()),
+            Some("Authorization: Bearer s3cret")
+        );
+        assert!(
+            !format!("{ok:?}").contains("s3cret"),
+            "Debug never shows the header's value"
+        );
+        for (text, key) in [
+            (
+                "prometheus_url = \"https://p:9090\"",
+                "fleet.prometheus_url",
+            ),
+            (
+                "prometheus_url = \"http://u:pw@p:9090\"",
+                "fleet.prometheus_url",
+            ),
+            ("prometheus_url = \"http://\"", "fleet.prometheus_url"),
+            ("prometheus_url = \"http://p/?q=1\"", "fleet.prometheus_url"),
+            ("auth_header = \"no colon here\"", "fleet.auth_header"),
+            ("auth_header = \"Bad Name: x\"", "fleet.auth_header"),
+            (
+                "auth_header = \"X-Token: a\\nInjected: b\"",
+                "fleet.auth_header",
+            ),
+            (
+                "auth_header = \"X: y\"\nauth_header_file = \"/f\"",
+                "fleet.auth_header",
+            ),
+        ] {
+            let err = parse(&format!("[fleet]\n{text}\n"))
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(
+                !err.contains("Injected: b"),
+                "the value is not echoed: {err}"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlang;
 pub mod export;
+pub mod fleet;
 pub mod import;
 pub mod presets;
 pub mod program;

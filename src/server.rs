@@ -128,6 +128,9 @@ pub enum ServerError {
     /// The store of recordings could not be opened (its message says what to do).
     #[error("{0}")]
     Store(crate::store::StoreError),
+    /// The fleet's Prometheus settings could not be used (its auth header file).
+    #[error("{0}")]
+    Fleet(crate::fleet::FleetError),
 }
 
 /// Everything a running server holds on to.
@@ -164,9 +167,13 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         programs: programs.clone(),
     });
     let data = web::Data::from(shared);
+    let fleet = web::Data::new(
+        crate::fleet::Fleet::from_config(&config.fleet).map_err(ServerError::Fleet)?,
+    );
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(fleet.clone())
             .route("/", web::get().to(index))
             .route("/static/{name}", web::get().to(asset))
             .route("/ws", web::get().to(websocket))
@@ -184,6 +191,16 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
             .route(
                 "/api/watches/{name}/export",
                 web::get().to(crate::api::watch_export),
+            )
+            .service(
+                web::resource("/api/fleet/watches")
+                    .route(web::get().to(crate::fleet::watches))
+                    .default_service(web::to(crate::fleet::only_get)),
+            )
+            .service(
+                web::resource("/api/fleet/watches/{name}/frames")
+                    .route(web::get().to(crate::fleet::watch_frames))
+                    .default_service(web::to(crate::fleet::only_get)),
             )
             .route("/healthz", web::get().to(|| async { "ok\n" }))
     })

@@ -100,7 +100,7 @@ pub fn wants_protobuf(accept: &str) -> bool {
 
 /// The self-metrics' family names as registered (counters without `_total`), so that an
 /// exported watch's family cannot take one of them.
-pub const SELF_FAMILIES: [&str; 23] = [
+pub const SELF_FAMILIES: [&str; 24] = [
     "heat_sessions_active",
     "heat_program_cpu_seconds",
     "heat_program_events",
@@ -124,6 +124,7 @@ pub const SELF_FAMILIES: [&str; 23] = [
     "heat_walk_duration_seconds",
     "heat_consumer_errors",
     "heat_tracer_reports",
+    "heat_fleet_queries",
 ];
 
 /// Every series heat-actix exports.
@@ -152,6 +153,7 @@ pub struct Metrics {
     pub trigger_webhook_failures: IntCounterVec,
     pub program_cpu_seconds: FloatCounterVec,
     pub program_events: IntCounterVec,
+    pub fleet_queries: IntCounterVec,
 }
 
 impl Metrics {
@@ -181,6 +183,7 @@ impl Metrics {
             trigger_webhook_failures: Labelled::new(&["watch", "trigger"]),
             program_cpu_seconds: Labelled::new(&["program"]),
             program_events: Labelled::new(&["program"]),
+            fleet_queries: Labelled::new(&["outcome"]),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoders add it.
@@ -288,6 +291,11 @@ impl Metrics {
             m.consumer_errors.family.clone(),
         );
         r.register("heat_tracer_reports", "Drops and errors the tracer reported while running (DTrace drop and error handlers), by kind", m.tracer_reports.family.clone());
+        r.register(
+            "heat_fleet_queries",
+            "Queries the fleet view sent to Prometheus, by outcome",
+            m.fleet_queries.family.clone(),
+        );
         r.register_collector(Box::new(crate::export::ExportCollector));
         // Every labelled series exists from start-up, so `rate()` and alerts see the first event.
         for reason in Refusal::ALL {
@@ -301,6 +309,9 @@ impl Metrics {
         }
         for kind in ["drop", "error"] {
             m.tracer_reports.with_label_values(&[kind]);
+        }
+        for outcome in FleetOutcome::ALL {
+            m.fleet_queries.with_label_values(&[outcome.as_str()]);
         }
         for backend in crate::consumer::Backend::ALL {
             m.programs_active.with_label_values(&[backend.as_str()]);
@@ -452,8 +463,52 @@ impl Failure {
     }
 }
 
+/// What became of one query the fleet view sent to Prometheus: the `outcome` label of
+/// `heat_fleet_queries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetOutcome {
+    /// Answered and understood.
+    Ok,
+    /// No connection (refused, no route, DNS).
+    Unreachable,
+    /// No answer within `fleet.query_timeout_ms`.
+    Timeout,
+    /// Prometheus answered with an error (its status and message).
+    Error,
+    /// An answer that is not what Prometheus's API documents.
+    BadAnswer,
+}
+
+impl FleetOutcome {
+    pub const ALL: [FleetOutcome; 5] = [
+        FleetOutcome::Ok,
+        FleetOutcome::Unreachable,
+        FleetOutcome::Timeout,
+        FleetOutcome::Error,
+        FleetOutcome::BadAnswer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetOutcome::Ok => "ok",
+            FleetOutcome::Unreachable => "unreachable",
+            FleetOutcome::Timeout => "timeout",
+            FleetOutcome::Error => "error",
+            FleetOutcome::BadAnswer => "bad_answer",
+        }
+    }
+}
+
 /// Something worth counting happened.
 pub enum Event<'a> {
+    /// The fleet view asked Prometheus something (`what`: `watches` or `frames`); `detail` is
+    /// why it failed (never the auth header).
+    FleetQueried {
+        what: &'static str,
+        outcome: FleetOutcome,
+        elapsed: Duration,
+        detail: &'a str,
+    },
     /// A session was admitted; `active` is the count including it.
     SessionAdmitted {
         session: &'a str,
@@ -725,6 +780,26 @@ impl Event<'_> {
                     info!(
                         watch,
                         trigger, attempt, error, "Trigger webhook failed; retrying."
+                    );
+                }
+            }
+            Event::FleetQueried {
+                what,
+                outcome,
+                elapsed,
+                detail,
+            } => {
+                m.fleet_queries.with_label_values(&[outcome.as_str()]).inc();
+                let elapsed_ms = elapsed.as_millis() as u64;
+                if outcome == FleetOutcome::Ok {
+                    debug!(what, elapsed_ms, "Fleet query answered.");
+                } else {
+                    warn!(
+                        what,
+                        outcome = outcome.as_str(),
+                        elapsed_ms,
+                        detail,
+                        "Fleet query failed."
                     );
                 }
             }

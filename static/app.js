@@ -9,7 +9,8 @@
 //   timeline.js    the time strip under the heatmap (range, drag to scroll back, marks)
 //   select.js, selectpanel.js  box selection: over-representation, compare, Explain seam
 //   flame.js       flame graphs (folded stacks, differential)
-// Live frames, a watch's recorded range (`/api/watches/{name}/frames`) and an imported NDJSON
+// Live frames, a watch's recorded range (`/api/watches/{name}/frames`), a fleet range (the
+// same shape from `/api/fleet/watches/{name}/frames`, hosts as keys) and an imported NDJSON
 // file all go through the same ingest → model → view path; only where the frames come from
 // differs (S.mode).
 
@@ -38,6 +39,10 @@ const MAX_FETCHES_IN_FLIGHT = 2;
 const HISTORIES_KEPT = 20; // `history` messages remembered for window.heat.histories
 const EXPORT_FORMAT = 'heat-actix-ndjson-1';
 const RECORDED_GAP = 'nothing recorded in this slice (the watch was not running)';
+// A fleet source's value in the Source picker: `fleet:NAME` (watch names have no colon).
+const FLEET = 'fleet:';
+const FLEET_RANGE_MS = 3600000; // what choosing a fleet source shows first: the last hour
+const FLEET_GAP = 'no host has data in this column in Prometheus';
 
 // `args->id`, not `args.id`: bpftrace 0.17 (Debian 12) knows only the arrow, and later releases
 // still accept it.
@@ -124,7 +129,9 @@ const S = {
   // History (issue 13). `mode`: live (the websocket's program), past (a watch's recorded
   // range, read through /frames) or file (an imported export).
   mode: 'live',
-  source: '',            // '' = the live program, else the name of a watch
+  source: '',            // '' = the live program, else the name of a watch, or `fleet:NAME`
+  fleetOn: false,        // the server reads a fleet from Prometheus (`GET /api/watches` says)
+  fleet: [],             // GET /api/fleet/watches: watches hosts export, with their instances
   watches: [],           // GET /api/watches
   past: null,            // {watch, from, to, grid: {origin, width, count}, frames}
   file: null,            // {name, header, frames} of an imported file
@@ -591,7 +598,8 @@ function schedulePanels() {
 function renderHeatMeta() {
   const m = currentModel();
   const parts = [];
-  if (S.started && S.started.preset) parts.push(S.started.preset);
+  if (isFleet(S.source) && S.mode === 'past') parts.push(`fleet ${S.source.slice(FLEET.length)} · hosts as keys`);
+  else if (S.started && S.started.preset) parts.push(S.started.preset);
   if (m) {
     const r = m.visibleRange();
     parts.push(`${m.kind} · ${m.rows.length} buckets${r && (r[1] - r[0] + 1) < m.rows.length ? ` (${r[1] - r[0] + 1} shown)` : ''}`);
@@ -955,12 +963,21 @@ async function loadWatches() {
   try {
     const res = await apiFetch('/api/watches');
     if (!res.ok) return;
-    list = (await res.json()).watches;
+    const body = await res.json();
+    list = body.watches;
+    S.fleetOn = body.fleet === true;
   } catch { return; }
   S.watches = Array.isArray(list) ? list.filter((w) => w && typeof w.name === 'string') : [];
+  if (S.fleetOn) await loadFleet();
   const opts = [el('option', { value: '', text: 'live program' })];
   for (const w of S.watches) opts.push(el('option', { value: w.name, text: `watch ${w.name}${w.preset ? ` (${w.preset})` : ''}` }));
-  if (S.source && !S.watches.some((w) => w.name === S.source)) opts.push(el('option', { value: S.source, text: `watch ${S.source}` }));
+  if (S.fleet.length) {
+    opts.push(el('optgroup', { label: 'fleet (Prometheus)' }, ...S.fleet.map((w) => {
+      const n = Array.isArray(w.instances) ? w.instances.length : 0;
+      return el('option', { value: FLEET + w.name, text: `fleet ${w.name} · ${n} host${n === 1 ? '' : 's'}` });
+    })));
+  }
+  if (S.source && ![...S.watches.map((w) => w.name), ...S.fleet.map((w) => FLEET + w.name)].includes(S.source)) opts.push(sourceOption(S.source));
   hui.source.replaceChildren(...opts);
   hui.source.value = S.source;
   if (S.mode === 'live' && S.source && S.run === 'idle' && S.hello) startWatch(); // ?watch=NAME
@@ -969,6 +986,31 @@ async function loadWatches() {
 }
 
 function watchOf(name) { return S.watches.find((w) => w.name === name) ?? null; }
+
+function isFleet(source) { return typeof source === 'string' && source.startsWith(FLEET); }
+function fleetOf(source) { return isFleet(source) ? S.fleet.find((w) => FLEET + w.name === source) ?? null : null; }
+function sourceOption(source) {
+  return el('option', { value: source, text: isFleet(source) ? `fleet ${source.slice(FLEET.length)}` : `watch ${source}` });
+}
+
+/** The watches hosts export to the fleet's Prometheus (asked only when the server has one). */
+async function loadFleet() {
+  try {
+    const res = await apiFetch('/api/fleet/watches');
+    if (!res.ok) { showError('fleet', `fleet: ${await apiError(res)}`); return; }
+    const list = (await res.json()).watches;
+    S.fleet = Array.isArray(list) ? list.filter((w) => w && typeof w.name === 'string') : [];
+  } catch (e) {
+    showError('fleet', `fleet: ${e.message}`);
+  }
+}
+
+/** A fleet source has no live program: "Live" reads the same span again, ending now. */
+function refreshFleet() {
+  const span = S.past ? S.past.to - S.past.from : FLEET_RANGE_MS;
+  const to = Date.now();
+  return openRange(S.source, to - span, to);
+}
 
 /** Joins the source watch's program by name (its configured filters included), history first. */
 function startWatch() {
@@ -1019,9 +1061,11 @@ function pickRange(from, to) {
 async function openRange(watch, from, to) {
   const gen = ++S.loadGen;
   const q = `from=${from}&to=${to}&columns=${history}`;
+  // A fleet watch: the same answer, from Prometheus through the server, hosts as keys.
+  const path = isFleet(watch) ? `/api/fleet/watches/${encodeURIComponent(watch.slice(FLEET.length))}` : `/api/watches/${encodeURIComponent(watch)}`;
   let body;
   try {
-    const res = await apiFetch(`/api/watches/${encodeURIComponent(watch)}/frames?${q}`);
+    const res = await apiFetch(`${path}/frames?${q}`);
     if (!res.ok) { if (gen === S.loadGen) showError('history', `${watch}: ${await apiError(res)}`); return; }
     body = await res.json();
   } catch (e) {
@@ -1035,9 +1079,10 @@ async function openRange(watch, from, to) {
   // A server without `slice` per column: its fine slices are the page's own.
   for (const f of frames) if (!Number.isInteger(f.slice)) f.slice = sliceOf(grid, f.ts_ms);
   S.source = watch;
-  if (![...hui.source.options].some((o) => o.value === watch)) hui.source.append(el('option', { value: watch, text: `watch ${watch}` }));
+  if (![...hui.source.options].some((o) => o.value === watch)) hui.source.append(sourceOption(watch));
   hui.source.value = watch;
-  Object.assign(S, { mode: 'past', file: null, past: { watch, from, to, grid, frames } });
+  clearError();
+  Object.assign(S, { mode: 'past', file: null, past: { watch, from, to, grid, frames, runs: body.runs } });
   showFrames({ aggs: unionAggs(body.runs), grid, frames, marks: Array.isArray(body.marks) ? body.marks : [] });
 }
 
@@ -1101,7 +1146,7 @@ function showFrames({ aggs, grid, frames, marks }) {
       const ts = grid.origin + (k + 1) * grid.width;
       const f = bySlice.get(k);
       if (f) appendFrame({ ...f, seq: k + 1, ts_ms: ts, interval_ms: grid.width }, out);
-      else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: RECORDED_GAP });
+      else pushPlaceholder({ seq: k + 1, ts, interval: grid.width, missing: true, why: isFleet(S.source) ? FLEET_GAP : RECORDED_GAP });
     }
     S.expectSeq = count + 1;
     S.marks = marks.filter((m) => m && Number.isFinite(m.from) && Number.isFinite(m.to));
@@ -1171,6 +1216,12 @@ async function importFile(f) {
  * frames (a live history, or the imported file) in the same format.
  */
 async function exportText() {
+  if (S.mode === 'past' && isFleet(S.past.watch)) { // Prometheus's columns, as the page got them
+    const { watch, from, to, runs, frames } = S.past;
+    const name = watch.slice(FLEET.length);
+    const header = { type: 'export', format: EXPORT_FORMAT, watch: `fleet-${name}`, from, to, runs: Array.isArray(runs) ? runs : [] };
+    return { name: `fleet-${name}-${from}-${to}.ndjson`, text: ndjson(header, frames) };
+  }
   if (S.mode === 'past') {
     const { watch, from, to } = S.past;
     const res = await apiFetch(`/api/watches/${encodeURIComponent(watch)}/export?from=${from}&to=${to}`);
@@ -1212,7 +1263,8 @@ function download(blob, name) {
 function permalink() {
   const u = new URL('/', location.href);
   const p = u.searchParams;
-  if (S.source) p.set('watch', S.source);
+  if (isFleet(S.source)) p.set('fleet', S.source.slice(FLEET.length));
+  else if (S.source) p.set('watch', S.source);
   if (S.mode === 'past') { p.set('from', S.past.from); p.set('to', S.past.to); }
   p.set('columns', history);
   p.set('scale', view.scaleKind);
@@ -1318,12 +1370,13 @@ function wireHistory() {
   for (const ev of ['pointerdown', 'focus']) hui.source.addEventListener(ev, () => { if (!S.watchesAsked) loadWatches(); });
   hui.source.addEventListener('change', () => {
     S.source = hui.source.value;
+    if (isFleet(S.source)) { const to = Date.now(); openRange(S.source, to - FLEET_RANGE_MS, to); return; }
     goLive(true);
   });
   for (const b of hui.rangeButtons) {
     b.addEventListener('click', () => {
       const r = b.dataset.range;
-      if (r === 'live') { hui.customRange.hidden = true; goLive(); return; }
+      if (r === 'live') { hui.customRange.hidden = true; if (isFleet(S.source)) refreshFleet(); else goLive(); return; }
       if (r === 'custom') {
         hui.customRange.hidden = !hui.customRange.hidden;
         const to = S.past ? S.past.to : Date.now();
@@ -1361,11 +1414,12 @@ function wireHistory() {
   if (params.has('agg')) store.set('aggregation', params.get('agg'));
   if (params.has('isolate') || params.has('exclude')) S.pendingView = { isolate: params.get('isolate'), exclude: params.getAll('exclude') };
   selection.applyParams(params);
-  S.source = params.get('watch') || '';
+  S.source = params.has('fleet') ? FLEET + params.get('fleet') : params.get('watch') || '';
   const from = Number(params.get('from')), to = Number(params.get('to'));
-  if (S.source) hui.source.append(el('option', { value: S.source, text: `watch ${S.source}` }));
+  if (S.source) hui.source.append(sourceOption(S.source));
   hui.source.value = S.source;
   if (S.source && Number.isFinite(from) && Number.isFinite(to) && from < to && params.has('from')) openRange(S.source, from, to);
+  else if (isFleet(S.source)) refreshFleet();
   else if (params.has('offline')) loadWatches();
   renderRangeControls();
   renderTimeline();
@@ -1460,6 +1514,9 @@ window.heat = {
   /** Test hook: show these marks on the timeline as if a range's answer had carried them. */
   showMarks(marks) { S.marks = marks.map((m) => ({ ...m })); renderTimeline(); },
   openRange: (watch, from, to) => openRange(watch, from, to),
+  /** The fleet: whether the server has one, and the watches hosts export (after the picker is used). */
+  get fleet() { return { on: S.fleetOn, watches: S.fleet.map((w) => ({ ...w })) }; },
+  loadWatches: () => loadWatches(),
   permalink,
   /** The box selection {from, to, lo, hi} (select.js), or null; the compare baseline likewise. */
   get selection() { return selection.box ? { ...selection.box } : null; },
