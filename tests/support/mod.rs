@@ -70,6 +70,18 @@ impl Server {
         env: &[(&str, &str)],
         filter: &str,
     ) -> Server {
+        Server::start_wrapped(config, &[], extra, env, filter)
+    }
+
+    /// As `start_logged`, run through `wrapper` (a program and its arguments that exec what
+    /// follows them, e.g. `setpriv …`), so the server's pid is the wrapper's.
+    pub fn start_wrapped(
+        config: &str,
+        wrapper: &[String],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        filter: &str,
+    ) -> Server {
         let port = free_port();
         let log =
             std::env::temp_dir().join(format!("heat-actix-test-{}-{port}.log", std::process::id()));
@@ -88,7 +100,16 @@ impl Server {
             filter.to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+        let binary = env!("CARGO_BIN_EXE_heat-actix");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(&args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -1,0 +1,415 @@
+//! What `deploy/` ships is what runs: the systemd unit's ExecStart, User and capability lines
+//! start the real server (through setpriv, as systemd would), which then runs a native preset,
+//! a bpftrace preset, a custom script, a pid filter and a recorded watch with nothing but those
+//! capabilities; the Grafana dashboard asks only for metrics the exporter's contract names; the
+//! Prometheus scrape config parses.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use support::{require_tracing, Client, Server};
+
+/// The unit, relative to the crate.
+const UNIT: &str = "deploy/heat-actix.service";
+/// Where the .deb installs the binary and the config (ExecStart must name these).
+const INSTALLED_BINARY: &str = "/usr/bin/heat-actix";
+const INSTALLED_CONFIG: &str = "/etc/heat-actix/heat.toml";
+/// Walk interval of every program here: short, so frames come quickly.
+const TICK_MS: u64 = 200;
+/// How long a start may take (bpftrace compiles and attaches).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long frames are read after a start.
+const FRAMES_FOR: Duration = Duration::from_millis(1500);
+/// How long a recorded watch may take to have ticks in the store.
+const RECORDED_WITHIN: Duration = Duration::from_secs(20);
+/// Set to a comma list (`bpf,perfmon`) to run the unit's checks with other capabilities and
+/// see which fail (how the unit's list was found); the CapEff check is then skipped.
+const CAPS_OVERRIDE: &str = "HEAT_DEPLOY_CAPS";
+/// With [`CAPS_OVERRIDE`]: run as this user instead, with those capabilities ambient.
+const USER_OVERRIDE: &str = "HEAT_DEPLOY_USER";
+
+/// The `[Service]` settings of a unit file, each key with its values in order.
+fn service_section(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut section = String::new();
+    let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        assert!(
+            !line.ends_with('\\'),
+            "{UNIT}: continuation lines are not read by this test: {line}"
+        );
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{UNIT}: not key=value: {line}"));
+        if section == "Service" {
+            settings
+                .entry(key.trim().to_owned())
+                .or_default()
+                .push(value.trim().to_owned());
+        }
+    }
+    settings
+}
+
+/// How the unit runs the server.
+#[derive(Debug)]
+struct Unit {
+    /// ExecStart's arguments after the binary.
+    args: Vec<String>,
+    user: String,
+    /// Capabilities as setpriv names them (`bpf`, `sys_admin`), sorted.
+    bounding: BTreeSet<String>,
+    ambient: BTreeSet<String>,
+    no_new_privileges: bool,
+}
+
+/// A capability list as systemd writes it (`CAP_BPF CAP_PERFMON`), in setpriv's names; an
+/// empty assignment resets the list, as in systemd.
+fn capabilities(values: &[String]) -> BTreeSet<String> {
+    let mut caps = BTreeSet::new();
+    for value in values {
+        if value.is_empty() {
+            caps.clear();
+        }
+        assert!(
+            !value.starts_with('~'),
+            "{UNIT}: an inverted capability list is not read by this test: {value}"
+        );
+        for cap in value.split_whitespace() {
+            let name = cap
+                .strip_prefix("CAP_")
+                .unwrap_or_else(|| panic!("{UNIT}: not a capability: {cap}"));
+            caps.insert(name.to_ascii_lowercase());
+        }
+    }
+    caps
+}
+
+fn read_unit() -> Unit {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(UNIT);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{UNIT}: {e}"));
+    let service = service_section(&text);
+    let one = |key: &str| -> Option<String> {
+        let values = service.get(key)?;
+        assert_eq!(values.len(), 1, "{UNIT}: {key} set more than once");
+        Some(values[0].clone())
+    };
+    let exec = one("ExecStart").expect("the unit has an ExecStart");
+    let mut words = exec
+        .trim_start_matches(['@', '-', ':', '+', '!'])
+        .split_whitespace()
+        .map(str::to_owned);
+    assert_eq!(words.next().as_deref(), Some(INSTALLED_BINARY), "{exec}");
+    assert!(
+        !service.contains_key("DynamicUser"),
+        "{UNIT}: DynamicUser is not read by this test"
+    );
+    let empty = Vec::new();
+    Unit {
+        args: words.collect(),
+        user: one("User").unwrap_or_else(|| "root".to_owned()),
+        bounding: capabilities(service.get("CapabilityBoundingSet").unwrap_or(&empty)),
+        ambient: capabilities(service.get("AmbientCapabilities").unwrap_or(&empty)),
+        no_new_privileges: one("NoNewPrivileges").is_some_and(|v| v == "yes" || v == "true"),
+    }
+}
+
+/// setpriv's form of a capability set: `-all,+bpf,+perfmon`.
+fn setpriv_caps(caps: &BTreeSet<String>) -> String {
+    std::iter::once("-all".to_owned())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The setpriv command that gives the server what the unit gives it: its user, its bounding
+/// set (uid 0 then holds exactly that set), ambient capabilities for a non-root user, and
+/// no_new_privs.
+fn setpriv(unit: &Unit, caps: &BTreeSet<String>) -> Vec<String> {
+    let mut wrapper = vec!["setpriv".to_owned()];
+    if unit.user != "root" {
+        let group = if unit.user == "nobody" {
+            "nogroup"
+        } else {
+            &unit.user
+        };
+        wrapper.extend([
+            format!("--reuid={}", unit.user),
+            format!("--regid={group}"),
+            "--clear-groups".to_owned(),
+        ]);
+    }
+    wrapper.push(format!("--inh-caps={}", setpriv_caps(&unit.ambient)));
+    if !unit.ambient.is_empty() {
+        wrapper.push(format!("--ambient-caps={}", setpriv_caps(&unit.ambient)));
+    }
+    wrapper.push(format!("--bounding-set={}", setpriv_caps(caps)));
+    if unit.no_new_privileges {
+        wrapper.push("--no-new-privs".to_owned());
+    }
+    wrapper
+}
+
+/// The names of the capabilities in a `/proc/PID/status` mask line (`CapEff:\t...`).
+fn capability_names(pid: u32, field: &str) -> BTreeSet<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim();
+    let mask = u64::from_str_radix(hex, 16).unwrap();
+    // setpriv --list-caps prints every capability by number, so bit N is line N.
+    let listed = Command::new("setpriv").arg("--list-caps").output().unwrap();
+    String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|&(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, name)| name.to_owned())
+        .collect()
+}
+
+/// A temporary store directory, removed on drop.
+struct StoreDir(PathBuf);
+
+impl StoreDir {
+    fn new() -> StoreDir {
+        let dir = std::env::temp_dir().join(format!("heat-actix-deploy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        StoreDir(dir)
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process of another user (nobody), for a pid filter; killed on drop.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client(server: &Server) -> Client {
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client
+}
+
+/// Starts `request`; Err says what went wrong instead of `started` and frames with events.
+fn runs(server: &Server, request: Json, backend: &str, cost: bool) -> Result<(), String> {
+    let mut client = client(server);
+    client.send(request.clone());
+    let started = loop {
+        match client.recv(START_TIMEOUT) {
+            support::Received::Json(m) if m["type"] == "started" => break m,
+            support::Received::Json(m) if m["type"] == "error" => {
+                return Err(format!("{request}: {m}"))
+            }
+            support::Received::Json(_) => {}
+            other => return Err(format!("{request}: {other:?}")),
+        }
+    };
+    if started["backend"] != backend || started.get("fallback").is_some() {
+        return Err(format!("{request}: expected {backend}, got {started}"));
+    }
+    let frames = client.frames_for(FRAMES_FOR);
+    if frames.is_empty() {
+        return Err(format!("{request}: no frames"));
+    }
+    if cost && frames.iter().all(|f| f["cost"].is_null()) {
+        return Err(format!("{request}: no frame carries `cost`"));
+    }
+    Ok(())
+}
+
+/// The watch recorded ticks to the store.
+fn recorded(server: &Server) -> Result<(), String> {
+    let found = Server::eventually(RECORDED_WITHIN, || {
+        let answer = server.http(
+            "GET",
+            "/api/watches/w/frames?from=0&to=99999999999999",
+            &[],
+            "",
+        );
+        answer.status == 200
+            && answer.json()["frames"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+    });
+    found
+        .then_some(())
+        .ok_or_else(|| "the watch recorded nothing".to_owned())
+}
+
+#[test]
+fn the_unit_runs_native_and_bpftrace_programs_with_its_capabilities_only() {
+    require_tracing();
+    let unit = read_unit();
+    assert_eq!(
+        unit.args,
+        ["--config", INSTALLED_CONFIG],
+        "{UNIT}: ExecStart's arguments (this test swaps in its own config for the installed one)"
+    );
+    let overridden = std::env::var(CAPS_OVERRIDE).ok();
+    let mut run = read_unit();
+    if let Some(list) = &overridden {
+        run.bounding = list
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Ok(user) = std::env::var(USER_OVERRIDE) {
+            run.user = user;
+            run.ambient = run.bounding.clone();
+        }
+    }
+    let caps = run.bounding.clone();
+    let store = StoreDir::new();
+    if run.user != "root" {
+        let owned = Command::new("chown").arg(&run.user).arg(&store.0).status();
+        assert!(owned.unwrap().success(), "chown {}", run.user);
+    }
+    // Costs measured on every program, a recorded watch: everything the server does with
+    // privileges at once.
+    let config = format!(
+        "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\nmeasure_cost = \"always\"\nmax_program_cpu_percent = 100000\n\
+         [store]\npath = {:?}\n[[watch]]\nname = \"w\"\npreset = \"runqueue-latency\"\nbackend = \"bpftrace\"\ntick_ms = {TICK_MS}\nrecord = true\n",
+        store.0.display().to_string()
+    );
+    let server = Server::start_wrapped(&config, &setpriv(&run, &caps), &[], &[], "info");
+
+    let sleeper = Sleeper(
+        Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "sleep",
+                "60",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let others = sleeper.0.id();
+    let checks: Vec<(&str, Result<(), String>)> = vec![
+        (
+            "native preset, with cost",
+            runs(
+                &server,
+                json!({"type": "start", "preset": "syscall-latency", "tick_ms": TICK_MS, "backend": "ebpf"}),
+                "ebpf",
+                true,
+            ),
+        ),
+        (
+            "bpftrace preset, with cost",
+            runs(
+                &server,
+                json!({"type": "start", "preset": "syscall-latency-log2", "tick_ms": TICK_MS, "backend": "bpftrace"}),
+                "bpftrace",
+                true,
+            ),
+        ),
+        (
+            "custom bpftrace script",
+            runs(
+                &server,
+                json!({"type": "start", "lang": "bpftrace", "tick_ms": TICK_MS,
+                       "script": "tracepoint:raw_syscalls:sys_enter { @calls = count(); }"}),
+                "bpftrace",
+                false,
+            ),
+        ),
+        (
+            "native preset, pid of another user",
+            runs(
+                &server,
+                json!({"type": "start", "preset": "futex-wait", "tick_ms": TICK_MS, "backend": "ebpf", "pid": others}),
+                "ebpf",
+                false,
+            ),
+        ),
+        (
+            "bpftrace preset, pid of another user",
+            runs(
+                &server,
+                json!({"type": "start", "preset": "futex-wait", "tick_ms": TICK_MS, "backend": "bpftrace", "pid": others}),
+                "bpftrace",
+                false,
+            ),
+        ),
+        ("recorded watch", recorded(&server)),
+    ];
+    let effective = capability_names(server.pid(), "CapEff:");
+    let tracer_caps: Vec<BTreeSet<String>> = server
+        .bpftrace_children()
+        .into_iter()
+        .map(|pid| capability_names(pid, "CapEff:"))
+        .collect();
+    let log = server.log();
+    drop(server);
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|(what, result)| result.as_ref().err().map(|e| format!("{what}: {e}")))
+        .collect();
+    for (what, result) in &checks {
+        eprintln!("caps {caps:?}: {what}: {result:?}");
+    }
+    assert!(failed.is_empty(), "{failed:#?}\nserver log:\n{log}");
+    if overridden.is_some() {
+        return;
+    }
+    assert_eq!(effective, unit.bounding, "the server's CapEff");
+    assert!(!tracer_caps.is_empty(), "no bpftrace was running");
+    for tracer in tracer_caps {
+        assert_eq!(tracer, unit.bounding, "a bpftrace's CapEff");
+    }
+}
+
+#[test]
+fn systemd_accepts_the_unit() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(UNIT)).unwrap();
+    // verify checks that ExecStart's binary exists: point it at the one cargo built.
+    let dir = std::env::temp_dir().join(format!("heat-actix-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("heat-actix.service");
+    std::fs::write(
+        &copy,
+        text.replace(INSTALLED_BINARY, env!("CARGO_BIN_EXE_heat-actix")),
+    )
+    .unwrap();
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let verified =
+        verified.expect("systemd-analyze (Debian's systemd package; scripts/deps installs it)");
+    let complaints = String::from_utf8_lossy(&verified.stderr);
+    // An unknown key or a bad value is only a warning: any output is a failure here.
+    assert!(
+        verified.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify {UNIT}: {}\n{complaints}",
+        verified.status
+    );
+}
