@@ -413,3 +413,273 @@ fn systemd_accepts_the_unit() {
         verified.status
     );
 }
+
+/// The scrape config example, relative to the crate.
+const SCRAPE_CONFIG: &str = "deploy/prometheus.yml";
+/// The Grafana dashboard, relative to the crate.
+const DASHBOARD: &str = "deploy/grafana-dashboard.json";
+/// The metric names the exporter's contract defines: the info gauge names the families; a
+/// family `heat_<watch>_<unit>` is its native histogram, and its classic form adds `_bucket`,
+/// `_sum` and `_count`. The dashboard picks the family from the info gauge (`$family`).
+const CONTRACT_METRICS: [&str; 5] = [
+    "heat_watch_export_info",
+    "$family",
+    "${family}_bucket",
+    "${family}_sum",
+    "${family}_count",
+];
+/// What the Grafana variables stand for when promtool parses the expressions.
+const VARIABLES: [(&str, &str); 5] = [
+    ("${family}", "heat_syscalls_nanoseconds"),
+    ("$family", "heat_syscalls_nanoseconds"),
+    ("${key_label}", "syscall"),
+    ("$instance", ".+"),
+    ("$__rate_interval", "1m"),
+];
+/// PromQL words that are neither functions nor metrics.
+const KEYWORDS: [&str; 14] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
+];
+
+/// Every PromQL expression of a Grafana dashboard: panel targets' `expr` and query variables'
+/// queries (`label_values(EXPR, label)` gives EXPR).
+fn dashboard_queries(dashboard: &Json) -> Vec<String> {
+    fn walk(value: &Json, found: &mut Vec<String>) {
+        match value {
+            Json::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr", Json::String(expr)) => found.push(expr.clone()),
+                        ("definition", Json::String(query)) => {
+                            let inner = query
+                                .strip_prefix("label_values(")
+                                .and_then(|q| q.strip_suffix(')'))
+                                .and_then(|q| q.rsplit_once(','))
+                                .map(|(expr, _label)| expr.trim());
+                            found.push(inner.unwrap_or(query).to_owned());
+                        }
+                        _ => walk(value, found),
+                    }
+                }
+            }
+            Json::Array(items) => items.iter().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(dashboard, &mut found);
+    found
+}
+
+/// The index of the first `close` at or after `from` outside double quotes.
+fn closing(chars: &[char], from: usize, close: char) -> usize {
+    let mut quoted = false;
+    (from..chars.len())
+        .find(|&i| {
+            quoted ^= chars[i] == '"';
+            chars[i] == close && !quoted
+        })
+        .unwrap_or_else(|| panic!("no closing {close}"))
+}
+
+/// The metric names an expression selects: bare names in a selector's place, and
+/// `__name__="…"` matchers. Functions and aggregations (a name before `(` or `by`), keywords,
+/// label names (inside `{}` and `by (…)`), strings, numbers, durations and Grafana variables
+/// are not metrics.
+fn metric_names(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '{' {
+            // Matchers: name op "value", ... (a value may hold a `}`: "${family}_bucket").
+            let end = closing(&chars, i, '}');
+            let body: String = chars[i + 1..end].iter().collect();
+            for matcher in body.split(',') {
+                if let Some(value) = matcher.trim().strip_prefix("__name__=") {
+                    names.push(value.trim_matches('"').to_owned());
+                }
+            }
+            i = end + 1;
+        } else if c == '[' {
+            i = closing(&chars, i, ']') + 1;
+        } else if c == '"' {
+            i = closing(&chars, i + 1, '"') + 1;
+        } else if c == '$' {
+            // A Grafana variable: $name or ${name}.
+            i += 1;
+            if chars.get(i) == Some(&'{') {
+                i = closing(&chars, i, '}') + 1;
+            } else {
+                while i < chars.len() && word_char(chars[i]) {
+                    i += 1;
+                }
+            }
+        } else if c.is_ascii_digit() || c == '.' {
+            while i < chars.len() && (word_char(chars[i]) || chars[i] == '.') {
+                i += 1;
+            }
+        } else if word_char(c) {
+            let start = i;
+            while i < chars.len() && word_char(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let rest: String = chars[i..].iter().collect();
+            let rest = rest.trim_start();
+            let called = rest.starts_with('(')
+                || rest.starts_with("by ")
+                || rest.starts_with("by(")
+                || rest.starts_with("without");
+            if word == "by" || word == "without" {
+                // The label list that follows.
+                i = closing(&chars, i, ')') + 1;
+            } else if !called && !KEYWORDS.contains(&word.as_str()) {
+                names.push(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+#[test]
+fn the_metric_walker_finds_metrics_and_nothing_else() {
+    assert_eq!(
+        metric_names(r#"sum by (le, $x) (rate(foo_bucket{a="b", c=~"$d"}[5m])) or bar offset 1m"#),
+        ["foo_bucket", "bar"]
+    );
+    assert_eq!(
+        metric_names(
+            r#"histogram_quantile(0.99, rate({__name__="${family}_bucket", x="y"}[$__rate_interval]))"#
+        ),
+        ["${family}_bucket"]
+    );
+    assert_eq!(metric_names("topk(10, x) > 1.5e3"), ["x"]);
+}
+
+#[test]
+fn the_dashboard_asks_only_for_the_contracts_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DASHBOARD);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: Json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"));
+    let queries = dashboard_queries(&dashboard);
+    for query in &queries {
+        let names = metric_names(query);
+        assert!(!names.is_empty(), "{DASHBOARD}: selects no metric: {query}");
+        for name in names {
+            assert!(
+                CONTRACT_METRICS.contains(&name.as_str()),
+                "{DASHBOARD}: {name} is not a metric of the export contract: {query}"
+            );
+        }
+    }
+    let panels = dashboard["panels"].as_array().unwrap();
+    let exprs = |kind: &str| -> Vec<String> {
+        panels
+            .iter()
+            .filter(|p| p["type"] == kind)
+            .flat_map(|p| p["targets"].as_array().unwrap().clone())
+            .map(|t| t["expr"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        exprs("heatmap")
+            .iter()
+            .any(|e| e.contains(r#"rate({__name__="$family""#)),
+        "a heatmap of the native histogram"
+    );
+    let series = exprs("timeseries");
+    for wanted in [
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.99,",
+        "topk(",
+    ] {
+        assert!(
+            series.iter().any(|e| e.contains(wanted)),
+            "a panel with {wanted}"
+        );
+    }
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for wanted in ["datasource", "family", "key_label", "instance"] {
+        assert!(
+            variables.contains(&wanted),
+            "variable {wanted}: {variables:?}"
+        );
+    }
+
+    // Prometheus's own parser: every expression, its variables filled in, as a recording rule.
+    let rules: Vec<Json> = queries
+        .iter()
+        .enumerate()
+        .map(|(n, query)| {
+            let expr = VARIABLES
+                .iter()
+                .fold(query.clone(), |q, (var, value)| q.replace(var, value));
+            json!({"record": format!("dashboard:query_{n}"), "expr": expr})
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!(
+        "heat-actix-dashboard-{}.rules.json",
+        std::process::id()
+    ));
+    // YAML is a superset of JSON, so promtool reads this.
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let checked = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let checked =
+        checked.expect("promtool (Debian's prometheus package; scripts/deps installs it)");
+    assert!(
+        checked.status.success(),
+        "promtool check rules on the dashboard's queries:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+#[test]
+fn promtool_accepts_the_scrape_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SCRAPE_CONFIG);
+    let checked = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(&path)
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/deps installs it)");
+    assert!(
+        checked.status.success(),
+        "promtool check config {SCRAPE_CONFIG}:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
