@@ -19,6 +19,10 @@ const UNIT: &str = "deploy/heat-actix.service";
 /// Where the .deb installs the binary and the config (ExecStart must name these).
 const INSTALLED_BINARY: &str = "/usr/bin/heat-actix";
 const INSTALLED_CONFIG: &str = "/etc/heat-actix/heat.toml";
+/// The drop-in that runs native presets only, as a dynamic user.
+const NATIVE_ONLY: &str = "deploy/native-only.conf";
+/// Who the test runs a `DynamicUser=yes` unit as (systemd would allocate a uid).
+const DYNAMIC_USER_STAND_IN: &str = "nobody";
 /// Walk interval of every program here: short, so frames come quickly.
 const TICK_MS: u64 = 200;
 /// How long a start may take (bpftrace compiles and attaches).
@@ -30,8 +34,6 @@ const RECORDED_WITHIN: Duration = Duration::from_secs(20);
 /// Set to a comma list (`bpf,perfmon`) to run the unit's checks with other capabilities and
 /// see which fail (how the unit's list was found); the CapEff check is then skipped.
 const CAPS_OVERRIDE: &str = "HEAT_DEPLOY_CAPS";
-/// With [`CAPS_OVERRIDE`]: run as this user instead, with those capabilities ambient.
-const USER_OVERRIDE: &str = "HEAT_DEPLOY_USER";
 
 /// The `[Service]` settings of a unit file, each key with its values in order.
 fn service_section(text: &str) -> BTreeMap<String, Vec<String>> {
@@ -96,32 +98,39 @@ fn capabilities(values: &[String]) -> BTreeSet<String> {
     caps
 }
 
-fn read_unit() -> Unit {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(UNIT);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{UNIT}: {e}"));
-    let service = service_section(&text);
-    let one = |key: &str| -> Option<String> {
-        let values = service.get(key)?;
-        assert_eq!(values.len(), 1, "{UNIT}: {key} set more than once");
-        Some(values[0].clone())
+/// The unit as systemd reads it with `drop_in` (relative to the crate) after it: a setting
+/// assigned again takes the last value; capability lists add up until an empty assignment.
+fn read_unit(drop_in: Option<&str>) -> Unit {
+    let read = |file: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"))
     };
-    let exec = one("ExecStart").expect("the unit has an ExecStart");
+    let mut text = read(UNIT);
+    if let Some(file) = drop_in {
+        text.push('\n');
+        text.push_str(&read(file));
+    }
+    let service = service_section(&text);
+    let last = |key: &str| service.get(key).and_then(|v| v.last()).cloned();
+    let yes = |key: &str| last(key).is_some_and(|v| v == "yes" || v == "true");
+    let exec = last("ExecStart").expect("the unit has an ExecStart");
     let mut words = exec
         .trim_start_matches(['@', '-', ':', '+', '!'])
         .split_whitespace()
         .map(str::to_owned);
     assert_eq!(words.next().as_deref(), Some(INSTALLED_BINARY), "{exec}");
-    assert!(
-        !service.contains_key("DynamicUser"),
-        "{UNIT}: DynamicUser is not read by this test"
-    );
     let empty = Vec::new();
     Unit {
         args: words.collect(),
-        user: one("User").unwrap_or_else(|| "root".to_owned()),
+        // systemd allocates a fresh unprivileged uid: nobody stands in for it here.
+        user: if yes("DynamicUser") {
+            DYNAMIC_USER_STAND_IN.to_owned()
+        } else {
+            last("User").unwrap_or_else(|| "root".to_owned())
+        },
         bounding: capabilities(service.get("CapabilityBoundingSet").unwrap_or(&empty)),
         ambient: capabilities(service.get("AmbientCapabilities").unwrap_or(&empty)),
-        no_new_privileges: one("NoNewPrivileges").is_some_and(|v| v == "yes" || v == "true"),
+        no_new_privileges: yes("NoNewPrivileges"),
     }
 }
 
@@ -185,10 +194,14 @@ fn capability_names(pid: u32, field: &str) -> BTreeSet<String> {
 struct StoreDir(PathBuf);
 
 impl StoreDir {
-    fn new() -> StoreDir {
-        let dir = std::env::temp_dir().join(format!("heat-actix-deploy-{}", std::process::id()));
+    /// A directory for test `name`, owned by `user`.
+    fn new(name: &str, user: &str) -> StoreDir {
+        let dir =
+            std::env::temp_dir().join(format!("heat-actix-deploy-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let owned = Command::new("chown").arg(user).arg(&dir).status();
+        assert!(owned.unwrap().success(), "chown {user}");
         StoreDir(dir)
     }
 }
@@ -264,31 +277,23 @@ fn recorded(server: &Server) -> Result<(), String> {
 #[test]
 fn the_unit_runs_native_and_bpftrace_programs_with_its_capabilities_only() {
     require_tracing();
-    let unit = read_unit();
+    let unit = read_unit(None);
     assert_eq!(
         unit.args,
         ["--config", INSTALLED_CONFIG],
         "{UNIT}: ExecStart's arguments (this test swaps in its own config for the installed one)"
     );
     let overridden = std::env::var(CAPS_OVERRIDE).ok();
-    let mut run = read_unit();
+    let mut run = read_unit(None);
     if let Some(list) = &overridden {
         run.bounding = list
             .split(',')
             .filter(|c| !c.is_empty())
             .map(str::to_owned)
             .collect();
-        if let Ok(user) = std::env::var(USER_OVERRIDE) {
-            run.user = user;
-            run.ambient = run.bounding.clone();
-        }
     }
     let caps = run.bounding.clone();
-    let store = StoreDir::new();
-    if run.user != "root" {
-        let owned = Command::new("chown").arg(&run.user).arg(&store.0).status();
-        assert!(owned.unwrap().success(), "chown {}", run.user);
-    }
+    let store = StoreDir::new("unit", &run.user);
     // Costs measured on every program, a recorded watch: everything the server does with
     // privileges at once.
     let config = format!(
@@ -387,18 +392,72 @@ fn the_unit_runs_native_and_bpftrace_programs_with_its_capabilities_only() {
 }
 
 #[test]
-fn systemd_accepts_the_unit() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(UNIT)).unwrap();
+fn the_native_only_drop_in_runs_native_presets_as_an_unprivileged_user() {
+    require_tracing();
+    let unit = read_unit(Some(NATIVE_ONLY));
+    assert_ne!(unit.user, "root", "{NATIVE_ONLY}: not uid 0");
+    let store = StoreDir::new("native-only", &unit.user);
+    // As the drop-in says the config must be: the store in the state directory, no cost.
+    let config = format!(
+        "[limits]\nstart_cooldown_ms = 0\nmeasure_cost = \"never\"\n\
+         [store]\npath = {:?}\n[[watch]]\nname = \"w\"\npreset = \"syscall-latency\"\ntick_ms = {TICK_MS}\nrecord = true\n",
+        store.0.display().to_string()
+    );
+    let server = Server::start_wrapped(&config, &setpriv(&unit, &unit.bounding), &[], &[], "info");
+    let native = runs(
+        &server,
+        json!({"type": "start", "preset": "runqueue-latency", "tick_ms": TICK_MS, "backend": "ebpf"}),
+        "ebpf",
+        false,
+    );
+    let bpftrace = runs(
+        &server,
+        json!({"type": "start", "preset": "runqueue-latency", "tick_ms": TICK_MS, "backend": "bpftrace"}),
+        "bpftrace",
+        false,
+    );
+    let watch = recorded(&server);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let effective = capability_names(server.pid(), "CapEff:");
+    let ambient = capability_names(server.pid(), "CapAmb:");
+    let log = server.log();
+    drop(server);
+    assert_eq!(native, Ok(()), "{log}");
+    assert_eq!(watch, Ok(()), "{log}");
+    let refused = bpftrace.expect_err("bpftrace ran as a user other than root");
+    assert!(refused.contains("root user"), "{refused}");
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|id| id != "0"),
+        "not uid 0: {uid}"
+    );
+    assert_eq!(effective, unit.ambient, "the server's CapEff");
+    assert_eq!(ambient, unit.ambient, "the server's CapAmb");
+    assert!(unit.ambient.is_subset(&unit.bounding), "{NATIVE_ONLY}");
+}
+
+#[test]
+fn systemd_accepts_the_unit_and_its_drop_in() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(crate_dir.join(UNIT)).unwrap();
     // verify checks that ExecStart's binary exists: point it at the one cargo built.
     let dir = std::env::temp_dir().join(format!("heat-actix-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let drop_ins = dir.join("heat-actix.service.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
     let copy = dir.join("heat-actix.service");
     std::fs::write(
         &copy,
         text.replace(INSTALLED_BINARY, env!("CARGO_BIN_EXE_heat-actix")),
     )
     .unwrap();
+    std::fs::copy(
+        crate_dir.join(NATIVE_ONLY),
+        drop_ins.join("native-only.conf"),
+    )
+    .unwrap();
+    // The unit path (then the defaults, for the units it names) is where drop-ins are found.
     let verified = Command::new("systemd-analyze")
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
         .arg("verify")
         .arg(&copy)
         .output();
@@ -409,7 +468,7 @@ fn systemd_accepts_the_unit() {
     // An unknown key or a bad value is only a warning: any output is a failure here.
     assert!(
         verified.status.success() && complaints.trim().is_empty(),
-        "systemd-analyze verify {UNIT}: {}\n{complaints}",
+        "systemd-analyze verify {UNIT} with {NATIVE_ONLY}: {}\n{complaints}",
         verified.status
     );
 }
