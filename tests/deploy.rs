@@ -27,8 +27,8 @@ const DYNAMIC_USER_STAND_IN: &str = "nobody";
 const TICK_MS: u64 = 200;
 /// How long a start may take (bpftrace compiles and attaches).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long frames are read after a start.
-const FRAMES_FOR: Duration = Duration::from_millis(1500);
+/// How long a started program has to send a frame (with `cost`, when asked).
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a recorded watch may take to have ticks in the store.
 const RECORDED_WITHIN: Duration = Duration::from_secs(20);
 /// Set to a comma list (`bpf,perfmon`) to run the unit's checks with other capabilities and
@@ -245,14 +245,30 @@ fn runs(server: &Server, request: Json, backend: &str, cost: bool) -> Result<(),
     if started["backend"] != backend || started.get("fallback").is_some() {
         return Err(format!("{request}: expected {backend}, got {started}"));
     }
-    let frames = client.frames_for(FRAMES_FOR);
-    if frames.is_empty() {
-        return Err(format!("{request}: no frames"));
+    // The first frames may precede the first cost (it needs two readings).
+    let deadline = std::time::Instant::now() + FRAME_TIMEOUT;
+    let mut frames = 0;
+    while std::time::Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.recv(left) {
+            support::Received::Json(m) if m["type"] == "frame" => {
+                frames += 1;
+                if !cost || !m["cost"].is_null() {
+                    return Ok(());
+                }
+            }
+            support::Received::Json(m) if m["type"] == "error" => {
+                return Err(format!("{request}: {m}"))
+            }
+            support::Received::Json(_) => {}
+            support::Received::Timeout => break,
+            other => return Err(format!("{request}: {other:?}")),
+        }
     }
-    if cost && frames.iter().all(|f| f["cost"].is_null()) {
-        return Err(format!("{request}: no frame carries `cost`"));
-    }
-    Ok(())
+    Err(match frames {
+        0 => format!("{request}: no frames"),
+        n => format!("{request}: none of {n} frames carries `cost`"),
+    })
 }
 
 /// The watch recorded ticks to the store.
