@@ -50,7 +50,13 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     #[cfg(unix)]
     if unsafe { libc::geteuid() } != 0 {
-        warn!("Not running as root: tracers will fail to attach.");
+        // deploy/native-only.conf runs native presets this way, with ambient capabilities.
+        match effective_capabilities() {
+            Some(caps) if caps & TRACING_CAPS == TRACING_CAPS || caps & CAP_SYS_ADMIN != 0 => {
+                warn!(cap_eff = format_args!("{caps:#x}"), "Not running as root: native programs can run, bpftrace (which needs uid 0) cannot.")
+            }
+            _ => warn!("Not running as root: tracers will fail to attach."),
+        }
     }
 
     if let Some(why) = heat_actix::consumer::bpftrace::missing(&config.bpftrace.path) {
@@ -94,6 +100,18 @@ fn main() -> anyhow::Result<()> {
 
 /// `heat-actix hash-token`: the config line for a token read on stdin (never an argument, so
 /// it stays out of shell history and `ps`).
+/// Capability bits (linux/capability.h): CAP_SYS_ADMIN, and CAP_PERFMON with CAP_BPF, which
+/// attaching and loading the native programs need.
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+const TRACING_CAPS: u64 = (1 << 38) | (1 << 39);
+
+/// This process's effective capability set, from `/proc/self/status`.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 fn hash_token() -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
     let mut token = String::new();

@@ -72,13 +72,36 @@ impl Server {
         env: &[(&str, &str)],
         filter: &str,
     ) -> Server {
-        Server::start_at(free_port(), config, extra, env, filter)
+        Server::start_wrapped(config, &[], extra, env, filter)
     }
 
     /// As `start_logged`, on this port (a restart of a server that served there).
     pub fn start_at(
         port: u16,
         config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        filter: &str,
+    ) -> Server {
+        Server::start_on(port, config, &[], extra, env, filter)
+    }
+
+    /// As `start_logged`, run through `wrapper` (a program and its arguments that exec what
+    /// follows them, e.g. `setpriv …`), so the server's pid is the wrapper's.
+    pub fn start_wrapped(
+        config: &str,
+        wrapper: &[String],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        filter: &str,
+    ) -> Server {
+        Server::start_on(free_port(), config, wrapper, extra, env, filter)
+    }
+
+    fn start_on(
+        port: u16,
+        config: &str,
+        wrapper: &[String],
         extra: &[&str],
         env: &[(&str, &str)],
         filter: &str,
@@ -100,7 +123,16 @@ impl Server {
             filter.to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
+        let binary = env!("CARGO_BIN_EXE_heat-actix");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(&args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
