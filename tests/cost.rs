@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use support::{getppid_n, require_tracing, Received, Server, TEST_CONFIG};
+use support::{getppid_n, require_tracing, Received, Server, BUDGET_TEST_CONFIG, TEST_CONFIG};
 
 /// Walk interval the tests ask for.
 const TEST_TICK_MS: u64 = 200;
@@ -38,7 +38,7 @@ fn costs(frames: &[Json]) -> Vec<(Json, u64)> {
 /// what a small BPF program takes.
 fn syscall_latency_reports_its_cost(backend: &str) {
     require_tracing();
-    let server = Server::start_with(&format!("{TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
+    let server = Server::start_with(&format!("{BUDGET_TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
     let mut client = server.connect();
     client.expect("hello", Duration::from_secs(5));
     client.send(
@@ -141,7 +141,7 @@ impl Drop for SyscallStorm {
 #[test]
 fn a_program_over_the_cpu_budget_is_stopped_and_others_run_on() {
     require_tracing();
-    let server = Server::start_with(&format!("{TEST_CONFIG}{TINY_BUDGET}"), &[], &[]);
+    let server = Server::start_with(&format!("{BUDGET_TEST_CONFIG}{TINY_BUDGET}"), &[], &[]);
     let mut cheap = server.connect();
     cheap.expect("hello", Duration::from_secs(5));
     cheap.start_script(CHEAP, TEST_TICK_MS);

@@ -21,10 +21,7 @@ syscall:::return /self->syscall_entry_ts[probefunc]/ {
 
 /// A server and a client that has had its `hello`.
 fn greeted() -> (Server, support::Client) {
-    // Machine-wide syscall scripts on a busy test machine can cost more than the default
-    // budget of 10% of a CPU; the budget itself is tested in tests/cost.rs.
-    let config = format!("{}max_program_cpu_percent = 100\n", support::TEST_CONFIG);
-    let server = Server::start_with(&config, &[], &[]);
+    let server = Server::start(&[]);
     let mut client = server.connect();
     client.expect("hello", Duration::from_secs(5));
     (server, client)

@@ -41,7 +41,10 @@ export async function startServer({ tickMs = 500, port = null, config: extra = '
   // Custom scripts are off by default; these tests run some (loopback, no tokens), and start
   // programs back to back.
   const config = join(tmpdir(), `heat-actix-browser-${process.pid}-${port}.toml`);
-  writeFileSync(config, `[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n${extra}`);
+  // A config naming no store would record into the machine's default one: each server gets its own.
+  const store = /^\[store\]/m.test(extra) ? null : mkdtempSync(join(tmpdir(), 'heat-browser-store-'));
+  const storeToml = store ? `\n[store]\npath = ${JSON.stringify(store)}\n` : '';
+  writeFileSync(config, `[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\nmax_program_cpu_percent = 100\n${extra}${storeToml}`);
   const child = spawn(BINARY, ['--config', config, '--bind', `127.0.0.1:${port}`, '--tick-ms', String(tickMs), '--log', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -65,6 +68,7 @@ export async function startServer({ tickMs = 500, port = null, config: extra = '
       await exited;
       clearTimeout(t);
       rmSync(config, { force: true });
+      if (store) rmSync(store, { recursive: true, force: true });
     },
   };
 }

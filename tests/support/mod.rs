@@ -45,12 +45,21 @@ pub struct Server {
     log: PathBuf,
     /// The config file written for this server; removed with it.
     config: PathBuf,
+    /// The store directory given to a config that names none (never the machine's own
+    /// `/var/lib/heat-actix`); removed with the server.
+    store: Option<PathBuf>,
     tls: bool,
 }
 
 /// The config tests run with unless they need another: custom scripts allowed (loopback, no
-/// tokens) and no cooldown between starts.
-pub const TEST_CONFIG: &str = "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n";
+/// tokens), no cooldown between starts, and a CPU budget that a machine-wide syscall script
+/// on a busy test machine cannot trip (the budget's own tests use `BUDGET_TEST_CONFIG`).
+pub const TEST_CONFIG: &str = "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\nmax_program_cpu_percent = 100\n";
+
+/// `TEST_CONFIG` without its CPU budget, for tests that set `limits.max_program_cpu_percent`.
+#[allow(dead_code)]
+pub const BUDGET_TEST_CONFIG: &str =
+    "[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\n";
 
 impl Server {
     /// Starts the real binary on a free port with extra flags and the test config: custom
@@ -112,7 +121,22 @@ impl Server {
             "heat-actix-test-{}-{port}.toml",
             std::process::id()
         ));
-        std::fs::write(&config_path, config).expect("write test config");
+        // A config without `[store]` would record into the machine's default store, shared
+        // with every other test and older builds: each server gets its own.
+        let store = (!config.contains("[store]")).then(|| {
+            std::env::temp_dir().join(format!(
+                "heat-actix-test-{}-{port}-store",
+                std::process::id()
+            ))
+        });
+        let text = match &store {
+            Some(dir) => format!(
+                "{config}\n[store]\npath = {:?}\n",
+                dir.display().to_string()
+            ),
+            None => config.to_owned(),
+        };
+        std::fs::write(&config_path, text).expect("write test config");
         let log_file = std::fs::File::create(&log).expect("create server log");
         let mut args = vec![
             "--config".to_owned(),
@@ -145,6 +169,7 @@ impl Server {
             port,
             log,
             config: config_path,
+            store,
             tls,
         };
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
@@ -350,6 +375,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config);
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
+        }
         // SAFETY: kill takes a pid and a signal; the child is ours and not yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
