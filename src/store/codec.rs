@@ -340,7 +340,8 @@ struct AggSum {
     folded: usize,
     /// Key id and sum, in order of first appearance.
     series: Vec<(u64, Sum)>,
-    at: HashMap<u64, usize>,
+    /// Position in `series` by key id (ids are dense: the dictionary's), `usize::MAX` if none.
+    at: Vec<usize>,
 }
 
 enum Sum {
@@ -351,11 +352,17 @@ enum Sum {
 }
 
 impl AggSum {
+    /// The sum of key `id` (an id of the dictionary, checked by the caller).
     fn entry(&mut self, id: u64, fresh: impl FnOnce() -> Sum) -> &mut Sum {
-        let at = *self.at.entry(id).or_insert_with(|| {
+        let slot = id as usize;
+        if self.at.len() <= slot {
+            self.at.resize(slot + 1, usize::MAX);
+        }
+        if self.at[slot] == usize::MAX {
+            self.at[slot] = self.series.len();
             self.series.push((id, fresh()));
-            self.series.len() - 1
-        });
+        }
+        let at = self.at[slot];
         &mut self.series[at].1
     }
 
@@ -510,7 +517,7 @@ impl ColumnSum {
                         index,
                         folded: 0,
                         series: Vec::new(),
-                        at: HashMap::new(),
+                        at: Vec::new(),
                     });
                     self.aggregations.len() - 1
                 }
@@ -519,7 +526,20 @@ impl ColumnSum {
             agg.folded = agg.folded.max(folded);
             // Counts go straight into the dense arrays when the row's layout is the column's.
             let dense = agg.index == index && index != Index::None;
+            // Every index of the layout fits a dense array: counts go straight into it.
+            let direct = dense && last_index(index).is_some_and(|last| last <= DENSE_MAX);
             for _ in 0..r.len()? {
+                if direct {
+                    let head = r.clone().u64()?;
+                    let form = (head & ((1 << FORM_BITS) - 1)) as u8;
+                    let id = head >> FORM_BITS;
+                    if (form == FORM_INDEXED || form == FORM_PACKED) && id < known {
+                        if let Sum::Counts(counts) = agg.entry(id, || Sum::Counts(Vec::new())) {
+                            read_counts(&mut r, index, |at, c| add_count(counts, at, c))?;
+                            continue;
+                        }
+                    }
+                }
                 if dense {
                     let row = &mut self.scratch;
                     row.clear();
