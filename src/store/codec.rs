@@ -113,10 +113,12 @@ pub(super) fn encode(
         put_usize(&mut out, aggregation.series.len());
         for series in &aggregation.series {
             let id = keys.ids[&series.key];
-            let start = out.len();
-            put_value(&mut out, index, id, series);
-            if let Value::Buckets(buckets) = &series.value {
-                put_packed_if_smaller(&mut out, start, index, id, buckets);
+            let packed = match &series.value {
+                Value::Buckets(buckets) => put_packed(&mut out, index, id, buckets),
+                _ => false,
+            };
+            if !packed {
+                put_value(&mut out, index, id, series);
             }
         }
     }
@@ -131,71 +133,58 @@ pub(super) fn encode(
         .expect("compressing into a growing buffer cannot fail")
 }
 
-/// Replaces the series written from `start` by its packed form when that is smaller.
-fn put_packed_if_smaller(
-    out: &mut Vec<u8>,
-    start: usize,
-    index: Index,
-    id: u32,
-    buckets: &[Bucket],
-) {
-    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
-        return;
+/// Bytes of `v` as a LEB128 varint.
+fn varint_len(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
+/// Writes `buckets` in the packed form when every bucket sits on an index, in ascending
+/// order, and the packed counts are smaller than the indexed form's varints; else writes
+/// nothing and returns false (the caller writes a sparse form). Each bucket's index is
+/// computed once: this runs for every series of every tick.
+fn put_packed(out: &mut Vec<u8>, index: Index, id: u32, buckets: &[Bucket]) -> bool {
+    let Some(first) = buckets.first().and_then(|b| index.index(b)) else {
+        return false;
     };
-    let (Some(first), Some(last)) = (index.index(first), index.index(last)) else {
-        return;
-    };
-    if last < first {
-        return;
-    }
-    let run = last - first + 1;
-    let width = 64
-        - buckets
-            .iter()
-            .map(|b| b.count)
-            .max()
-            .unwrap_or(0)
-            .leading_zeros();
-    let packed_bytes = (run * u64::from(width)).div_ceil(8);
-    // Head, first and run take what they take in the indexed form; the width takes a byte.
-    if width == 0 || packed_bytes + 4 >= (out.len() - start) as u64 {
-        return;
-    }
-    let mut counts = vec![0u64; run as usize];
-    let mut next = first;
+    let mut counts: Vec<u64> = Vec::with_capacity(buckets.len());
+    let (mut next, mut varints, mut widest) = (first, 0u64, 0u64);
     for bucket in buckets {
-        let at = match index.index(bucket) {
-            Some(at) if at >= next && at <= last && bucket.count > 0 => at,
-            _ => return,
-        };
-        counts[(at - first) as usize] = bucket.count;
-        next = at + 1;
+        match index.index(bucket) {
+            Some(at) if at >= next && bucket.count > 0 && at - first <= DENSE_MAX => {
+                counts.resize((at - first) as usize, 0);
+                counts.push(bucket.count);
+                // A zero inside the run is one varint byte.
+                varints += at - next + varint_len(bucket.count);
+                widest |= bucket.count;
+                next = at + 1;
+            }
+            _ => return false,
+        }
     }
-    let mut packed = Vec::with_capacity(packed_bytes as usize + 8);
-    put_u64(
-        &mut packed,
-        (u64::from(id) << FORM_BITS) | u64::from(FORM_PACKED),
-    );
-    put_u64(&mut packed, first);
-    put_u64(&mut packed, run);
-    packed.push(width as u8);
+    let run = counts.len() as u64;
+    let width = 64 - widest.leading_zeros();
+    // Head, first and run are the same in both forms; packed adds the width byte.
+    if 1 + (run * u64::from(width)).div_ceil(8) >= varints {
+        return false;
+    }
+    put_u64(out, (u64::from(id) << FORM_BITS) | u64::from(FORM_PACKED));
+    put_u64(out, first);
+    put_u64(out, run);
+    out.push(width as u8);
     let (mut acc, mut bits) = (0u128, 0u32);
     for count in counts {
         acc |= u128::from(count) << bits;
         bits += width;
         while bits >= 8 {
-            packed.push(acc as u8);
+            out.push(acc as u8);
             acc >>= 8;
             bits -= 8;
         }
     }
     if bits > 0 {
-        packed.push(acc as u8);
+        out.push(acc as u8);
     }
-    if packed.len() < out.len() - start {
-        out.truncate(start);
-        out.extend_from_slice(&packed);
-    }
+    true
 }
 
 /// One series of a stored row: the store's packed form, or any form of `crate::sparse`.
@@ -755,13 +744,7 @@ mod tests {
             .map(|i| bucket(Some(2 * i), Some(2 * i + 1), 4096 + i as u64))
             .collect();
         let mut out = Vec::new();
-        put_value(
-            &mut out,
-            index,
-            0,
-            &Series::histogram(key("a"), dense.clone()),
-        );
-        put_packed_if_smaller(&mut out, 0, index, 0, &dense);
+        assert!(put_packed(&mut out, index, 0, &dense));
         assert_eq!(out[0] & 7, FORM_PACKED);
         let ok = get_series(&mut Reader::new(&out), index).unwrap();
         assert_eq!(ok, (0, Value::Buckets(dense)));
