@@ -3,7 +3,8 @@
 //! 600 columns, for the 50 keys × 8 buckets reference workload and the 300 × 33 reference frame
 //! (benches/frame_pipeline.rs). Prints figures; no thresholds.
 //!
-//! `cargo bench --bench store` (HEAT_BENCH_HOURS=N records N hours instead of 24).
+//! `cargo bench --bench store` (HEAT_BENCH_HOURS=N records N hours instead of 24;
+//! HEAT_BENCH_FRAME=50x8 or 300x33 runs only that frame).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -172,6 +173,16 @@ fn main() {
         .unwrap_or(DEFAULT_HOURS);
     let preset = presets::find("syscall-latency").unwrap();
     let info = aggregation_maps(preset.script).remove(0).info;
-    run("50 keys x 8 buckets", &info, 50, 8, hours);
-    run("300 keys x 33 buckets", &info, 300, 33, hours);
+    let only = std::env::var("HEAT_BENCH_FRAME").ok();
+    for (name, keys, buckets) in [("50x8", 50, 8), ("300x33", 300, 33)] {
+        if only.as_deref().is_none_or(|o| o == name) {
+            run(
+                &format!("{keys} keys x {buckets} buckets"),
+                &info,
+                keys,
+                buckets,
+                hours,
+            );
+        }
+    }
 }

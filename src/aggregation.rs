@@ -282,7 +282,7 @@ impl Aggregation {
     }
 }
 
-fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
+pub(crate) fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
     match (into, from) {
         (Value::Scalar(a), Value::Scalar(b)) => {
             *a = match kind {

@@ -1,7 +1,7 @@
 //! `heat-actix import`: an NDJSON export (`GET /api/watches/{name}/export`) written back into
 //! a store under a watch name. The whole file is read and checked before anything is written,
-//! so a malformed line (named by its number) leaves the store untouched; a store that fails
-//! midway is reported with exactly what was written.
+//! so a malformed line (named by its number) leaves the store untouched; then the whole file is
+//! written in one transaction, so a store that fails midway (a full disk) keeps nothing of it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,19 +30,16 @@ pub enum ImportError {
         line: usize,
         message: String,
     },
-    /// The store refused a write after `written` of `total` ticks.
+    /// The store refused a write (`line` 0: the final commit); the transaction was rolled
+    /// back, so nothing of the file is in the store.
     #[error(
-        "the store refused a write at line {line} of {path}: {source}. Written before it: \
-         run(s) {runs:?} of watch {watch:?} with {written} of the file's {total} ticks (the \
-         lines before line {line}); nothing after it was written"
+        "the store refused to import {path} into watch {watch:?} ({at}): {source}; nothing was \
+         imported (the file is written in one transaction)"
     )]
     Store {
         path: PathBuf,
-        line: usize,
+        at: String,
         watch: String,
-        runs: Vec<u64>,
-        written: usize,
-        total: usize,
         source: Box<StoreError>,
     },
 }
@@ -158,47 +155,45 @@ pub fn import(path: &Path, watch: &str, store: &mut Store) -> Result<Imported, I
         message,
     })?;
     let total = export.lines.len();
-    let failed =
-        |line: usize, runs: &[u64], written: usize, source: StoreError| ImportError::Store {
+    // Where the write stopped, for the message: a line, or the commit after the last one.
+    let mut at = "at the commit".to_owned();
+    let runs = store
+        .in_one_transaction(|store| {
+            let mut created: Vec<u64> = Vec::new();
+            let mut mapped: HashMap<u64, u64> = HashMap::new();
+            for (run, infos) in &export.runs {
+                // The run began where its first tick's interval did (0 without ticks).
+                let started_ms = export
+                    .lines
+                    .iter()
+                    .find(|l| l.run == *run)
+                    .map_or(0, |l| l.header.ts_ms.saturating_sub(l.header.interval_ms));
+                at = "line 1, the header's runs".to_owned();
+                let new = store.begin_run(watch, infos, started_ms)?;
+                created.push(new);
+                mapped.insert(*run, new);
+            }
+            for line in export.lines {
+                let tick = StoredTick {
+                    run: mapped[&line.run],
+                    seq: line.header.seq,
+                    ts_ms: line.header.ts_ms,
+                    interval_ms: line.header.interval_ms,
+                    snapshot: line.snapshot,
+                };
+                at = format!("line {}", line.number);
+                store.append(watch, &tick)?;
+            }
+            at = "at the commit".to_owned();
+            Ok(created)
+        })
+        .map_err(|source| ImportError::Store {
             path: path.to_owned(),
-            line,
+            at: at.clone(),
             watch: watch.to_owned(),
-            runs: runs.to_vec(),
-            written,
-            total,
             source: Box::new(source),
-        };
-    let mut created: Vec<u64> = Vec::new();
-    let mut mapped: HashMap<u64, u64> = HashMap::new();
-    for (run, infos) in &export.runs {
-        // The run began where its first tick's interval did (the export's `from` otherwise).
-        let started_ms = export
-            .lines
-            .iter()
-            .find(|l| l.run == *run)
-            .map_or(0, |l| l.header.ts_ms.saturating_sub(l.header.interval_ms));
-        let new = store
-            .begin_run(watch, infos, started_ms)
-            .map_err(|e| failed(1, &created, 0, e))?;
-        created.push(new);
-        mapped.insert(*run, new);
-    }
-    for (written, line) in export.lines.into_iter().enumerate() {
-        let tick = StoredTick {
-            run: mapped[&line.run],
-            seq: line.header.seq,
-            ts_ms: line.header.ts_ms,
-            interval_ms: line.header.interval_ms,
-            snapshot: line.snapshot,
-        };
-        store
-            .append(watch, &tick)
-            .map_err(|e| failed(line.number, &created, written, e))?;
-    }
-    Ok(Imported {
-        runs: created,
-        ticks: total,
-    })
+        })?;
+    Ok(Imported { runs, ticks: total })
 }
 
 #[cfg(test)]
@@ -235,6 +230,41 @@ mod tests {
         assert_eq!((ticks[0].run, ticks[0].seq, ticks[0].ts_ms), (1, 3, 1000));
         let again = import(&file, "copy", &mut store).unwrap();
         assert_eq!(again.runs, vec![2], "a second import is a run of its own");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_failure_midway_keeps_nothing_of_the_file() {
+        let dir = temp("midway");
+        let file = dir.join("x.ndjson");
+        // The same tick twice: the store refuses the second (one row per run, seq and time).
+        let later = FRAME
+            .replace("\"seq\":3", "\"seq\":4")
+            .replace("1000", "1200");
+        std::fs::write(&file, format!("{HEADER}\n{FRAME}\n{later}\n{FRAME}\n")).unwrap();
+        let mut store = Store::open(&dir.join("s.sqlite")).unwrap();
+        let err = import(&file, "copy", &mut store).unwrap_err();
+        assert!(matches!(err, ImportError::Store { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("line 4") && message.contains("nothing was imported"),
+            "{message}"
+        );
+        assert!(
+            store.watches().unwrap().is_empty(),
+            "no run, no tick of the file is stored"
+        );
+        // The store goes on: a good file imports as the watch's first run.
+        std::fs::write(&file, format!("{HEADER}\n{FRAME}\n{later}\n")).unwrap();
+        let imported = import(&file, "copy", &mut store).unwrap();
+        assert_eq!(
+            imported,
+            Imported {
+                runs: vec![1],
+                ticks: 2
+            }
+        );
+        assert_eq!(store.read("copy", 0, 2000, None).unwrap().len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -306,7 +306,9 @@ pub(crate) enum DecodeError {
     Invalid(&'static str),
 }
 
-/// Reads what the `put_*` functions wrote, refusing anything out of bounds.
+/// Reads what the `put_*` functions wrote, refusing anything out of bounds. Cloning one
+/// peeks ahead (the store reads a series head before choosing how to read the rest).
+#[derive(Clone)]
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -315,6 +317,11 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { bytes, at: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
     }
 
     /// Whether every byte was read.

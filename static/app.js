@@ -16,7 +16,7 @@
 
 import { Connection } from './connection.js';
 import { ProtocolReader, chooseEncoding } from './protocol.js';
-import { HistModel, entries } from './model.js';
+import { HistModel, entries, packHist, mergePacked } from './model.js';
 import { HeatmapView, OVERLAYS } from './heatmap.js';
 import { KeysView } from './keys.js';
 import { ScalarsView, SCALAR_KINDS } from './scalars.js';
@@ -783,7 +783,7 @@ function setHistory(n) {
   history = n;
   store.set('history', n);
   if (S.mode === 'past') { openRange(S.past.watch, S.past.from, S.past.to); return; } // columns = history
-  if (S.mode === 'file') { showFile(S.file); return; }
+  if (S.mode === 'file') { showFile({ name: S.file.name, ...parseExport(S.file.text) }); return; }
   for (const m of S.models.values()) m.setCapacity(n);
   view.setCapacity(n);
   refreshCell();
@@ -1063,27 +1063,32 @@ async function openRange(watch, from, to) {
   const q = `from=${from}&to=${to}&columns=${history}`;
   // A fleet watch: the same answer, from Prometheus through the server, hosts as keys.
   const path = isFleet(watch) ? `/api/fleet/watches/${encodeURIComponent(watch.slice(FLEET.length))}` : `/api/watches/${encodeURIComponent(watch)}`;
-  let body;
+  let body, kept = null;
   try {
     const res = await apiFetch(`${path}/frames?${q}`);
     if (!res.ok) { if (gen === S.loadGen) showError('history', `${watch}: ${await apiError(res)}`); return; }
-    body = await res.json();
+    const text = await res.text();
+    body = JSON.parse(text);
+    // Prometheus's answer cannot be asked for again as it was: Export writes this text's frames.
+    if (isFleet(watch)) kept = text;
   } catch (e) {
     if (gen === S.loadGen) showError('history', `${watch}: ${e.message}`);
     return;
   }
   if (gen !== S.loadGen) return; // a newer range was asked for meanwhile
   leaveLive();
-  const frames = Array.isArray(body.frames) ? body.frames.filter((f) => f && typeof f === 'object') : [];
-  const grid = body.slices && body.slices.width > 0 ? body.slices : fineGrid(from, to, history);
+  const frames = Array.isArray(body.frames) ? body.frames.filter((f) => f && typeof f === 'object').map(packFrame) : [];
+  const { runs, marks, slices } = body;
+  body = null; // the parsed series are garbage now: only the packed entries go on
+  const grid = slices && slices.width > 0 ? slices : fineGrid(from, to, history);
   // A server without `slice` per column: its fine slices are the page's own.
   for (const f of frames) if (!Number.isInteger(f.slice)) f.slice = sliceOf(grid, f.ts_ms);
   S.source = watch;
   if (![...hui.source.options].some((o) => o.value === watch)) hui.source.append(sourceOption(watch));
   hui.source.value = watch;
   clearError();
-  Object.assign(S, { mode: 'past', file: null, past: { watch, from, to, grid, frames, runs: body.runs } });
-  showFrames({ aggs: unionAggs(body.runs), grid, frames, marks: Array.isArray(body.marks) ? body.marks : [] });
+  Object.assign(S, { mode: 'past', file: null, past: { watch, from, to, grid, kept } });
+  showFrames({ aggs: unionAggs(runs), grid, frames, marks: Array.isArray(marks) ? marks : [] });
 }
 
 /** How the server cuts [from, to) into `columns` slices when they are finer than its roll-ups. */
@@ -1103,6 +1108,16 @@ function unionAggs(runs) {
   return [...by.values()];
 }
 
+/**
+ * A past frame with its histograms packed (model.js packHist) as soon as it is parsed: a range
+ * of a day is half a million buckets, which as parsed arrays kept until the model is built cost
+ * more in garbage collection than parsing them did.
+ */
+function packFrame(f) {
+  if (!Array.isArray(f.aggregations)) return f;
+  return { ...f, aggregations: f.aggregations.map((a) => (a && HIST_KINDS.has(a.kind) ? packHist(a) : a)) };
+}
+
 /** Two frames of one column as one: histograms and counts add, so their series go together. */
 function mergeFrames(a, b) {
   const by = new Map();
@@ -1110,8 +1125,9 @@ function mergeFrames(a, b) {
     for (const g of Array.isArray(f.aggregations) ? f.aggregations : []) {
       if (!g) continue;
       const t = by.get(g.name);
-      if (t) t.series.push(...(Array.isArray(g.series) ? g.series : []));
-      else by.set(g.name, { ...g, series: [...(Array.isArray(g.series) ? g.series : [])] });
+      if (t && t.packed && g.packed) by.set(g.name, mergePacked(t, g));
+      else if (t) t.series.push(...(Array.isArray(g.series) ? g.series : []));
+      else by.set(g.name, g.packed ? g : { ...g, series: [...(Array.isArray(g.series) ? g.series : [])] });
     }
   }
   return { ...a, aggregations: [...by.values()] };
@@ -1169,7 +1185,11 @@ function unitOfAggs(aggs) {
   return p?.unit ?? aggs.find((a) => a.unit)?.unit ?? null;
 }
 
-/** An export file (text) → {header, frames}; throws with a readable message. */
+/**
+ * An export file (text) → {header, frames, text}, the frames' histograms packed line by line
+ * (packFrame); throws with a readable message. The text is kept: Export gives it back as it
+ * was, and another history length cuts it again.
+ */
 function parseExport(text) {
   const lines = text.split('\n').filter((l) => l.trim());
   if (!lines.length) throw new Error('the file is empty');
@@ -1182,21 +1202,21 @@ function parseExport(text) {
     let f;
     try { f = JSON.parse(lines[i]); } catch { throw new Error(`line ${i + 1} is not JSON`); }
     if (!f || typeof f !== 'object' || !Array.isArray(f.aggregations) || !Number.isFinite(f.ts_ms)) throw new Error(`line ${i + 1} is not a frame`);
-    frames.push(f);
+    frames.push(packFrame(f));
   }
-  return { header, frames };
+  return { header, frames, text };
 }
 
 /** An imported file, cut into `history` columns over its [from, to) as the server cuts a watch. */
 function showFile(file) {
   leaveLive();
   S.loadGen++;
-  const { header, frames } = file;
+  const { name, header, frames, text } = file;
   const grid = fineGrid(header.from, header.to, history);
   const placed = frames.map((f) => ({ ...f, slice: sliceOf(grid, f.ts_ms) }));
   S.source = '';
   hui.source.value = '';
-  Object.assign(S, { mode: 'file', past: null, file: { ...file, grid } });
+  Object.assign(S, { mode: 'file', past: null, file: { name, header, text, frameCount: frames.length, grid } });
   showFrames({ aggs: unionAggs(header.runs), grid, frames: placed, marks: Array.isArray(header.marks) ? header.marks : [] });
 }
 
@@ -1217,7 +1237,8 @@ async function importFile(f) {
  */
 async function exportText() {
   if (S.mode === 'past' && isFleet(S.past.watch)) { // Prometheus's columns, as the page got them
-    const { watch, from, to, runs, frames } = S.past;
+    const { watch, from, to } = S.past;
+    const { runs, frames } = JSON.parse(S.past.kept);
     const name = watch.slice(FLEET.length);
     const header = { type: 'export', format: EXPORT_FORMAT, watch: `fleet-${name}`, from, to, runs: Array.isArray(runs) ? runs : [] };
     return { name: `fleet-${name}-${from}-${to}.ndjson`, text: ndjson(header, frames) };
@@ -1229,8 +1250,7 @@ async function exportText() {
     return { name: `${watch}-${from}-${to}.ndjson`, text: await res.text() };
   }
   if (S.mode === 'file') {
-    const { header, frames } = S.file;
-    return { name: S.file.name, text: ndjson(header, frames) };
+    return { name: S.file.name, text: S.file.text };
   }
   const frames = [...S.frameLog.values()].sort((a, b) => a.seq - b.seq);
   if (!frames.length) throw new Error('no frames to export yet');
@@ -1363,7 +1383,7 @@ function renderRangeControls() {
   const per = (g) => (g.width >= 60000 ? `${(g.width / 60000).toFixed(1).replace(/\.0$/, '')} min` : `${(g.width / 1000).toFixed(g.width < 10000 ? 1 : 0)} s`);
   hui.rangeInfo.textContent = S.mode === 'past'
     ? `${fmt(S.past.from)} – ${fmt(S.past.to)} · ${S.past.grid.count} columns of ${per(S.past.grid)}`
-    : S.mode === 'file' ? `file ${S.file.name} · ${S.file.frames.length} frames` : '';
+    : S.mode === 'file' ? `file ${S.file.name} · ${S.file.frameCount} frames` : '';
 }
 
 function wireHistory() {

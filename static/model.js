@@ -23,6 +23,43 @@ export function* entries(raw) {
   }
 }
 
+/**
+ * A histogram aggregation with its series packed as raw entries (see HistModel.rawOf), the key
+ * slot holding an index into `keys` (key texts, in series order; a series without buckets still
+ * names its key): `{packed: true, name, kind, layout, keys, raw}`. Empty and malformed buckets
+ * are left out. Packing a frame as soon as it is parsed lets the parsed series die young.
+ */
+export function packHist(agg) {
+  const series = (agg && Array.isArray(agg.series)) ? agg.series : [];
+  let n = 0;
+  for (const s of series) if (s && Array.isArray(s.buckets)) n += s.buckets.length;
+  let raw = new Float64Array(n * RAW_STRIDE);
+  const keys = new Array(series.length);
+  let at = 0;
+  for (let j = 0; j < series.length; j++) {
+    const s = series[j];
+    keys[j] = keyText(s && s.key);
+    if (!s || !Array.isArray(s.buckets)) continue;
+    for (const b of s.buckets) {
+      if (!Array.isArray(b) || b.length < 3 || !(b[2] > 0)) continue;
+      const lo = b[0], hi = b[1];
+      raw[at] = j; raw[at + 1] = lo == null ? -Infinity : lo; raw[at + 2] = hi == null ? Infinity : hi; raw[at + 3] = b[2];
+      at += RAW_STRIDE;
+    }
+  }
+  if (at < raw.length) raw = raw.slice(0, at);
+  return { packed: true, name: agg?.name, kind: agg?.kind, layout: agg?.layout, keys, raw };
+}
+
+/** Two packed aggregations of one column as one (histograms add: the entries go together). */
+export function mergePacked(a, b) {
+  const raw = new Float64Array(a.raw.length + b.raw.length);
+  raw.set(a.raw);
+  raw.set(b.raw, a.raw.length);
+  for (let i = a.raw.length; i < raw.length; i += RAW_STRIDE) raw[i] += a.keys.length;
+  return { ...a, keys: a.keys.concat(b.keys), raw };
+}
+
 export class HistModel {
   constructor(name, kind, layout, capacity) {
     this.name = name;
@@ -44,8 +81,8 @@ export class HistModel {
   get columns() { return this.cols.map((c) => Array.from(c.shown)); }
   get length() { return this.cols.length; }
 
-  keyId(key) {
-    const name = keyText(key);
+  /** The id of a key, by its text (keyText). */
+  keyId(name) {
     let id = this.keyIds.get(name);
     if (id === undefined) {
       id = this.keys.length;
@@ -106,34 +143,26 @@ export class HistModel {
    * entries are one flat Float64Array, RAW_STRIDE numbers each: key id, lo, hi, count (lo null
    * as -Infinity, hi null as +Infinity; JSON has neither), so that a day of columns is a few
    * hundred arrays for the garbage collector, not half a million. `entries(raw)` reads them back.
+   * `agg` is a frame's aggregation, or one `packHist` made (an opened range or file packs each
+   * frame as it is parsed); a packed aggregation's array becomes the column's, so it is used once.
    */
   rawOf(agg) {
-    const series = (agg && Array.isArray(agg.series)) ? agg.series : [];
-    let n = 0;
-    for (const s of series) if (Array.isArray(s.buckets)) n += s.buckets.length;
-    let raw = new Float64Array(n * RAW_STRIDE);
-    let changed = false, at = 0;
+    const p = agg && agg.packed ? agg : packHist(agg);
+    const raw = p.raw ?? new Float64Array(0);
+    p.raw = null; // the column owns it now
+    const ids = p.keys.map((name) => this.keyId(name));
+    let changed = false;
     let seenMin = this.seenMin ?? Infinity, seenMax = this.seenMax ?? -Infinity;
     const keys = this.keys, space = this.space;
-    for (const s of series) {
-      const id = this.keyId(s.key);
-      if (!Array.isArray(s.buckets)) continue;
-      let sum = 0;
-      for (const b of s.buckets) {
-        if (!Array.isArray(b) || b.length < 3 || !(b[2] > 0)) continue;
-        const lo = b[0] ?? null, hi = b[1] ?? null;
-        const k = lo == null ? -Infinity : lo;
-        raw[at] = id; raw[at + 1] = k; raw[at + 2] = hi == null ? Infinity : hi; raw[at + 3] = b[2];
-        at += RAW_STRIDE;
-        sum += raw[at - 1];
-        if (space.ensure(lo, hi)) changed = true;
-        if (k < seenMin) seenMin = k;
-        if (k > seenMax) seenMax = k;
-      }
-      keys[id].total += sum;
+    for (let i = 0; i < raw.length; i += RAW_STRIDE) {
+      const id = ids[raw[i]], k = raw[i + 1], hi = raw[i + 2];
+      raw[i] = id;
+      keys[id].total += raw[i + 3];
+      if (space.ensure(k === -Infinity ? null : k, hi === Infinity ? null : hi)) changed = true;
+      if (k < seenMin) seenMin = k;
+      if (k > seenMax) seenMax = k;
     }
-    if (at < raw.length) raw = raw.slice(0, at);
-    if (at) { this.seenMin = seenMin; this.seenMax = seenMax; }
+    if (raw.length) { this.seenMin = seenMin; this.seenMax = seenMax; }
     return { raw, changed };
   }
 

@@ -225,6 +225,24 @@ pub struct Store {
     path: PathBuf,
     watches: RefCell<HashMap<String, Watch>>,
     compressor: zstd::bulk::Compressor<'static>,
+    /// Inside [`Store::in_one_transaction`]: writes join its transaction.
+    batch: bool,
+}
+
+/// Runs `write` in a transaction of its own, or inside the open batch's (which commits or
+/// rolls back as a whole).
+fn write<T>(
+    conn: &mut Connection,
+    batch: bool,
+    write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    if batch {
+        return write(conn);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = write(&tx)?;
+    tx.commit()?;
+    Ok(value)
 }
 
 impl std::fmt::Debug for Store {
@@ -273,6 +291,19 @@ impl Store {
                 .map_err(fail)?;
             }
             Some(v) if v == schema::SCHEMA_VERSION => {}
+            Some(schema::UPGRADES_FROM) => {
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE name = 'schema'",
+                    [schema::SCHEMA_VERSION],
+                )
+                .map_err(fail)?;
+                tracing::info!(
+                    path = %path.display(),
+                    from = schema::UPGRADES_FROM,
+                    to = schema::SCHEMA_VERSION,
+                    "Store schema upgraded"
+                );
+            }
             Some(found) => {
                 return Err(StoreError::Version {
                     path,
@@ -286,6 +317,7 @@ impl Store {
             path,
             watches: RefCell::new(HashMap::new()),
             compressor: codec::compressor(),
+            batch: false,
         })
     }
 
@@ -302,35 +334,26 @@ impl Store {
         infos: &[AggregationInfo],
         started_ms: u64,
     ) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let fail = |e| classify(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
-        tx.execute("INSERT OR IGNORE INTO watches (name) VALUES (?1)", [watch])
-            .map_err(fail)?;
-        let id: i64 = tx
-            .query_row("SELECT id FROM watches WHERE name = ?1", [watch], |r| {
+        let run = write(&mut self.conn, self.batch, |tx| {
+            tx.execute("INSERT OR IGNORE INTO watches (name) VALUES (?1)", [watch])?;
+            let id: i64 = tx.query_row("SELECT id FROM watches WHERE name = ?1", [watch], |r| {
                 r.get(0)
-            })
-            .map_err(fail)?;
-        let run: i64 = tx
-            .query_row(
+            })?;
+            let run: i64 = tx.query_row(
                 "SELECT COALESCE(MAX(run), 0) + 1 FROM runs WHERE watch = ?1",
                 [id],
                 |r| r.get(0),
-            )
-            .map_err(fail)?;
-        tx.execute(
-            "INSERT INTO runs (watch, run, started_ms) VALUES (?1, ?2, ?3)",
-            params![id, run, sql(started_ms)],
-        )
-        .map_err(fail)?;
-        for (slot, info) in infos.iter().enumerate() {
-            insert_aggregation(&tx, id, run, slot, info).map_err(fail)?;
-        }
-        tx.commit().map_err(fail)?;
+            )?;
+            tx.execute(
+                "INSERT INTO runs (watch, run, started_ms) VALUES (?1, ?2, ?3)",
+                params![id, run, sql(started_ms)],
+            )?;
+            for (slot, info) in infos.iter().enumerate() {
+                insert_aggregation(tx, id, run, slot, info)?;
+            }
+            Ok(run)
+        })
+        .map_err(|e| classify(&self.path, e))?;
         let run = run as u64;
         if let Some(w) = self.watches.get_mut().get_mut(watch) {
             w.runs.insert(run, infos.to_vec());
@@ -370,10 +393,7 @@ impl Store {
             w.keys.push(key);
         }
         let data = codec::encode(&tick.snapshot, &infos, &w.keys, &mut self.compressor);
-        let written = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let written = write(&mut self.conn, self.batch, |tx| {
             for (id, key) in w.keys.by_id.iter().enumerate().skip(known_keys) {
                 let text = codec::key_text(key);
                 tx.prepare_cached(
@@ -387,7 +407,7 @@ impl Store {
                 ])?;
             }
             for (slot, info) in infos.iter().enumerate().skip(announced) {
-                insert_aggregation(&tx, w.id, tick.run as i64, slot, info)?;
+                insert_aggregation(tx, w.id, tick.run as i64, slot, info)?;
             }
             tx.prepare_cached(
                 "INSERT INTO ticks (watch, level, window_ms, width_ms, run, seq, ts_ms, \
@@ -417,9 +437,8 @@ impl Store {
                 )?;
                 rolled_to = window;
             }
-            tx.commit()?;
             Ok(rolled_to)
-        })();
+        });
         match written {
             Ok(rolled_to) => {
                 w.rolled_to_ms = rolled_to;
@@ -435,6 +454,33 @@ impl Store {
                 Err(fail(e))
             }
         }
+    }
+
+    /// Runs `f` as one transaction: every `begin_run` and `append` it makes is written together
+    /// when it returns `Ok`, or not at all (`f`'s error, or the commit's, is returned). Appends
+    /// inside are durable only at the end, so a batch is for bulk writes (an import), not ticks.
+    pub fn in_one_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| classify(&self.path, e))?;
+        self.batch = true;
+        let result = f(self).and_then(|value| {
+            self.conn
+                .execute_batch("COMMIT")
+                .map(|()| value)
+                .map_err(|e| classify(&self.path, e))
+        });
+        self.batch = false;
+        if result.is_err() {
+            // A failed COMMIT may have rolled back already; either way nothing is written.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // Keys, runs and roll-up marks learnt inside are gone: read them again when needed.
+            self.watches.get_mut().clear();
+        }
+        result
     }
 
     /// Every recorded watch.
@@ -633,8 +679,13 @@ impl Store {
                 path: self.path.clone(),
                 detail: format!("zstd: {e}"),
             })?;
+        let damaged = |r: &Row, e: crate::sparse::DecodeError| StoreError::Damaged {
+            path: self.path.clone(),
+            detail: format!("watch {watch:?}, row at {} ms: {e}", r.ts_ms),
+        };
         let mut out: Vec<StoredTick> = Vec::new();
-        let mut last_slice = None;
+        // The column being summed (downsampled reads): its slice, its tick and its sum.
+        let mut column: Option<(u64, StoredTick, codec::ColumnSum)> = None;
         for r in rows {
             let infos = w.runs.get(&r.run).ok_or_else(|| StoreError::Damaged {
                 path: self.path.clone(),
@@ -643,32 +694,48 @@ impl Store {
                     r.run
                 ),
             })?;
-            let snapshot =
-                codec::decode(&r.data, infos, &w.keys, &mut decompressor).map_err(|e| {
-                    StoreError::Damaged {
-                        path: self.path.clone(),
-                        detail: format!("watch {watch:?}, row at {} ms: {e}", r.ts_ms),
-                    }
-                })?;
-            let tick = StoredTick {
-                run: r.run,
-                seq: r.seq,
-                ts_ms: r.ts_ms,
-                interval_ms: r.interval_ms,
-                snapshot,
+            let Some(slices) = &slices else {
+                let snapshot = codec::decode(&r.data, infos, &w.keys, &mut decompressor)
+                    .map_err(|e| damaged(&r, e))?;
+                out.push(StoredTick {
+                    run: r.run,
+                    seq: r.seq,
+                    ts_ms: r.ts_ms,
+                    interval_ms: r.interval_ms,
+                    snapshot,
+                });
+                continue;
             };
-            let slice = slices.as_ref().map(|s| s.of(r.at()));
-            match out.last_mut() {
-                Some(column) if slice.is_some() && slice == last_slice => {
-                    let start = (column.ts_ms - column.interval_ms)
-                        .min(tick.ts_ms - tick.interval_ms.min(tick.ts_ms));
-                    column.ts_ms = column.ts_ms.max(tick.ts_ms);
-                    column.interval_ms = column.ts_ms - start;
-                    column.snapshot.absorb(tick.snapshot);
+            let slice = slices.of(r.at());
+            match &mut column {
+                Some((at, tick, _)) if *at == slice => {
+                    let start =
+                        (tick.ts_ms - tick.interval_ms).min(r.ts_ms - r.interval_ms.min(r.ts_ms));
+                    tick.ts_ms = tick.ts_ms.max(r.ts_ms);
+                    tick.interval_ms = tick.ts_ms - start;
                 }
-                _ => out.push(tick),
+                _ => {
+                    if let Some((_, mut tick, sum)) = column.take() {
+                        tick.snapshot = sum.finish(&w.keys);
+                        out.push(tick);
+                    }
+                    let tick = StoredTick {
+                        run: r.run,
+                        seq: r.seq,
+                        ts_ms: r.ts_ms,
+                        interval_ms: r.interval_ms,
+                        snapshot: Snapshot::default(),
+                    };
+                    column = Some((slice, tick, codec::ColumnSum::default()));
+                }
             }
-            last_slice = slice;
+            let (_, _, sum) = column.as_mut().expect("set above");
+            sum.add(&r.data, infos, &w.keys, &mut decompressor)
+                .map_err(|e| damaged(&r, e))?;
+        }
+        if let Some((_, mut tick, sum)) = column {
+            tick.snapshot = sum.finish(&w.keys);
+            out.push(tick);
         }
         Ok(out)
     }
@@ -1329,6 +1396,39 @@ mod tests {
         let minute = store.read("w", 0, 60_000, Some(1)).unwrap();
         assert_eq!(events(&minute), 59 + 5);
         assert_eq!((minute[0].ts_ms, minute[0].interval_ms), (59_000, 59_000));
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded_and_a_newer_one_refused_by_name() {
+        let dir = TempDir::new("schema");
+        let path = dir.0.join("s.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        let run = store.begin_run("w", &infos(), 0).unwrap();
+        store.append("w", &tick(run, 1, 1_000, 3)).unwrap();
+        drop(store);
+        let set = |v: i64| {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute("UPDATE meta SET value = ?1 WHERE name = 'schema'", [v])
+                .unwrap();
+        };
+        set(1);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.read("w", 0, 10_000, None).unwrap(),
+            vec![tick(1, 1, 1_000, 3)]
+        );
+        let version: i64 = store
+            .conn
+            .query_row("SELECT value FROM meta WHERE name = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, schema::SCHEMA_VERSION);
+        drop(store);
+        set(schema::SCHEMA_VERSION + 1);
+        let refused = Store::open(&path).unwrap_err();
+        assert!(matches!(refused, StoreError::Version { .. }));
+        assert!(refused.to_string().contains(&path.display().to_string()));
     }
 
     #[test]

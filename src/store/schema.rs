@@ -1,7 +1,13 @@
 //! The store file's tables and the settings every connection opens it with.
 
 /// The schema this build writes and reads; a file with another is refused, not guessed at.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// Version 2 adds the packed series form (`codec::FORM_PACKED`) to rows; tables are unchanged.
+pub(super) const SCHEMA_VERSION: i64 = 2;
+
+/// An older schema this build upgrades in place when it opens the file: version 1 rows are
+/// read as they are (version 2 only adds a form), so the upgrade is the version number alone,
+/// one statement, and a heat-actix that reads only version 1 then refuses the file by name.
+pub(super) const UPGRADES_FROM: i64 = 1;
 
 /// Connection settings. WAL lets readers run beside the writer; `synchronous=NORMAL` in WAL
 /// mode makes a commit durable against a killed process (the WAL is in the OS's hands when

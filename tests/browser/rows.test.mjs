@@ -62,3 +62,29 @@ test('columns re-derive their rows when a union row space grows', async () => {
   assert.deepEqual(Array.from(m.cols[0].shown), [0, 0, 4], 'the first column moved up with the new rows');
   assert.deepEqual(Array.from(m.cols[1].shown), [1, 7, 0]);
 });
+
+test('a packed aggregation (an opened range, an imported file) makes the same column as its series', async () => {
+  const { HistModel, packHist, mergePacked, entries } = await import('../../static/model.js');
+  const a = { name: '@h', kind: 'lhist', series: [
+    { key: ['a'], buckets: [[null, -1, 1], [0, 1, 2], [4, null, 3], [2, 3, 0]] },
+    { key: ['b', 2], buckets: [[2, 3, 5], 'junk'] },
+    { key: ['quiet'], buckets: [] },
+  ] };
+  const b = { name: '@h', kind: 'lhist', series: [{ key: ['b', 2], buckets: [[0, 1, 7]] }, { key: ['c'], buckets: [[2, 3, 1]] }] };
+  const plain = new HistModel('@h', 'lhist', { min: 0, max: 4, step: 2 }, 4);
+  plain.push(a, { seq: 1 });
+  plain.push({ series: [...a.series, ...b.series] }, { seq: 2 });
+  const packed = new HistModel('@h', 'lhist', { min: 0, max: 4, step: 2 }, 4);
+  const p = packHist(a);
+  assert.deepEqual(p.keys, ['a', 'b, 2', 'quiet'], 'every series names its key, in order');
+  packed.push(p, { seq: 1 });
+  assert.equal(p.raw, null, 'the column took the packed entries');
+  packed.push(mergePacked(packHist(a), packHist(b)), { seq: 2 });
+  for (const i of [0, 1]) {
+    assert.deepEqual([...entries(packed.cols[i].raw)], [...entries(plain.cols[i].raw)], `column ${i}`);
+    assert.deepEqual(Array.from(packed.cols[i].shown), Array.from(plain.cols[i].shown));
+  }
+  assert.deepEqual(packed.keys, plain.keys);
+  assert.deepEqual(packed.breakdown(1, 1), plain.breakdown(1, 1));
+  assert.deepEqual(packed.breakdown(1, 1).map((x) => [x.name, x.count]), [['b, 2', 7], ['a', 2]]);
+});
