@@ -36,8 +36,6 @@ pub fn next_id() -> u64 {
 enum KeyField {
     /// The syscall number (`args->id`); keys are syscall names.
     Syscall,
-    /// A string field of the tracepoint compared with the key text.
-    Text { expr: &'static str, max_len: usize },
 }
 
 /// A preset's explain companion.
@@ -63,33 +61,6 @@ pub const EXPLAINERS: &[Explainer] = &[
         captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
         template: include_str!("explain/syscall-latency-log2.bt"),
         key: KeyField::Syscall,
-    },
-    Explainer {
-        preset: "offcpu-time",
-        captures: "per off-CPU interval in the band: comm, pid, cgroup, user and kernel stack at the switch-out, and the waker's kernel stack (after `--`)",
-        template: include_str!("explain/offcpu-time.bt"),
-        key: KeyField::Text {
-            expr: "args->next_comm",
-            max_len: 15,
-        },
-    },
-    Explainer {
-        preset: "runqueue-latency",
-        captures: "per run-queue wait in the band: comm, pid, cgroup, and the kernel stack of what made the task runnable (the waker at wakeup, or the task itself when preempted) with the task's user stack then",
-        template: include_str!("explain/runqueue-latency.bt"),
-        key: KeyField::Text {
-            expr: "args->next_comm",
-            max_len: 15,
-        },
-    },
-    Explainer {
-        preset: "block-io-latency",
-        captures: "per request in the band: the issuing comm, pid, cgroup, user and kernel stack at the issue, counted at the completion",
-        template: include_str!("explain/block-io-latency.bt"),
-        key: KeyField::Text {
-            expr: "args->rwbs",
-            max_len: 7,
-        },
     },
 ];
 
@@ -173,19 +144,6 @@ impl Explainer {
                     })?;
                 Ok(format!("args->id == {nr}"))
             }
-            KeyField::Text { expr, max_len } => {
-                let ok = !key.is_empty()
-                    && key.len() <= max_len
-                    && key
-                        .chars()
-                        .all(|c| c != '"' && c != '\\' && !c.is_control());
-                if !ok {
-                    return Err(ExplainError::BadRequest(format!(
-                        "explain: key {key:?} must be 1..={max_len} bytes without quotes or backslashes"
-                    )));
-                }
-                Ok(format!("{expr} == \"{key}\""))
-            }
         }
     }
 
@@ -258,20 +216,10 @@ fn root_first(stack: &str) -> Vec<String> {
 }
 
 /// The folded stack (Brendan Gregg's format: root first, `;`-joined) of one capture: the user
-/// stack, then the kernel stack (frames suffixed `_[k]`, as `stackcollapse` marks them), then,
-/// where there is one, `--` and the waker's kernel stack leaf first (as `offwaketime` draws it).
-pub fn folded(ustack: &str, kstack: &str, waker: Option<&str>) -> String {
+/// stack, then the kernel stack (frames suffixed `_[k]`, as `stackcollapse` marks them).
+pub fn folded(ustack: &str, kstack: &str) -> String {
     let mut frames = root_first(ustack);
     frames.extend(root_first(kstack).into_iter().map(|f| format!("{f}_[k]")));
-    if let Some(waker) = waker {
-        frames.push("--".into());
-        frames.extend(
-            waker
-                .lines()
-                .filter_map(frame_name)
-                .map(|f| format!("{f}_[k]")),
-        );
-    }
     if frames.is_empty() {
         return "[no stack]".into();
     }
@@ -300,9 +248,8 @@ pub struct CgroupCount {
     pub count: u64,
 }
 
-/// Reads a companion's walk: `@explain[pid, cgroup, comm, kstack, ustack]`, or with the
-/// waker's stack `@explain[pid, cgroup, comm, waker, kstack, ustack]` (the user stack last:
-/// bpftrace joins key parts with commas, and C++ symbols have them).
+/// Reads a companion's walk: `@cumulative_explain[pid, cgroup, comm, kstack, ustack]` (the
+/// user stack last: bpftrace joins key parts with commas, and C++ symbols have them).
 pub fn tally(snapshot: &Snapshot) -> Tally {
     let mut stacks: HashMap<String, u64> = HashMap::new();
     let mut processes: HashMap<(String, i64), u64> = HashMap::new();
@@ -321,13 +268,12 @@ pub fn tally(snapshot: &Snapshot) -> Tally {
             };
             let text = |i: usize| series.key.get(i).map(key_text).unwrap_or_default();
             let stack = match series.key.len() {
-                5 => folded(&text(4), &text(3), None),
-                6 => folded(&text(5), &text(4), Some(&text(3))),
+                5 => folded(&text(4), &text(3)),
                 // Keys folded into `other` (limits.max_keys_per_aggregation).
                 _ => "[other]".into(),
             };
             *stacks.entry(stack).or_default() += count;
-            if series.key.len() >= 5 {
+            if series.key.len() == 5 {
                 *processes.entry((text(2), int(0))).or_default() += count;
                 *cgroups.entry(int(1)).or_default() += count;
             }
@@ -417,6 +363,45 @@ pub struct Companion {
     /// The band's events in the main program's frames since this companion's last walk.
     pub pending_in_band: u64,
     pub budget: cost::Budget,
+    /// The capture map's counts at the last walk: it is cumulative (never cleared, see
+    /// `CUMULATIVE_PREFIX`), and each tick reports the difference.
+    pub seen: HashMap<Vec<KeyPart>, i64>,
+    /// The first walk after the attach was done: it only lines the companion's counts up with
+    /// the main program's ticks (it holds what came between the attach and that tick).
+    pub synced: bool,
+}
+
+impl Companion {
+    /// What the capture map gained since the previous walk.
+    pub fn delta(&mut self, snapshot: &Snapshot) -> Snapshot {
+        let mut seen = HashMap::with_capacity(self.seen.len());
+        let mut out = Snapshot::default();
+        for agg in &snapshot.aggregations {
+            let mut series = Vec::new();
+            for s in &agg.series {
+                let Value::Scalar(now) = s.value else {
+                    continue;
+                };
+                let before = self.seen.get(&s.key).copied().unwrap_or(0);
+                // Keys folded into `other` change membership: never a negative count.
+                if now > before {
+                    series.push(crate::aggregation::Series {
+                        key: s.key.clone(),
+                        value: Value::Scalar(now - before),
+                    });
+                }
+                seen.insert(s.key.clone(), now);
+            }
+            out.aggregations.push(crate::aggregation::Aggregation {
+                name: agg.name.clone(),
+                kind: agg.kind,
+                series,
+                folded: agg.folded,
+            });
+        }
+        self.seen = seen;
+        out
+    }
 }
 
 impl Companion {
@@ -441,6 +426,8 @@ impl Companion {
             running: false,
             walking: false,
             pending_in_band: 0,
+            seen: HashMap::new(),
+            synced: false,
         }
     }
 }
@@ -481,6 +468,295 @@ pub enum ExplainEvent {
     Stopped { id: u64, reason: &'static str },
 }
 
+/// The companion's end as its member hears it: an error, then `explain_stopped`.
+struct CompanionFailure {
+    code: &'static str,
+    message: String,
+    reason: &'static str,
+}
+
+impl CompanionFailure {
+    fn from_consumer(e: &consumer::ConsumerError) -> CompanionFailure {
+        let failure = super::ProgramFailure::from_consumer(e);
+        CompanionFailure {
+            code: failure.code,
+            message: format!("explain: {}", failure.message),
+            reason: failure.reason,
+        }
+    }
+
+    fn internal(message: String) -> CompanionFailure {
+        CompanionFailure {
+            code: "internal",
+            message,
+            reason: "tracer_exited",
+        }
+    }
+}
+
+impl super::Program {
+    fn tell_explain(&self, session: &str, event: ExplainEvent) {
+        if let Some(member) = self.members.get(session) {
+            self.tell(member, super::ViewerEvent::Explain(event));
+        }
+    }
+
+    /// Ends companion `id` of `session` on a failure: its member is told, the registry frees
+    /// its slot, and dropping it ends its tracer.
+    fn end_companion(&mut self, session: &str, id: u64, failure: CompanionFailure) {
+        if self.companions.get(session).is_none_or(|c| c.plan.id != id) {
+            return;
+        }
+        self.companions.remove(session);
+        crate::telemetry::Event::Explain {
+            session,
+            explain: id,
+            preset: self.plan.preset.map(|p| p.name),
+            what: &failure.message,
+        }
+        .emit();
+        self.tell_explain(
+            session,
+            ExplainEvent::Failed {
+                id,
+                code: failure.code,
+                message: failure.message,
+                reason: failure.reason,
+            },
+        );
+        self.registry.do_send(super::registry::ExplainEnded {
+            session: session.to_owned(),
+            id,
+        });
+    }
+
+    /// After a published frame: every running companion is walked for the same tick, and its
+    /// capture sent with the band's count from `snapshot` (the main program's frame).
+    pub(super) fn explain_tick(&mut self, seq: u64, snapshot: &Snapshot, ctx: &mut Context<Self>) {
+        let sessions: Vec<String> = self.companions.keys().cloned().collect();
+        for session in sessions {
+            let Some(c) = self.companions.get_mut(&session) else {
+                continue;
+            };
+            if !c.running {
+                continue;
+            }
+            c.pending_in_band += events_in_band(snapshot, c.plan.band, &c.plan.keys);
+            let (Some(consumer), false) = (c.consumer.clone(), c.walking) else {
+                continue; // a slow walk: this tick's count goes with the next one
+            };
+            c.walking = true;
+            let in_band = std::mem::take(&mut c.pending_in_band);
+            let (id, band) = (c.plan.id, c.plan.band);
+            let walk = consumer::Walk {
+                seq,
+                encodings: consumer::Encodings {
+                    typed: true,
+                    ..consumer::Encodings::default()
+                },
+            };
+            consumer
+                .send(walk)
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id)
+                    else {
+                        return;
+                    };
+                    c.walking = false;
+                    match result {
+                        Ok(Ok(frame)) if !c.synced => {
+                            c.synced = true;
+                            if let Some(snapshot) = frame.snapshot.as_deref() {
+                                c.delta(snapshot);
+                            }
+                        }
+                        Ok(Ok(frame)) => {
+                            let tally = frame
+                                .snapshot
+                                .as_deref()
+                                .map(|s| tally(&c.delta(s)))
+                                .unwrap_or_default();
+                            let within = frame.cost.map_or(Ok(()), |s| c.budget.observe(s));
+                            let cost = frame.cost.and_then(|s| s.cost());
+                            let text = tick_message(id, seq, band, in_band, &tally, cost);
+                            act.tell_explain(&session, ExplainEvent::Tick(text.into()));
+                            if let Err(over) = within {
+                                let failure = CompanionFailure {
+                                    code: "budget",
+                                    message: format!("explain: {over}"),
+                                    reason: "budget",
+                                };
+                                act.end_companion(&session, id, failure);
+                            }
+                        }
+                        // What a slow walk found arrives with the next one.
+                        Ok(Err(consumer::ConsumerError::WalkTimeout(_))) => {
+                            c.pending_in_band += in_band;
+                        }
+                        Ok(Err(e)) => {
+                            act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
+                        }
+                        Err(e) => act.end_companion(
+                            &session,
+                            id,
+                            CompanionFailure::internal(format!("explain consumer lost: {e}")),
+                        ),
+                    }
+                })
+                .spawn(ctx);
+        }
+    }
+}
+
+impl Handler<super::StartExplain> for super::Program {
+    type Result = ();
+
+    fn handle(&mut self, start: super::StartExplain, ctx: &mut Context<Self>) {
+        let super::StartExplain { session, plan } = start;
+        let id = plan.id;
+        if !self.members.contains_key(&session) {
+            // Left meanwhile: nothing to start, the slot goes back.
+            self.registry
+                .do_send(super::registry::ExplainEnded { session, id });
+            return;
+        }
+        if let Some(old) = self.companions.remove(&session) {
+            let old_id = old.plan.id;
+            drop(old);
+            self.tell_explain(
+                &session,
+                ExplainEvent::Stopped {
+                    id: old_id,
+                    reason: "replaced",
+                },
+            );
+        }
+        let preset = self.plan.preset;
+        let explainer = preset.and_then(|p| find(p.name).map(|e| (p, e)));
+        let script = match explainer {
+            None => Err(ExplainError::Unsupported(unsupported_message(
+                preset.map(|p| p.name),
+            ))),
+            Some((preset, explainer)) => explainer
+                .script(preset, &self.plan.program.filter, plan.band, &plan.keys)
+                .map(|script| (explainer, script)),
+        };
+        let (explainer, script) = match script {
+            Ok(ok) => ok,
+            Err(e) => {
+                let code = match e {
+                    ExplainError::Unsupported(_) => "unsupported",
+                    ExplainError::BadRequest(_) => "bad_request",
+                };
+                // Registered so that `end_companion` finds it.
+                self.companions.insert(
+                    session.clone(),
+                    Companion {
+                        budget: cost::Budget::new(plan.max_cpu_percent),
+                        plan,
+                        consumer: None,
+                        kill: None,
+                        running: false,
+                        walking: false,
+                        pending_in_band: 0,
+                        seen: HashMap::new(),
+                        synced: false,
+                    },
+                );
+                let failure = CompanionFailure {
+                    code,
+                    message: e.to_string(),
+                    reason: "refused",
+                };
+                return self.end_companion(&session, id, failure);
+            }
+        };
+        crate::telemetry::Event::Explain {
+            session: &session,
+            explain: id,
+            preset: Some(explainer.preset),
+            what: "starting",
+        }
+        .emit();
+        let band = plan.band;
+        let keys = Arc::new(plan.keys.clone());
+        let companion = Companion::spawn(plan, explainer.spec(script), &self.config);
+        let consumer = companion.consumer.clone().expect("just spawned");
+        self.companions.insert(session.clone(), companion);
+        consumer
+            .send(consumer::Begin)
+            .into_actor(self)
+            .map(move |result, act, _| {
+                let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id) else {
+                    return; // stopped meanwhile; dropping it ended the tracer
+                };
+                match result {
+                    Ok(Ok(started)) => {
+                        c.kill = started.kill_switch;
+                        c.running = true;
+                        act.tell_explain(
+                            &session,
+                            ExplainEvent::Started {
+                                id,
+                                preset: explainer.preset,
+                                captures: explainer.captures,
+                                band,
+                                keys,
+                            },
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
+                    }
+                    Err(e) => act.end_companion(
+                        &session,
+                        id,
+                        CompanionFailure::internal(format!("explain consumer lost: {e}")),
+                    ),
+                }
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Handler<super::StopExplain> for super::Program {
+    type Result = ();
+
+    fn handle(&mut self, stop: super::StopExplain, _: &mut Context<Self>) {
+        let Some(c) = self.companions.get(&stop.session) else {
+            return;
+        };
+        if stop.id.is_some_and(|id| id != c.plan.id) {
+            return;
+        }
+        let id = c.plan.id;
+        self.companions.remove(&stop.session);
+        self.tell_explain(
+            &stop.session,
+            ExplainEvent::Stopped {
+                id,
+                reason: stop.reason,
+            },
+        );
+    }
+}
+
+/// Why a program cannot be explained, naming those that can.
+pub fn unsupported_message(preset: Option<&str>) -> String {
+    let can: Vec<&str> = EXPLAINERS.iter().map(|e| e.preset).collect();
+    match preset {
+        Some(name) => format!(
+            "explain: preset {name:?} has no explainer; these have: {}",
+            can.join(", ")
+        ),
+        None => format!(
+            "explain: a custom script has no explainer; these presets have: {}",
+            can.join(", ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,14 +768,10 @@ mod tests {
         let u = "\n    __clock_nanosleep+67\n    0x7f00aa\n    main+12\n";
         let k = "\n    syscall_exit_work+188\n    do_syscall_64+558\n";
         assert_eq!(
-            folded(u, k, None),
+            folded(u, k),
             "main;[unknown];__clock_nanosleep;do_syscall_64_[k];syscall_exit_work_[k]"
         );
-        assert_eq!(
-            folded("", "\n    a+1\n", Some("\n    ttwu+3\n    waker+1\n")),
-            "a_[k];--;ttwu_[k];waker_[k]"
-        );
-        assert_eq!(folded("", "", None), "[no stack]");
+        assert_eq!(folded("", ""), "[no stack]");
         // A C++ symbol with `+` inside keeps it; only a numeric offset goes.
         assert_eq!(frame_name("operator+ +4"), Some("operator+ ".into()));
     }
@@ -615,305 +887,55 @@ mod tests {
         assert!(script.contains("/pid == 42/"), "{script}");
         assert!(!script.contains("HEAT_IN_BAND"));
         assert!(e.script(preset, &filter, band, &["nope".into()]).is_err());
-        let offcpu = find("offcpu-time").unwrap();
-        let s = offcpu
-            .script(
-                presets::find("offcpu-time").unwrap(),
-                &ProcessFilter::default(),
-                Band { lo: 1, hi: None },
-                &["perl".into()],
-            )
-            .unwrap();
-        assert!(s.contains("if ($v >= 1 && (args->next_comm == \"perl\"))"));
-        assert!(offcpu
-            .script(
-                presets::find("offcpu-time").unwrap(),
-                &ProcessFilter::default(),
-                Band { lo: 1, hi: None },
-                &["a\"b".into()],
-            )
-            .is_err());
+        assert!(
+            find("offcpu-time").is_none(),
+            "see README: not explained yet"
+        );
         for explainer in EXPLAINERS {
             assert!(presets::find(explainer.preset).is_some());
             let maps = crate::consumer::bpftrace::program::aggregation_maps(explainer.template);
             assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
         }
     }
-}
 
-/// The companion's end as its member hears it: an error, then `explain_stopped`.
-struct CompanionFailure {
-    code: &'static str,
-    message: String,
-    reason: &'static str,
-}
-
-impl CompanionFailure {
-    fn from_consumer(e: &consumer::ConsumerError) -> CompanionFailure {
-        let failure = super::ProgramFailure::from_consumer(e);
-        CompanionFailure {
-            code: failure.code,
-            message: format!("explain: {}", failure.message),
-            reason: failure.reason,
-        }
-    }
-
-    fn internal(message: String) -> CompanionFailure {
-        CompanionFailure {
-            code: "internal",
-            message,
-            reason: "tracer_exited",
-        }
-    }
-}
-
-impl super::Program {
-    fn tell_explain(&self, session: &str, event: ExplainEvent) {
-        if let Some(member) = self.members.get(session) {
-            self.tell(member, super::ViewerEvent::Explain(event));
-        }
-    }
-
-    /// Ends companion `id` of `session` on a failure: its member is told, the registry frees
-    /// its slot, and dropping it ends its tracer.
-    fn end_companion(&mut self, session: &str, id: u64, failure: CompanionFailure) {
-        if self.companions.get(session).is_none_or(|c| c.plan.id != id) {
-            return;
-        }
-        self.companions.remove(session);
-        crate::telemetry::Event::Explain {
-            session,
-            explain: id,
-            preset: self.plan.preset.map(|p| p.name),
-            what: &failure.message,
-        }
-        .emit();
-        self.tell_explain(
-            session,
-            ExplainEvent::Failed {
-                id,
-                code: failure.code,
-                message: failure.message,
-                reason: failure.reason,
-            },
+    #[test]
+    fn explain_messages_parse_strictly() {
+        use crate::session::protocol::{parse_client_message, ClientMessage};
+        let parsed = parse_client_message(
+            r#"{"type":"explain","program":3,"band":{"lo":2048,"hi":4096},"keys":["read"]}"#,
         );
-        self.registry.do_send(super::registry::ExplainEnded {
-            session: session.to_owned(),
-            id,
-        });
-    }
-
-    /// After a published frame: every running companion is walked for the same tick, and its
-    /// capture sent with the band's count from `snapshot` (the main program's frame).
-    pub(super) fn explain_tick(&mut self, seq: u64, snapshot: &Snapshot, ctx: &mut Context<Self>) {
-        let sessions: Vec<String> = self.companions.keys().cloned().collect();
-        for session in sessions {
-            let Some(c) = self.companions.get_mut(&session) else {
-                continue;
-            };
-            if !c.running {
-                continue;
+        let Ok(ClientMessage::Explain(request)) = parsed else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(request.program, 3);
+        assert_eq!(
+            request.band,
+            Band {
+                lo: 2048,
+                hi: Some(4096)
             }
-            c.pending_in_band += events_in_band(snapshot, c.plan.band, &c.plan.keys);
-            let (Some(consumer), false) = (c.consumer.clone(), c.walking) else {
-                continue; // a slow walk: this tick's count goes with the next one
-            };
-            c.walking = true;
-            let in_band = std::mem::take(&mut c.pending_in_band);
-            let (id, band) = (c.plan.id, c.plan.band);
-            let walk = consumer::Walk {
-                seq,
-                encodings: consumer::Encodings {
-                    typed: true,
-                    ..consumer::Encodings::default()
-                },
-            };
-            consumer
-                .send(walk)
-                .into_actor(self)
-                .map(move |result, act, _| {
-                    let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id)
-                    else {
-                        return;
-                    };
-                    c.walking = false;
-                    match result {
-                        Ok(Ok(frame)) => {
-                            let tally = frame.snapshot.as_deref().map(tally).unwrap_or_default();
-                            let within = frame.cost.map_or(Ok(()), |s| c.budget.observe(s));
-                            let cost = frame.cost.and_then(|s| s.cost());
-                            let text = tick_message(id, seq, band, in_band, &tally, cost);
-                            act.tell_explain(&session, ExplainEvent::Tick(text.into()));
-                            if let Err(over) = within {
-                                let failure = CompanionFailure {
-                                    code: "budget",
-                                    message: format!("explain: {over}"),
-                                    reason: "budget",
-                                };
-                                act.end_companion(&session, id, failure);
-                            }
-                        }
-                        // What a slow walk found arrives with the next one.
-                        Ok(Err(consumer::ConsumerError::WalkTimeout(_))) => {
-                            c.pending_in_band += in_band;
-                        }
-                        Ok(Err(e)) => {
-                            act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
-                        }
-                        Err(e) => act.end_companion(
-                            &session,
-                            id,
-                            CompanionFailure::internal(format!("explain consumer lost: {e}")),
-                        ),
-                    }
-                })
-                .spawn(ctx);
-        }
-    }
-}
-
-impl Handler<super::StartExplain> for super::Program {
-    type Result = ();
-
-    fn handle(&mut self, start: super::StartExplain, ctx: &mut Context<Self>) {
-        let super::StartExplain { session, plan } = start;
-        let id = plan.id;
-        if !self.members.contains_key(&session) {
-            // Left meanwhile: nothing to start, the slot goes back.
-            self.registry
-                .do_send(super::registry::ExplainEnded { session, id });
-            return;
-        }
-        if let Some(old) = self.companions.remove(&session) {
-            let old_id = old.plan.id;
-            drop(old);
-            self.tell_explain(
-                &session,
-                ExplainEvent::Stopped {
-                    id: old_id,
-                    reason: "replaced",
-                },
-            );
-        }
-        let preset = self.plan.preset;
-        let explainer = preset.and_then(|p| find(p.name).map(|e| (p, e)));
-        let script = match explainer {
-            None => Err(ExplainError::Unsupported(unsupported_message(
-                preset.map(|p| p.name),
-            ))),
-            Some((preset, explainer)) => explainer
-                .script(preset, &self.plan.program.filter, plan.band, &plan.keys)
-                .map(|script| (explainer, script)),
-        };
-        let (explainer, script) = match script {
-            Ok(ok) => ok,
-            Err(e) => {
-                let code = match e {
-                    ExplainError::Unsupported(_) => "unsupported",
-                    ExplainError::BadRequest(_) => "bad_request",
-                };
-                // Registered so that `end_companion` finds it.
-                self.companions.insert(
-                    session.clone(),
-                    Companion {
-                        budget: cost::Budget::new(plan.max_cpu_percent),
-                        plan,
-                        consumer: None,
-                        kill: None,
-                        running: false,
-                        walking: false,
-                        pending_in_band: 0,
-                    },
-                );
-                let failure = CompanionFailure {
-                    code,
-                    message: e.to_string(),
-                    reason: "refused",
-                };
-                return self.end_companion(&session, id, failure);
-            }
-        };
-        crate::telemetry::Event::Explain {
-            session: &session,
-            explain: id,
-            preset: Some(explainer.preset),
-            what: "starting",
-        }
-        .emit();
-        let band = plan.band;
-        let keys = Arc::new(plan.keys.clone());
-        let companion = Companion::spawn(plan, explainer.spec(script), &self.config);
-        let consumer = companion.consumer.clone().expect("just spawned");
-        self.companions.insert(session.clone(), companion);
-        consumer
-            .send(consumer::Begin)
-            .into_actor(self)
-            .map(move |result, act, _| {
-                let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id) else {
-                    return; // stopped meanwhile; dropping it ended the tracer
-                };
-                match result {
-                    Ok(Ok(started)) => {
-                        c.kill = started.kill_switch;
-                        c.running = true;
-                        act.tell_explain(
-                            &session,
-                            ExplainEvent::Started {
-                                id,
-                                preset: explainer.preset,
-                                captures: explainer.captures,
-                                band,
-                                keys,
-                            },
-                        );
-                    }
-                    Ok(Err(e)) => {
-                        act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
-                    }
-                    Err(e) => act.end_companion(
-                        &session,
-                        id,
-                        CompanionFailure::internal(format!("explain consumer lost: {e}")),
-                    ),
-                }
-            })
-            .spawn(ctx);
-    }
-}
-
-impl Handler<super::StopExplain> for super::Program {
-    type Result = ();
-
-    fn handle(&mut self, stop: super::StopExplain, _: &mut Context<Self>) {
-        let Some(c) = self.companions.get(&stop.session) else {
-            return;
-        };
-        if stop.id.is_some_and(|id| id != c.plan.id) {
-            return;
-        }
-        let id = c.plan.id;
-        self.companions.remove(&stop.session);
-        self.tell_explain(
-            &stop.session,
-            ExplainEvent::Stopped {
-                id,
-                reason: stop.reason,
-            },
         );
-    }
-}
-
-/// Why a program cannot be explained, naming those that can.
-pub fn unsupported_message(preset: Option<&str>) -> String {
-    let can: Vec<&str> = EXPLAINERS.iter().map(|e| e.preset).collect();
-    match preset {
-        Some(name) => format!(
-            "explain: preset {name:?} has no explainer; these have: {}",
-            can.join(", ")
-        ),
-        None => format!(
-            "explain: a custom script has no explainer; these presets have: {}",
-            can.join(", ")
-        ),
+        assert_eq!(request.keys, vec!["read".to_owned()]);
+        let open = parse_client_message(r#"{"type":"explain","program":3,"band":{"lo":64}}"#);
+        assert!(
+            matches!(open, Ok(ClientMessage::Explain(r)) if r.band.hi.is_none() && r.keys.is_empty())
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"explain_stop"}"#),
+            Ok(ClientMessage::ExplainStop)
+        );
+        for bad in [
+            r#"{"type":"explain","band":{"lo":1}}"#,
+            r#"{"type":"explain","program":1}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":4,"hi":4}}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":-1}}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":1,"mid":2}}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":1},"keys":[null]}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":1},"colour":"red"}"#,
+            r#"{"type":"explain_stop","now":true}"#,
+        ] {
+            let e = parse_client_message(bad).unwrap_err();
+            assert_eq!(e.code(), "bad_request", "{bad}");
+        }
     }
 }
