@@ -385,3 +385,101 @@ fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
     assert_eq!(code, "unsupported");
     assert!(message.contains("syscall-latency-log2"), "{message}");
 }
+
+/// The burner's share of every second: it spins from the start of each second of the
+/// monotonic clock (cpu-profile's offsets) for this long, then sleeps to the next second.
+const BURN_MS: u64 = 150;
+/// The offset band that holds the burner's samples: the rows of 20 ms its spin covers, and one
+/// more for a sample taken as it stops.
+const BURN_BAND_HI_MS: u64 = 200;
+
+/// Nanoseconds of the monotonic clock (bpftrace's `nsecs`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Spins until the monotonic clock passes `until_ns`: the function the flame graph must show
+/// (unmangled, so bpftrace prints its name as written).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn heat_explain_burner(until_ns: u64) -> u64 {
+    let mut spins = 0u64;
+    while monotonic_ns() < until_ns {
+        for _ in 0..10_000 {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+    }
+    spins
+}
+
+#[test]
+fn cpu_profile_offsets_are_explained_by_the_burners_stack() {
+    require_tracing();
+    let _serial = serial();
+    const COMM: &str = "heatx-burn";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let name = std::ffi::CString::new(COMM).unwrap();
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes we own.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            let second = 1_000_000_000u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = monotonic_ns();
+                let start = now - now % second;
+                if now - start < BURN_MS * 1_000_000 {
+                    heat_explain_burner(start + BURN_MS * 1_000_000);
+                } else {
+                    std::thread::sleep(Duration::from_nanos(start + second - now));
+                }
+            }
+        })
+    };
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    client
+        .send(json!({"type": "start", "preset": "cpu-profile", "tick_ms": TICK_MS, "comm": COMM}));
+    let program = expect(&mut client, "started")["program"].as_u64().unwrap();
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": 0, "hi": BURN_BAND_HI_MS}, "keys": [COMM]}));
+    let started = expect(&mut client, "explain_started");
+    assert_eq!(started["preset"], "cpu-profile");
+    next_tick(&mut client);
+    let (mut explained, mut in_band) = (0, 0);
+    let mut comms = BTreeSet::new();
+    let mut burner_frame = false;
+    for _ in 0..6 {
+        let tick = next_tick(&mut client);
+        explained += tick["explained"].as_u64().unwrap();
+        in_band += tick["events_in_band"].as_u64().unwrap();
+        for p in tick["processes"].as_array().unwrap() {
+            comms.insert(p["comm"].as_str().unwrap().to_owned());
+            assert_eq!(p["pid"], std::process::id(), "the burner is this test");
+        }
+        for stack in tick["stacks"].as_object().unwrap().keys() {
+            burner_frame |= stack.split(';').any(|f| f == "heat_explain_burner");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    burner.join().unwrap();
+    assert_eq!(comms, BTreeSet::from([COMM.to_owned()]));
+    assert!(burner_frame, "the flame graph holds the burner's function");
+    // 99 samples a second over 150 ms of each: up to 15 a second, fewer on a busy machine. A
+    // tick's pair may differ by the samples between the two programs' walks.
+    assert!(
+        in_band >= 10,
+        "the burner was sampled in its rows: {in_band}"
+    );
+    assert!(
+        explained * 10 >= in_band * 8 && explained * 10 <= in_band * 12,
+        "the samples in the band are explained: {explained} of {in_band}"
+    );
+}

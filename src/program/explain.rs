@@ -36,7 +36,12 @@ pub fn next_id() -> u64 {
 enum KeyField {
     /// The syscall number (`args->id`); keys are syscall names.
     Syscall,
+    /// The command name (`comm`) of the task the probe runs for.
+    Comm,
 }
+
+/// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
+const COMM_MAX: usize = 15;
 
 /// A preset's explain companion.
 #[derive(Debug)]
@@ -61,6 +66,12 @@ pub const EXPLAINERS: &[Explainer] = &[
         captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
         template: include_str!("explain/syscall-latency-log2.bt"),
         key: KeyField::Syscall,
+    },
+    Explainer {
+        preset: "cpu-profile",
+        captures: "per on-CPU sample at an offset in the band: comm, pid, cgroup, user and kernel stack at the sample",
+        template: include_str!("explain/cpu-profile.bt"),
+        key: KeyField::Comm,
     },
 ];
 
@@ -143,6 +154,19 @@ impl Explainer {
                         ))
                     })?;
                 Ok(format!("args->id == {nr}"))
+            }
+            KeyField::Comm => {
+                let ok = !key.is_empty()
+                    && key.len() <= COMM_MAX
+                    && key
+                        .chars()
+                        .all(|c| c != '"' && c != '\\' && !c.is_control());
+                if !ok {
+                    return Err(ExplainError::BadRequest(format!(
+                        "explain: key {key:?} is not a command name (1..={COMM_MAX} bytes, no quotes or backslashes)"
+                    )));
+                }
+                Ok(format!("comm == \"{key}\""))
             }
         }
     }
@@ -891,6 +915,23 @@ mod tests {
             find("offcpu-time").is_none(),
             "see README: not explained yet"
         );
+        let profile = presets::find("cpu-profile").unwrap();
+        let burner = find("cpu-profile").unwrap();
+        let band = Band {
+            lo: 0,
+            hi: Some(200),
+        };
+        let none = ProcessFilter::default();
+        let s = burner
+            .script(profile, &none, band, &["burn".into()])
+            .unwrap();
+        assert!(
+            s.contains("if ($v >= 0 && $v < 200 && (comm == \"burn\"))"),
+            "{s}"
+        );
+        assert!(burner
+            .script(profile, &none, band, &["a\"b".into()])
+            .is_err());
         for explainer in EXPLAINERS {
             assert!(presets::find(explainer.preset).is_some());
             let maps = crate::consumer::bpftrace::program::aggregation_maps(explainer.template);
