@@ -47,6 +47,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/connection.js"),
     ),
     (
+        "flame.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/flame.js"),
+    ),
+    (
         "heatmap.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/heatmap.js"),
@@ -75,6 +80,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "scalars.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/scalars.js"),
+    ),
+    (
+        "select.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/select.js"),
+    ),
+    (
+        "selectpanel.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/selectpanel.js"),
     ),
     (
         "timeline.js",

@@ -7,6 +7,8 @@
 //   scalars.js     scalar cards + line charts  colour.js   scales and palettes
 //   units.js       ns/µs/ms labels             rows.js     bucket → row layouts
 //   timeline.js    the time strip under the heatmap (range, drag to scroll back, marks)
+//   select.js, selectpanel.js  box selection: over-representation, compare, Explain seam
+//   flame.js       flame graphs (folded stacks, differential)
 // Live frames, a watch's recorded range (`/api/watches/{name}/frames`) and an imported NDJSON
 // file all go through the same ingest → model → view path; only where the frames come from
 // differs (S.mode).
@@ -21,6 +23,7 @@ import { rampCss, hueLut, KEY_HUES } from './colour.js';
 import { unitFromName, rangeText } from './units.js';
 import { $, el, store, tabStore, clampInt, fmtNum, fmtPct, fmtClock, fmtCost } from './util.js';
 import { TimelineView } from './timeline.js';
+import { SelectionPanel } from './selectpanel.js';
 
 const PROTOCOL = 1;
 const HIST_KINDS = new Set(['hist', 'lhist', 'quantize', 'lquantize', 'llquantize']);
@@ -136,7 +139,7 @@ const S = {
 
 const view = new HeatmapView({
   canvas: $('heatmap'), wrap: $('heat-wrap'), tooltip: $('tooltip'), empty: $('heat-empty'), capacity: history,
-  onLegend: renderLegend, onCellClick: showCell,
+  onLegend: renderLegend, onCellClick: showCell, onBox: (box, done) => selection.onBox(box, done),
 });
 const timeline = new TimelineView({ canvas: $('timeline'), onPan: (from, to) => pickRange(from, to), plotX });
 const hui = {
@@ -147,6 +150,37 @@ const hui = {
 
 const keys = new KeysView({ root: $('keys'), summary: $('keys-summary'), onChange: setFilter });
 const scalars = new ScalarsView(ui.scalars);
+const selection = new SelectionPanel({
+  root: $('select-panel'),
+  host: {
+    model: currentModel,
+    view,
+    unit: unitOf,
+    colMs: () => (S.mode === 'live' ? S.tick || 1000 : (S.past ?? S.file).grid.width),
+    mode: () => S.mode,
+    isolate(name) {
+      const m = currentModel();
+      // A key not seen yet (a program just joined) is isolated once it is, as a permalink's is.
+      if (name != null && (!m || m.keyIds.get(name) === undefined)) { S.pendingView = { isolate: name, exclude: [] }; return; }
+      if (m) setFilter(name == null ? { isolate: null, exclude: new Set() } : { isolate: m.keyIds.get(name), exclude: new Set() });
+    },
+    /** A configured watch whose live program the shown recorded data came from, or null. */
+    async watchToRun() {
+      const name = S.mode === 'past' ? S.past.watch : S.file?.header?.watch;
+      if (!name) return null;
+      if (!S.watchesAsked || !watchOf(name)) await loadWatches();
+      return watchOf(name)?.preset ? name : null;
+    },
+    joinWatch(name) {
+      if (![...hui.source.options].some((o) => o.value === name)) hui.source.append(el('option', { value: name, text: `watch ${name}` }));
+      S.source = name;
+      hui.source.value = name;
+      goLive(true);
+    },
+    running: () => S.mode === 'live' && S.run === 'running',
+    schedule: () => schedulePanels(),
+  },
+});
 view.keyHue = (id) => keys.hue(id);
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
@@ -532,6 +566,8 @@ function setFilter(f) {
   keys.render();
   view.full();
   refreshCell();
+  selection.dirty = true;
+  selection.render();
 }
 
 // Side panels (keys, scalars, cell details, meta) are rebuilt at most once per animation frame
@@ -546,6 +582,7 @@ function schedulePanels() {
     if (keys.render() && view.hueByKey) view.full(); // a key took another hue
     scalars.render();
     refreshCell();
+    selection.render();
     renderHeatMeta();
     if (S.mode === 'live' && S.source) renderTimeline();
   });
@@ -1186,6 +1223,7 @@ function permalink() {
   if (m && m.isolate !== null) p.set('isolate', m.keys[m.isolate].name);
   if (m && m.isolate === null) for (const id of m.exclude) p.append('exclude', m.keys[id].name);
   if (S.selected) p.set('agg', S.selected);
+  selection.params(p);
   return u.href;
 }
 
@@ -1323,6 +1361,7 @@ function wireHistory() {
   // A permalink: ?watch=NAME[&from=MS&to=MS] with the view (scale, colour, overlays, keys, agg).
   if (params.has('agg')) store.set('aggregation', params.get('agg'));
   if (params.has('isolate') || params.has('exclude')) S.pendingView = { isolate: params.get('isolate'), exclude: params.getAll('exclude') };
+  selection.applyParams(params);
   S.source = params.get('watch') || '';
   const from = Number(params.get('from')), to = Number(params.get('to'));
   if (S.source) hui.source.append(el('option', { value: S.source, text: `watch ${S.source}` }));
@@ -1423,6 +1462,30 @@ window.heat = {
   showMarks(marks) { S.marks = marks.map((m) => ({ ...m })); renderTimeline(); },
   openRange: (watch, from, to) => openRange(watch, from, to),
   permalink,
+  /** The box selection {from, to, lo, hi} (select.js), or null; the compare baseline likewise. */
+  get selection() { return selection.box ? { ...selection.box } : null; },
+  get baseline() { return selection.baseBox ? { ...selection.baseBox } : null; },
+  /** The band of the selection as Explain takes it ({agg, lo, hi, unit, from, to}), or null. */
+  get band() { return selection.band(); },
+  setSelection: (box) => selection.set(box),
+  clearSelection: () => selection.clear(),
+  setBaseline: (box) => selection.setBaseline(box ?? selection.box),
+  /** The over-representation ranking last shown ({inside, outside, keys: [{name, inside, ...}]}). */
+  get ranking() { return selection.lastRanking; },
+  /** The compare tables last shown ({keys, rows}, largest change first). */
+  get comparison() { return selection.lastCompare ?? null; },
+  /**
+   * A differential flame graph under Compare: folded maps (flame.js parseFolded) of the
+   * baseline's and the target's stacks. Returns the FlameGraph.
+   */
+  compareStacks: (baseline, target, title) => selection.compareStacks(baseline, target, title),
+  /** The box as the page's CSS pixels (page coordinates): {x0, y0, x1, y1}, or null. */
+  get selectionRect() {
+    const r = view.boxRect(selection.box);
+    if (!r) return null;
+    const c = view.canvas.getBoundingClientRect(), d = view.g.dpr;
+    return { x0: c.left + r.x0 / d, y0: c.top + r.y0 / d, x1: c.left + r.x1 / d, y1: c.top + r.y1 / d };
+  },
   exportText,
   importText: (name, text) => showFile({ name, ...parseExport(text) }),
   goLive,

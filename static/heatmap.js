@@ -16,7 +16,12 @@
 import { HEAT_LUT, hueLut, KEY_HUES, OTHER_HUE, Scale } from './colour.js';
 import { rowLabel, rangeText } from './units.js';
 import { el, fmtNum, fmtPct, fmtClock, fmtAgo, niceCeil } from './util.js';
+import { boxOf, cellsOf } from './select.js';
 
+const DRAG_PX = 4;          // CSS px the pointer moves before a press becomes a box drag (less: a click)
+const HANDLE_PX = 6;        // CSS px around a box edge that grab the edge (resize) rather than move
+const BOX_COLOUR = '#5ee7ff';
+const BASE_COLOUR = '#ffd43b'; // the compare baseline box
 const BG = '#0e1118';       // a cell with zero events
 const NO_DATA = '#090b10';  // before the first column of history
 export const OVERLAYS = {
@@ -27,7 +32,7 @@ export const OVERLAYS = {
 };
 
 export class HeatmapView {
-  constructor({ canvas, wrap, tooltip, empty, capacity, onLegend, onCellClick }) {
+  constructor({ canvas, wrap, tooltip, empty, capacity, onLegend, onCellClick, onBox }) {
     this.canvas = canvas;
     this.ctx = canvas.getContext('2d');
     this.wrap = wrap;
@@ -36,6 +41,11 @@ export class HeatmapView {
     this.capacity = capacity;
     this.onLegend = onLegend || (() => {});
     this.onCellClick = onCellClick || (() => {});
+    this.onBox = onBox || (() => {}); // (box|null, done): a box drawn, moved or resized; done on release
+    this.box = null;       // the selection {from, to, lo, hi} (see select.js), drawn on the layer
+    this.baseBox = null;   // the compare baseline, drawn dashed
+    this.drag = null;      // a press on the plot: {x0, y0, start cell, mode: new|move|resize, edges}
+    this.suppressClick = false;
     this.layer = document.createElement('canvas'); // outlines and line names, over the heat
     this.layer.className = 'heat-layer';
     this.layer.setAttribute('aria-hidden', 'true');
@@ -90,15 +100,22 @@ export class HeatmapView {
     canvas.addEventListener('mousemove', (ev) => {
       const r = canvas.getBoundingClientRect();
       this.hover = { x: ev.clientX - r.left, y: ev.clientY - r.top };
+      if (this.drag) return; // the pointer handlers draw while dragging
+      canvas.style.cursor = this.cursorAt(this.hover);
       this.paintLayer();
       this.updateTooltip();
     });
+    canvas.addEventListener('pointerdown', (ev) => this.pressBox(ev));
+    canvas.addEventListener('pointermove', (ev) => this.dragBox(ev));
+    canvas.addEventListener('pointerup', (ev) => this.releaseBox(ev));
+    canvas.addEventListener('pointercancel', () => { this.drag = null; });
     canvas.addEventListener('mouseleave', () => {
       this.hover = null;
       this.paintLayer();
       this.updateTooltip();
     });
     canvas.addEventListener('click', () => {
+      if (this.suppressClick) { this.suppressClick = false; return; } // the end of a box drag
       const hit = this.hitTest();
       this.selected = hit ? { abs: this.absIndex(hit.col), row: hit.row } : null;
       this.paintLayer();
@@ -374,9 +391,10 @@ export class HeatmapView {
       ctx.lineWidth = Math.max(1, Math.round(g.dpr * 1.5));
       ctx.strokeRect(x0 + 0.5, yTop + 0.5, Math.max(2, x1 - x0 - 1), Math.max(2, yBot - yTop - 1));
     };
+    this.paintBoxes(ctx);
     const w = this.win();
     if (this.selected && this.selected.abs >= w.lo && this.selected.abs < w.hi) outline(w.slot(this.selected.abs), this.selected.row, '#5ee7ff');
-    const hit = this.hitTest();
+    const hit = this.drag?.moved ? null : this.hitTest();
     if (hit) outline(hit.slot, hit.row, 'rgba(255,255,255,0.95)');
     ctx.restore();
   }
@@ -539,6 +557,164 @@ export class HeatmapView {
     const rv = row - this.range[0];
     const y = (this.rowY(rv, V) + this.rowY(rv + 1, V)) / 2 / g.dpr;
     return { x, y };
+  }
+
+  /**
+   * The cell under a CSS point: {abs, c (index into model.cols), row}. With `clamp`, a point
+   * beyond the plot gives the nearest cell of the picture (a drag may leave the plot).
+   */
+  cellAt(pt, clamp) {
+    const g = this.g, m = this.model;
+    if (!g || !m || !pt || !this.range || !m.cols.length) return null;
+    const x = pt.x * g.dpr, y = pt.y * g.dpr;
+    if (!clamp && (x < g.x || x >= g.x + g.w || y < g.y || y >= g.y + g.h)) return null;
+    const w = this.win();
+    if (!w.n) return null;
+    const V = this.range[1] - this.range[0] + 1;
+    let slot = Math.floor(((x - g.x) * this.capacity) / g.w);
+    slot = Math.max(w.slot(w.lo), Math.min(this.capacity - 1, slot));
+    const abs = w.hi - (this.capacity - slot);
+    if (abs < w.lo) return null;
+    const r = Math.max(0, Math.min(V - 1, Math.floor(((g.y + g.h - y) * V) / g.h)));
+    return { abs, c: w.at(abs), row: this.range[0] + r };
+  }
+
+  /**
+   * The pixel rectangle (device px) of a box, clipped to the picture, with its cells: absolute
+   * columns a0..a1 and rows r0..r1 as held by the model (not clipped). Null when nothing shows.
+   */
+  boxRect(box) {
+    const g = this.g, m = this.model;
+    if (!g || !m || !this.range || !box) return null;
+    const cells = cellsOf(m, box);
+    if (!cells) return null;
+    const w = this.win();
+    const base = m.pushed - m.cols.length;
+    const a0 = base + cells.c0, a1 = base + cells.c1;
+    const ca0 = Math.max(a0, w.lo), ca1 = Math.min(a1, w.hi - 1);
+    const V = this.range[1] - this.range[0] + 1;
+    const rv0 = Math.max(0, cells.r0 - this.range[0]), rv1 = Math.min(V - 1, cells.r1 - this.range[0]);
+    if (ca0 > ca1 || rv0 > rv1) return null;
+    return {
+      x0: this.colX(w.slot(ca0)), x1: this.colX(w.slot(ca1) + 1), y0: this.rowY(rv1 + 1, V), y1: this.rowY(rv0, V),
+      a0, a1, r0: cells.r0, r1: cells.r1,
+    };
+  }
+
+  /** Which part of the selection a CSS point is on: {l, r, t, b} edges, inside, or null. */
+  boxPart(pt) {
+    const rect = this.boxRect(this.box);
+    if (!rect || !pt) return null;
+    const d = this.g.dpr;
+    const x = pt.x, y = pt.y, x0 = rect.x0 / d, x1 = rect.x1 / d, y0 = rect.y0 / d, y1 = rect.y1 / d;
+    // Edges grab at most a quarter of a small box, so that its middle still moves it.
+    const hx = Math.min(HANDLE_PX, (x1 - x0) / 4), hy = Math.min(HANDLE_PX, (y1 - y0) / 4);
+    const inX = x >= x0 - hx && x <= x1 + hx, inY = y >= y0 - hy && y <= y1 + hy;
+    if (!inX || !inY) return null;
+    const edges = { l: Math.abs(x - x0) <= hx, r: Math.abs(x - x1) <= hx, t: Math.abs(y - y0) <= hy, b: Math.abs(y - y1) <= hy };
+    if (edges.l && edges.r) edges[x - x0 < x1 - x ? 'r' : 'l'] = false; // a thin box: the nearer edge
+    if (edges.t && edges.b) edges[y - y0 < y1 - y ? 'b' : 't'] = false;
+    const any = edges.l || edges.r || edges.t || edges.b;
+    const inside = x > x0 && x < x1 && y > y0 && y < y1;
+    return any ? { rect, edges } : inside ? { rect, edges: null } : null;
+  }
+
+  cursorAt(pt) {
+    const part = this.boxPart(pt);
+    if (!part) return this.cellAt(pt, false) ? 'crosshair' : '';
+    if (!part.edges) return 'move';
+    const { l, r, t, b } = part.edges;
+    if ((l && t) || (r && b)) return 'nwse-resize';
+    if ((r && t) || (l && b)) return 'nesw-resize';
+    return l || r ? 'ew-resize' : 'ns-resize';
+  }
+
+  cssPoint(ev) {
+    const r = this.canvas.getBoundingClientRect();
+    return { x: ev.clientX - r.left, y: ev.clientY - r.top };
+  }
+
+  /** A press on the plot: a new box, or the selection moved or resized, once the pointer travels. */
+  pressBox(ev) {
+    if (ev.button !== 0 || !this.model) return;
+    const pt = this.cssPoint(ev);
+    const start = this.cellAt(pt, false);
+    if (!start) return;
+    const part = this.boxPart(pt);
+    this.drag = {
+      x0: ev.clientX, y0: ev.clientY, start, moved: false,
+      mode: !part ? 'new' : part.edges ? 'resize' : 'move', edges: part?.edges ?? null, rect: part?.rect ?? null,
+    };
+    try { this.canvas.setPointerCapture(ev.pointerId); } catch { /* synthetic events have no capture */ }
+  }
+
+  dragBox(ev) {
+    const d = this.drag;
+    if (!d) return;
+    if (!d.moved && Math.hypot(ev.clientX - d.x0, ev.clientY - d.y0) < DRAG_PX) return;
+    d.moved = true;
+    this.tooltip.hidden = true;
+    const cur = this.cellAt(this.cssPoint(ev), true);
+    if (!cur) return;
+    const m = this.model, w = this.win(), base = m.pushed - m.cols.length;
+    let a0, a1, r0, r1;
+    if (d.mode === 'new') {
+      [a0, a1, r0, r1] = [d.start.abs, cur.abs, d.start.row, cur.row];
+    } else {
+      ({ a0, a1, r0, r1 } = d.rect);
+      if (d.mode === 'move') {
+        const da = Math.max(w.lo - a0, Math.min(w.hi - 1 - a1, cur.abs - d.start.abs));
+        const dr = Math.max(this.range[0] - r0, Math.min(this.range[1] - r1, cur.row - d.start.row));
+        a0 += da; a1 += da; r0 += dr; r1 += dr;
+      } else {
+        if (d.edges.l) a0 = cur.abs;
+        if (d.edges.r) a1 = cur.abs;
+        if (d.edges.b) r0 = cur.row;
+        if (d.edges.t) r1 = cur.row;
+      }
+    }
+    const clampA = (a) => Math.max(base, Math.min(m.pushed - 1, a));
+    this.box = boxOf(m, clampA(a0) - base, clampA(a1) - base, r0, r1);
+    this.paintLayer();
+    this.onBox(this.box, false);
+  }
+
+  releaseBox(ev) {
+    const d = this.drag;
+    this.drag = null;
+    if (!d || !d.moved) return;
+    // The click that follows a drag is not a cell click (and is not always sent: clear anyway).
+    this.suppressClick = true;
+    setTimeout(() => { this.suppressClick = false; }, 0);
+    this.canvas.style.cursor = this.cursorAt(this.cssPoint(ev));
+    this.onBox(this.box, true);
+  }
+
+  setBox(box) { this.box = box || null; this.paintLayer(); }
+  setBaseBox(box) { this.baseBox = box || null; this.paintLayer(); }
+
+  /** The selection and the compare baseline on the layer: a tinted box with handles. */
+  paintBoxes(ctx) {
+    const g = this.g;
+    const draw = (box, colour, dashed) => {
+      const r = this.boxRect(box);
+      if (!r) return;
+      ctx.save();
+      ctx.fillStyle = dashed ? 'rgba(255,212,59,0.08)' : 'rgba(94,231,255,0.12)';
+      ctx.fillRect(r.x0, r.y0, r.x1 - r.x0, r.y1 - r.y0);
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = Math.max(1, Math.round(g.dpr * 1.5));
+      if (dashed) ctx.setLineDash([6 * g.dpr, 4 * g.dpr]);
+      ctx.strokeRect(r.x0 + 0.5, r.y0 + 0.5, r.x1 - r.x0 - 1, r.y1 - r.y0 - 1);
+      if (!dashed) {
+        const s = Math.round(3 * g.dpr), mx = (r.x0 + r.x1) / 2, my = (r.y0 + r.y1) / 2;
+        ctx.fillStyle = colour;
+        for (const [x, y] of [[r.x0, r.y0], [r.x1, r.y0], [r.x0, r.y1], [r.x1, r.y1], [mx, r.y0], [mx, r.y1], [r.x0, my], [r.x1, my]]) ctx.fillRect(x - s, y - s, 2 * s, 2 * s);
+      }
+      ctx.restore();
+    };
+    if (this.baseBox) draw(this.baseBox, BASE_COLOUR, true);
+    if (this.box) draw(this.box, BOX_COLOUR, false);
   }
 
   /** What a cell holds: count, share of its column, share at or below it, per-key parts. */
