@@ -357,11 +357,21 @@ fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
     expect(&mut client, "hello");
     // syscall-latency buckets in us, 2 us wide up to its open top [64, inf): 100 us sleeps.
     let program = start(&mut client, "syscall-latency");
+    // A key the preset cannot name is refused once the program tried it.
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": 64}, "keys": ["no_such_syscall"]}));
+    let (code, message) = error(&mut client);
+    assert_eq!(code, "bad_request");
+    assert!(message.contains("no_such_syscall"), "{message}");
+    assert_eq!(expect(&mut client, "explain_stopped")["reason"], "refused");
+    let before = server.bpftrace_children();
     client.send(json!({"type": "explain", "program": program,
                        "band": {"lo": 64, "hi": null}, "keys": ["clock_nanosleep"],
                        "max_cpu_percent": 100}));
     let started = expect(&mut client, "explain_started");
     assert_eq!(started["preset"], "syscall-latency");
+    let companion = new_tracer(&server, &before);
+    let progs = support::bpf_ids(companion, "prog_id:");
     next_tick(&mut client);
     let mut comms = BTreeSet::new();
     let (mut explained, mut in_band) = (0, 0);
@@ -378,8 +388,10 @@ fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
         in_band > 0 && explained * 10 >= in_band * 9,
         "{explained} of {in_band}"
     );
-    // A preset without an explainer says which have one.
+    // A start that replaces the program ends its companion; a preset without an explainer
+    // says which have one.
     let other = start(&mut client, "offcpu-time");
+    assert_gone(companion, &progs);
     client.send(json!({"type": "explain", "program": other, "band": {"lo": 0}}));
     let (code, message) = error(&mut client);
     assert_eq!(code, "unsupported");
