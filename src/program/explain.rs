@@ -615,8 +615,13 @@ impl super::Program {
                             }
                         }
                         // What a slow walk found arrives with the next one.
-                        Ok(Err(consumer::ConsumerError::WalkTimeout(_))) => {
+                        Ok(Err(e @ consumer::ConsumerError::WalkTimeout(_))) => {
                             c.pending_in_band += in_band;
+                            crate::telemetry::Event::ConsumerFailed {
+                                kind: e.kind(),
+                                message: &format!("explain {id}: {e}"),
+                            }
+                            .emit();
                         }
                         Ok(Err(e)) => {
                             act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
