@@ -655,6 +655,10 @@ pub struct LimitsConfig {
     /// `cost`, and the CPU budget applies to them).
     #[serde(default)]
     pub measure_cost: MeasureCost,
+    /// Explain companions (stack-capturing programs for a selected band) running at once,
+    /// over every program; 0 disables Explain.
+    #[serde(default = "default_max_explains")]
+    pub max_explains: usize,
 }
 
 /// When the kernel's BPF run-time statistics are on. They are process-wide and cost every
@@ -731,6 +735,9 @@ fn default_idle_timeout_s() -> u64 {
 fn default_max_programs() -> usize {
     32
 }
+fn default_max_explains() -> usize {
+    4
+}
 fn default_channel_history_ticks() -> usize {
     600
 }
@@ -774,6 +781,7 @@ impl Default for LimitsConfig {
             max_program_cpu_percent: default_max_program_cpu_percent(),
             max_program_cpu_percent_operator: default_max_program_cpu_percent_operator(),
             measure_cost: MeasureCost::default(),
+            max_explains: default_max_explains(),
         }
     }
 }
@@ -943,7 +951,7 @@ impl Config {
             }
         }
         let l = &self.limits;
-        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 11] = [
+        let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 12] = [
             (
                 "limits.max_message_bytes",
                 l.max_message_bytes as u64,
@@ -972,6 +980,7 @@ impl Config {
             ("limits.idle_timeout_s", l.idle_timeout_s, 1..=7 * 24 * 3600),
             ("limits.start_cooldown_ms", l.start_cooldown_ms, 0..=600_000),
             ("limits.max_programs", l.max_programs as u64, 1..=10_000),
+            ("limits.max_explains", l.max_explains as u64, 0..=1_000),
             (
                 "limits.channel_history_ticks",
                 l.channel_history_ticks as u64,

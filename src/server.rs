@@ -47,6 +47,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/connection.js"),
     ),
     (
+        "explain.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/explain.js"),
+    ),
+    (
         "flame.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/flame.js"),

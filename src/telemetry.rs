@@ -541,6 +541,13 @@ pub enum Event<'a> {
     },
     /// A program stopped (its last viewer left, or its tracer ended).
     ProgramStopped { program: u64 },
+    /// An explain companion started or ended (`what`: `starting`, `failed: …`).
+    Explain {
+        session: &'a str,
+        explain: u64,
+        preset: Option<&'a str>,
+        what: &'a str,
+    },
     /// A frame (or a history of frames) went out on a socket.
     FrameSent {
         encoding: &'static str,
@@ -685,6 +692,14 @@ impl Event<'_> {
             }
             Event::ProgramStopped { program } => {
                 info!(program, "Program stopped.");
+            }
+            Event::Explain {
+                session,
+                explain,
+                preset,
+                what,
+            } => {
+                info!(%session, explain, preset, what, "Explain companion.");
             }
             Event::FrameSent { encoding, bytes } => {
                 m.frames_sent.inc();

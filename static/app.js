@@ -9,6 +9,7 @@
 //   timeline.js    the time strip under the heatmap (range, drag to scroll back, marks)
 //   select.js, selectpanel.js  box selection: over-representation, compare, Explain seam
 //   flame.js       flame graphs (folded stacks, differential)
+//   explain.js     the Explain panel: a live selection's stacks (explain messages), window.heat.explain
 // Live frames, a watch's recorded range (`/api/watches/{name}/frames`), a fleet range (the
 // same shape from `/api/fleet/watches/{name}/frames`, hosts as keys) and an imported NDJSON
 // file all go through the same ingest → model → view path; only where the frames come from
@@ -25,6 +26,7 @@ import { unitFromName, rangeText } from './units.js';
 import { $, el, store, tabStore, clampInt, fmtNum, fmtPct, fmtClock, fmtCost } from './util.js';
 import { TimelineView } from './timeline.js';
 import { SelectionPanel } from './selectpanel.js';
+import { ExplainPanel } from './explain.js';
 
 const PROTOCOL = 1;
 const HIST_KINDS = new Set(['hist', 'lhist', 'quantize', 'lquantize', 'llquantize']);
@@ -189,6 +191,12 @@ const selection = new SelectionPanel({
   },
 });
 view.keyHue = (id) => keys.hue(id);
+const explainRoot = el('section', { id: 'explain-panel', class: 'select-panel explain-panel', hidden: '', 'aria-label': 'Explain: the stacks of the selected band, live' });
+$('select-panel').after(explainRoot);
+const explain = new ExplainPanel({
+  root: explainRoot,
+  host: { send: (msg) => conn.send(msg), program: () => S.program, running: () => S.mode === 'live' && S.run === 'running' },
+});
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 const proto = new ProtocolReader();
@@ -244,8 +252,9 @@ function onMessage(data) {
     case 'frame': return onFrame(msg);
     case 'history': return onHistory(msg);
     case 'viewers': return onViewers(msg);
-    case 'stopped': return onStopped(msg);
-    case 'error': return onError(msg);
+    case 'stopped': explain.onProgramStopped(); return onStopped(msg);
+    case 'error': explain.onError(msg); return onError(msg);
+    case 'explain_started': case 'explain': case 'explain_stopped': return explain.onMessage(msg);
     default: return undefined; // later protocol revisions may add messages: ignore them
   }
 }
@@ -1449,6 +1458,8 @@ function wireHistory() {
 // Stable, read-mostly view of the state for tests and for people poking at the console.
 
 window.heat = {
+  /** The Explain panel (explain.js): start({band, keys}), stop(), summary(). */
+  explain,
   get state() { return S.state; },
   get run() { return S.run; },
   get session() { return S.session; },

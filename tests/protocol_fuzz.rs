@@ -65,6 +65,13 @@ proptest! {
                 prop_assert!(from <= to, "a fetch range is ordered");
                 prop_assert_eq!(&value["type"], "fetch");
             }
+            Ok(ClientMessage::Explain(explain)) => {
+                prop_assert!(explain.band.hi.is_none_or(|hi| hi > explain.band.lo), "a band is not empty");
+                prop_assert_eq!(&value["type"], "explain");
+            }
+            Ok(ClientMessage::ExplainStop) => {
+                prop_assert_eq!(&value, &serde_json::json!({"type": "explain_stop"}))
+            }
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }

@@ -5,6 +5,7 @@
 //! leave. The registry decides when a program ends (its last member left); the program only
 //! does what it is told and reports how it ended.
 
+pub mod explain;
 pub mod plan;
 pub mod recorder;
 pub mod registry;
@@ -127,6 +128,8 @@ pub enum ViewerEvent {
     Final(Result<Option<Arc<EncodedFrame>>, ProgramFailure>),
     /// The program could not start, or died: an error, then `stopped` (when it had started).
     Failed(ProgramFailure),
+    /// About this viewer's explain companion.
+    Explain(explain::ExplainEvent),
 }
 
 /// An event from program `program` to a viewer, for the viewer's join number `generation`.
@@ -188,6 +191,24 @@ pub struct FetchFrames {
     pub to: u64,
 }
 
+/// Start (or replace) the explain companion of member `session` (from the registry, which
+/// checked the role, the budget and `limits.max_explains`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartExplain {
+    pub session: String,
+    pub plan: explain::ExplainPlan,
+}
+
+/// Stop the explain companion of member `session`, if it is `id` (any, when `None`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopExplain {
+    pub session: String,
+    pub id: Option<u64>,
+    pub reason: &'static str,
+}
+
 /// Where a program is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -227,6 +248,8 @@ pub struct Program {
     budget: cost::Budget,
     /// The watch whose ticks go to `/metrics` (`export = true`).
     export: Option<String>,
+    /// Members' explain companions, by session.
+    companions: HashMap<String, explain::Companion>,
 }
 
 /// One `[[watch.trigger]]` of the watch a program is.
@@ -285,6 +308,7 @@ impl Program {
             walking: false,
             viewers_changed: false,
             triggers,
+            companions: HashMap::new(),
         }
     }
 
@@ -323,8 +347,11 @@ impl Program {
                 e.with(m.encoding)
             });
         Encodings {
-            // The recorder stores typed ticks; triggers and the export read them.
-            typed: self.recording.is_some() || !self.triggers.is_empty() || self.export.is_some(),
+            // The recorder stores typed ticks; triggers, the export and explain companions read them.
+            typed: self.recording.is_some()
+                || !self.triggers.is_empty()
+                || self.export.is_some()
+                || !self.companions.is_empty(),
             ..encodings
         }
     }
@@ -485,10 +512,14 @@ impl Program {
                 match result {
                     Ok(Ok(frame)) => {
                         let within = act.account(&frame);
+                        let snapshot = frame.snapshot.clone();
+                        let seq = frame.seq;
                         // The frame that shows the cost goes out before the error that cites it.
                         act.publish(frame);
                         if let Err(over) = within {
                             act.fail(ProgramFailure::over_budget(over), ctx);
+                        } else if let Some(snapshot) = snapshot {
+                            act.explain_tick(seq, &snapshot, ctx);
                         }
                     }
                     // A slow tracer leaves a gap in `seq`; what it found goes into the next frame.
@@ -681,6 +712,8 @@ impl Actor for Program {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        // Dropping a companion ends its tracer.
+        self.companions.clear();
         self.stop_consumer();
         Event::ProgramStopped { program: self.id }.emit();
         Running::Stop
@@ -702,6 +735,7 @@ impl Handler<RemoveMember> for Program {
     type Result = ();
 
     fn handle(&mut self, RemoveMember(session): RemoveMember, _: &mut Context<Self>) {
+        self.companions.remove(&session);
         self.viewers_changed |= self.members.remove(&session).is_some();
     }
 }
@@ -712,6 +746,7 @@ impl Handler<FinishProgram> for Program {
     fn handle(&mut self, finish: FinishProgram, ctx: &mut Context<Self>) {
         let to = finish.to.and_then(|s| self.members.remove(&s));
         self.members.clear();
+        self.companions.clear();
         let (State::Running, Some(consumer)) = (self.state, self.consumer.clone()) else {
             // Nothing was walked yet, so there is nothing to flush.
             if let Some(member) = &to {
@@ -778,6 +813,7 @@ impl Handler<HaltProgram> for Program {
 
     fn handle(&mut self, _: HaltProgram, ctx: &mut Context<Self>) {
         self.members.clear();
+        self.companions.clear();
         self.state = State::Finishing;
         ctx.stop();
     }

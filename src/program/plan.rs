@@ -167,7 +167,11 @@ pub fn plan(
 
 /// The CPU budget a start asks for, within what its role may ask for: anyone may lower the
 /// configured budget, only an operator may raise it (to `limits.max_program_cpu_percent_operator`).
-fn cpu_budget(request: &StartRequest, config: &Config, role: Role) -> Result<u32, String> {
+pub(crate) fn cpu_budget(
+    request: &StartRequest,
+    config: &Config,
+    role: Role,
+) -> Result<u32, String> {
     let limits = &config.limits;
     let Some(asked) = request.max_cpu_percent else {
         return Ok(limits.max_program_cpu_percent);

@@ -80,6 +80,8 @@ pub struct Programs {
     watch_states: HashMap<String, WatchState>,
     /// Names sessions' recordings were made under (for retention).
     session_recordings: BTreeSet<String>,
+    /// Explain companions running, by session: the program that owns each, and its id.
+    explains: HashMap<String, (ProgramId, u64)>,
 }
 
 impl Programs {
@@ -100,6 +102,7 @@ impl Programs {
             watching: HashMap::new(),
             watch_states: HashMap::new(),
             session_recordings: BTreeSet::new(),
+            explains: HashMap::new(),
         }
     }
 
@@ -300,6 +303,8 @@ impl Programs {
         for session in &entry.members {
             self.watching.remove(session);
         }
+        // The program's companions end with it.
+        self.explains.retain(|_, (p, _)| *p != program);
         if let Some(key) = &entry.key {
             if self.shared.get(key) == Some(&program) {
                 self.shared.remove(key);
@@ -438,6 +443,8 @@ impl Handler<Join> for Programs {
 
 impl Programs {
     fn leave(&mut self, session: &str, flush: bool) -> Left {
+        // The program drops a leaving member's companion.
+        self.explains.remove(session);
         let Some(program) = self.watching.remove(session) else {
             return Left::Gone;
         };
@@ -582,5 +589,139 @@ impl Handler<HaltAll> for Programs {
             }
         }
         self.gauges();
+    }
+}
+
+/// Start (or replace) the explain companion of `session` on the program it watches.
+#[derive(Message)]
+#[rtype(result = "Result<u64, (crate::telemetry::Refusal, String)>")]
+pub struct Explain {
+    pub session: String,
+    pub role: Role,
+    pub request: crate::session::protocol::ExplainRequest,
+}
+
+/// Stop the explain companion of `session`; answers its id, if it had one.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct ExplainStop {
+    pub session: String,
+}
+
+/// A companion ended on its own (failed, or its member left before it started).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExplainEnded {
+    pub session: String,
+    pub id: u64,
+}
+
+impl Handler<Explain> for Programs {
+    type Result = Result<u64, (crate::telemetry::Refusal, String)>;
+
+    fn handle(&mut self, explain: Explain, _: &mut Context<Self>) -> Self::Result {
+        use crate::telemetry::Refusal;
+        let request = explain.request;
+        let program = request.program;
+        let entry = self
+            .watching
+            .get(&explain.session)
+            .filter(|&&p| p == program)
+            .and_then(|p| self.running.get(p))
+            .ok_or_else(|| {
+                (
+                    Refusal::BadRequest,
+                    format!("explain: this session does not watch program {program}"),
+                )
+            })?;
+        if explain.role < Role::Operator {
+            return Err((
+                Refusal::Forbidden,
+                "explain needs an operator token: it captures the stacks, commands and cgroups \
+                 of every process in the band"
+                    .into(),
+            ));
+        }
+        if super::explain::find(entry.kind).is_none() {
+            let preset = (entry.kind != "script").then_some(entry.kind);
+            return Err((
+                Refusal::Unsupported,
+                super::explain::unsupported_message(preset),
+            ));
+        }
+        let budget_request = crate::session::protocol::StartRequest {
+            max_cpu_percent: request.max_cpu_percent,
+            ..Default::default()
+        };
+        let max_cpu_percent = super::plan::cpu_budget(&budget_request, &self.config, explain.role)
+            .map_err(|m| (Refusal::Forbidden, format!("explain: {m}")))?;
+        let bpftrace = &self.config.bpftrace.path;
+        if !crate::consumer::bpftrace::installed(bpftrace) {
+            return Err((
+                Refusal::Unsupported,
+                format!(
+                    "explain runs on bpftrace, and {} is not installed (bpftrace.path)",
+                    bpftrace.display()
+                ),
+            ));
+        }
+        let running = self
+            .explains
+            .keys()
+            .filter(|s| **s != explain.session)
+            .count();
+        let max = self.config.limits.max_explains;
+        if running >= max {
+            return Err((
+                Refusal::MaxPrograms,
+                format!(
+                    "{running} explain companions are running, the most this server runs at \
+                     once (limits.max_explains = {max}); try again later"
+                ),
+            ));
+        }
+        let addr = entry.addr.clone();
+        let id = super::explain::next_id();
+        self.explains.insert(explain.session.clone(), (program, id));
+        addr.do_send(super::StartExplain {
+            session: explain.session,
+            plan: super::explain::ExplainPlan {
+                id,
+                band: request.band,
+                keys: request.keys,
+                max_cpu_percent,
+            },
+        });
+        Ok(id)
+    }
+}
+
+impl Handler<ExplainStop> for Programs {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, stop: ExplainStop, _: &mut Context<Self>) -> Option<u64> {
+        let (program, id) = self.explains.remove(&stop.session)?;
+        if let Some(entry) = self.running.get(&program) {
+            entry.addr.do_send(super::StopExplain {
+                session: stop.session,
+                id: Some(id),
+                reason: "client",
+            });
+        }
+        Some(id)
+    }
+}
+
+impl Handler<ExplainEnded> for Programs {
+    type Result = ();
+
+    fn handle(&mut self, ended: ExplainEnded, _: &mut Context<Self>) {
+        if self
+            .explains
+            .get(&ended.session)
+            .is_some_and(|&(_, id)| id == ended.id)
+        {
+            self.explains.remove(&ended.session);
+        }
     }
 }

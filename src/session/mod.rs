@@ -198,6 +198,8 @@ impl Session {
             Ok(ClientMessage::Start(request)) => self.start(request, ctx),
             Ok(ClientMessage::Stop) => self.leave(ctx, "client", AfterFinish::Stay),
             Ok(ClientMessage::Fetch { from, to }) => self.fetch(from, to, ctx),
+            Ok(ClientMessage::Explain(request)) => self.explain(request, ctx),
+            Ok(ClientMessage::ExplainStop) => self.explain_stop(ctx),
             Err(e) => self.refuse(ctx, refusal_of(&e), &e.to_string()),
         }
     }
@@ -439,6 +441,55 @@ impl Session {
         }
     }
 
+    /// Starts (or replaces) the explain companion on the watched program; `explain_started`
+    /// comes from the program once it runs.
+    fn explain(&mut self, request: protocol::ExplainRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.watch.as_ref().is_some_and(|w| w.started) {
+            return self.refuse(
+                ctx,
+                Refusal::BadRequest,
+                "explain: nothing is running; start (or join) a program first",
+            );
+        }
+        let explain = registry::Explain {
+            session: self.id.clone(),
+            role: self.identity().role,
+            request,
+        };
+        self.shared
+            .programs
+            .send(explain)
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((reason, message))) => act.refuse(ctx, reason, &message),
+                Err(e) => act.internal_error(&format!("program registry lost: {e}"), ctx),
+            })
+            .spawn(ctx);
+    }
+
+    /// Stops the explain companion; `explain_stopped` comes from the program, or at once when
+    /// none ran.
+    fn explain_stop(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let stop = registry::ExplainStop {
+            session: self.id.clone(),
+        };
+        self.shared
+            .programs
+            .send(stop)
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                if !matches!(result, Ok(Some(_))) {
+                    let message = ServerMessage::ExplainStopped {
+                        explain: None,
+                        reason: "client",
+                    };
+                    act.send(ctx, message);
+                }
+            })
+            .spawn(ctx);
+    }
+
     /// Frames `from..=to` again from the program's ring, as one `history` message.
     fn fetch(&mut self, from: u64, to: u64, ctx: &mut ws::WebsocketContext<Self>) {
         let Some((program, generation, encoding)) = self
@@ -659,6 +710,7 @@ impl Handler<ToViewer> for Session {
             }
             ViewerEvent::Frame(frame) => self.deliver(&frame, ctx, false),
             ViewerEvent::Viewers(count) => self.send(ctx, ServerMessage::Viewers { count }),
+            ViewerEvent::Explain(event) => self.explain_event(message.program, event, ctx),
             ViewerEvent::Final(result) => {
                 match result {
                     Ok(Some(frame)) => self.deliver(&frame, ctx, true),
@@ -682,6 +734,62 @@ impl Handler<ToViewer> for Session {
                         self.join(plan, encoding, ctx);
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Session {
+    fn explain_event(
+        &mut self,
+        program: u64,
+        event: crate::program::explain::ExplainEvent,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        use crate::program::explain::ExplainEvent;
+        match event {
+            ExplainEvent::Started {
+                id,
+                preset,
+                captures,
+                band,
+                keys,
+            } => self.send(
+                ctx,
+                ServerMessage::ExplainStarted {
+                    explain: id,
+                    program,
+                    preset,
+                    backend: consumer::Backend::Bpftrace.as_str(),
+                    band,
+                    keys: &keys,
+                    captures,
+                },
+            ),
+            ExplainEvent::Tick(text) => {
+                if self.dialect != Encoding::Legacy2011 {
+                    ctx.text(text.to_string());
+                }
+            }
+            ExplainEvent::Failed {
+                id,
+                code,
+                message,
+                reason,
+            } => {
+                self.send_error(ctx, code, &message);
+                let stopped = ServerMessage::ExplainStopped {
+                    explain: Some(id),
+                    reason,
+                };
+                self.send(ctx, stopped);
+            }
+            ExplainEvent::Stopped { id, reason } => {
+                let stopped = ServerMessage::ExplainStopped {
+                    explain: Some(id),
+                    reason,
+                };
+                self.send(ctx, stopped);
             }
         }
     }

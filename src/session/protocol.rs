@@ -20,6 +20,21 @@ pub enum ClientMessage {
         from: u64,
         to: u64,
     },
+    /// Capture stacks for a latency band of the watched program (issue 16).
+    Explain(ExplainRequest),
+    /// Stop the explain companion.
+    ExplainStop,
+}
+
+/// `{"type":"explain","program":N,"band":{"lo":A,"hi":B},"keys":[…]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainRequest {
+    pub program: u64,
+    pub band: crate::program::explain::Band,
+    /// The isolated keys; empty: every key.
+    pub keys: Vec<String>,
+    /// The companion's CPU budget, as `start`'s `max_cpu_percent`.
+    pub max_cpu_percent: Option<u32>,
 }
 
 /// `{"type":"start", …}`.
@@ -108,6 +123,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         }
         "stop" if object.is_empty() => Ok(ClientMessage::Stop),
         "fetch" => fetch_request(object),
+        "explain" => explain_request(object).map(ClientMessage::Explain),
+        "explain_stop" if object.is_empty() => Ok(ClientMessage::ExplainStop),
+        "explain_stop" => Err(ProtocolError::BadRequest(
+            "explain_stop takes no fields".into(),
+        )),
         "stop" => Err(ProtocolError::BadRequest("stop takes no fields".into())),
         other => Err(ProtocolError::BadRequest(format!(
             "unknown message type {other:?}"
@@ -140,6 +160,74 @@ fn fetch_request(
         )));
     }
     Ok(ClientMessage::Fetch { from, to })
+}
+
+/// The fields of an `explain`, naming any that is unknown or mistyped.
+fn explain_request(object: serde_json::Map<String, Json>) -> Result<ExplainRequest, ProtocolError> {
+    use crate::program::explain::{Band, MAX_KEYS};
+    let bad = |m: &str| ProtocolError::BadRequest(format!("explain: {m}"));
+    let (mut program, mut band, mut keys, mut max_cpu_percent) = (None, None, Vec::new(), None);
+    for (field, value) in object {
+        match field.as_str() {
+            "program" => {
+                program = Some(
+                    value
+                        .as_u64()
+                        .ok_or_else(|| bad("`program` must be a program id"))?,
+                )
+            }
+            "band" => {
+                let Json::Object(b) = value else {
+                    return Err(bad("`band` must be {\"lo\": …, \"hi\": …}"));
+                };
+                if let Some(other) = b.keys().find(|k| *k != "lo" && *k != "hi") {
+                    return Err(bad(&format!("unknown band field `{other}`")));
+                }
+                let lo = b.get("lo").and_then(Json::as_u64).ok_or_else(|| {
+                    bad("`band.lo` must be a non-negative integer in the program's unit")
+                })?;
+                let hi = match b.get("hi") {
+                    None | Some(Json::Null) => None,
+                    Some(v) => Some(v.as_u64().filter(|&hi| hi > lo).ok_or_else(|| {
+                        bad("`band.hi` must be an integer above `lo`, or null for no upper bound")
+                    })?),
+                };
+                band = Some(Band { lo, hi });
+            }
+            "keys" => {
+                let Json::Array(list) = value else {
+                    return Err(bad("`keys` must be an array of strings"));
+                };
+                if list.len() > MAX_KEYS {
+                    return Err(bad(&format!("at most {MAX_KEYS} keys")));
+                }
+                for key in list {
+                    match key {
+                        Json::String(k) => keys.push(k),
+                        Json::Number(n) => keys.push(n.to_string()),
+                        _ => return Err(bad("`keys` must be an array of strings")),
+                    }
+                }
+            }
+            "max_cpu_percent" => {
+                let percent = value
+                    .as_u64()
+                    .filter(|&p| p >= 1)
+                    .and_then(|p| u32::try_from(p).ok())
+                    .ok_or_else(|| {
+                        bad("`max_cpu_percent` must be a whole number of percent, at least 1")
+                    })?;
+                max_cpu_percent = Some(percent);
+            }
+            other => return Err(bad(&format!("unknown field `{other}`"))),
+        }
+    }
+    Ok(ExplainRequest {
+        program: program.ok_or_else(|| bad("needs `program` (from `started`)"))?,
+        band: band.ok_or_else(|| bad("needs `band`"))?,
+        keys,
+        max_cpu_percent,
+    })
 }
 
 /// Parses one text message of the 2011 dialect (`/ws?format=2011`): a JSON object with
@@ -353,6 +441,26 @@ pub enum ServerMessage<'a> {
         count: usize,
     },
     Stopped {
+        reason: &'static str,
+    },
+    /// The explain companion runs (issue 16).
+    #[serde(rename = "explain_started")]
+    ExplainStarted {
+        explain: u64,
+        program: u64,
+        preset: &'a str,
+        backend: &'static str,
+        band: crate::program::explain::Band,
+        keys: &'a [String],
+        /// What the companion captures for this preset.
+        captures: &'a str,
+    },
+    /// The explain companion stopped: `client`, `replaced`, `refused`, `budget`,
+    /// `tracer_exited` (an `error` precedes the last three).
+    #[serde(rename = "explain_stopped")]
+    ExplainStopped {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        explain: Option<u64>,
         reason: &'static str,
     },
     Error {

@@ -60,6 +60,9 @@ const WALK_TIMEOUT: Duration = Duration::from_secs(5);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long each attach check waits for the walk probe to answer before firing it again.
 const ATTACH_POLL: Duration = Duration::from_millis(20);
+/// The longest wait between two attach checks: each unanswered check doubles the wait, so a
+/// program whose prints are slow (stacks to symbolise) is not sent a print per poll.
+const ATTACH_POLL_MAX: Duration = Duration::from_millis(640);
 /// The window over which the output budget is counted.
 const BUDGET_WINDOW: Duration = Duration::from_secs(1);
 /// Most error text kept from bpftrace's stderr.
@@ -169,6 +172,13 @@ impl BpftraceConsumer {
     /// Fires the walk probe and adds what it prints to `pending`, until its end marker. Output
     /// of an earlier walk that timed out arrives first and is kept: it belongs to no frame yet.
     fn walk_once(&mut self, timeout: Duration) -> Result<(), ConsumerError> {
+        self.walk_until(timeout, false)
+    }
+
+    /// Fires a walk and waits for its end marker, or, with `any`, for the end marker of any
+    /// walk fired so far (while attaching: an answer to an earlier poll proves the attach as
+    /// well, and when each print takes longer than the poll, the latest would never answer).
+    fn walk_until(&mut self, timeout: Duration, any: bool) -> Result<(), ConsumerError> {
         if self.program.is_none() || self.events.is_none() {
             return Err(ConsumerError::State("not running"));
         }
@@ -178,7 +188,7 @@ impl BpftraceConsumer {
         let deadline = Instant::now() + timeout;
         loop {
             match self.next_event(deadline)? {
-                Some(Event::WalkDone(n)) if n == walk => return Ok(()),
+                Some(Event::WalkDone(n)) if n == walk || (any && n < walk) => return Ok(()),
                 Some(event) => self.absorb(event),
                 None => return Err(ConsumerError::WalkTimeout(timeout)),
             }
@@ -211,10 +221,17 @@ impl BpftraceConsumer {
                     return;
                 };
                 match decode_map(spec, &value) {
-                    Ok(aggregation) => self.pending.absorb(Snapshot {
-                        aggregations: vec![aggregation],
-                        ..Default::default()
-                    }),
+                    Ok(aggregation) => {
+                        // A cumulative map's latest print holds everything: it replaces the
+                        // previous one rather than adding to it (a late print, then the next).
+                        if name.starts_with(program::CUMULATIVE_PREFIX) {
+                            self.pending.aggregations.retain(|a| a.name != name);
+                        }
+                        self.pending.absorb(Snapshot {
+                            aggregations: vec![aggregation],
+                            ..Default::default()
+                        })
+                    }
                     Err(e) => telemetry::Event::ConsumerFailed {
                         kind: telemetry::Failure::Decode,
                         message: &e.to_string(),
@@ -374,10 +391,11 @@ impl Consumer for BpftraceConsumer {
         // the program and is attached last, so the first walk that answers proves everything
         // is attached. What it found (`BEGIN`'s aggregations among it) stays in `pending` and
         // goes out in the first frame, as DTrace's first aggwalk returns it.
+        let mut poll = ATTACH_POLL;
         while Instant::now() < deadline {
-            match self.walk_once(ATTACH_POLL) {
+            match self.walk_until(poll, true) {
                 Ok(_) => return Ok(()),
-                Err(ConsumerError::WalkTimeout(_)) => {}
+                Err(ConsumerError::WalkTimeout(_)) => poll = (poll * 2).min(ATTACH_POLL_MAX),
                 Err(e) => return Err(e),
             }
         }

@@ -21,6 +21,9 @@ pub struct MapSpec {
     pub arity: usize,
 }
 
+/// Maps whose name starts with this are printed by every walk but never cleared.
+pub const CUMULATIVE_PREFIX: &str = "@cumulative_";
+
 /// A bpftrace script ready to run: the user's text, its aggregations, and the text we run.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -35,7 +38,13 @@ impl Program {
         let maps = aggregation_maps(script);
         let mut walk = String::new();
         for map in &maps {
-            walk.push_str(&format!(" print({0}); clear({0});", map.info.name));
+            walk.push_str(&format!(" print({0});", map.info.name));
+            // A cumulative map is never cleared: its reader diffs the walks (explain
+            // companions, whose prints symbolise stacks, long enough that clearing after the
+            // print would lose what lands meanwhile).
+            if !map.info.name.starts_with(CUMULATIVE_PREFIX) {
+                walk.push_str(&format!(" clear({0});", map.info.name));
+            }
         }
         // The path is quoted so that any directory name survives bpftrace's probe parser.
         let exe = exe.display().to_string().replace('"', "\\\"");

@@ -1,0 +1,987 @@
+//! Who runs the explain companion for a session: the stack-capturing bpftrace program that a
+//! viewer of a preset program starts for a selected latency band (and keys), generated from
+//! the preset's companion template (`explain/*.bt`), filtered in the probe to the band, ticked
+//! with its main program and owned by it (see [`super::Program`]), and turned every tick into
+//! an `explain` message: folded stacks, top processes and cgroups, and how many of the band's
+//! events it explained.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::aggregation::{Bucket, KeyPart, Snapshot, Value};
+use crate::consumer::{self, cost, Backend, ConsumerActor, KillSwitch, ProgramSpec};
+use crate::presets::{KeyNames, Preset, ProcessFilter};
+
+/// How many processes and cgroups an `explain` message lists (the busiest).
+pub const TOP_ENTRIES: usize = 20;
+/// How many folded stacks an `explain` message carries at most (the busiest; the rest are
+/// summed into one `[other]` stack so the counts still add up).
+pub const MAX_STACKS: usize = 2000;
+/// Most keys an `explain` may isolate.
+pub const MAX_KEYS: usize = 64;
+
+static NEXT_EXPLAIN: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh explain id (never reused while the server runs).
+pub fn next_id() -> u64 {
+    NEXT_EXPLAIN.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a preset's key is, for filtering the companion to the isolated keys in the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyField {
+    /// The syscall number (`args->id`); keys are syscall names.
+    Syscall,
+    /// The command name (`comm`) of the task the probe runs for.
+    Comm,
+}
+
+/// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
+const COMM_MAX: usize = 15;
+
+/// A preset's explain companion.
+#[derive(Debug)]
+pub struct Explainer {
+    pub preset: &'static str,
+    /// What is captured, for `explain_started` and the README.
+    pub captures: &'static str,
+    template: &'static str,
+    key: KeyField,
+}
+
+/// Every preset that has an explainer.
+pub const EXPLAINERS: &[Explainer] = &[
+    Explainer {
+        preset: "syscall-latency",
+        captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
+        template: include_str!("explain/syscall-latency.bt"),
+        key: KeyField::Syscall,
+    },
+    Explainer {
+        preset: "syscall-latency-log2",
+        captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
+        template: include_str!("explain/syscall-latency-log2.bt"),
+        key: KeyField::Syscall,
+    },
+    Explainer {
+        preset: "cpu-profile",
+        captures: "per on-CPU sample at an offset in the band: comm, pid, cgroup, user and kernel stack at the sample",
+        template: include_str!("explain/cpu-profile.bt"),
+        key: KeyField::Comm,
+    },
+];
+
+/// The explainer of preset `name`, if it has one.
+pub fn find(name: &str) -> Option<&'static Explainer> {
+    EXPLAINERS.iter().find(|e| e.preset == name)
+}
+
+/// A latency band in the program's unit: `lo` inclusive, `hi` exclusive (`None`: no upper
+/// bound, the open top bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Band {
+    pub lo: u64,
+    pub hi: Option<u64>,
+}
+
+impl Band {
+    /// Whether bucket `b` (inclusive bounds, `None` open) lies wholly inside the band.
+    fn holds(&self, b: &Bucket) -> bool {
+        let lo_in = b.lo.is_some_and(|lo| lo >= 0 && lo as u64 >= self.lo);
+        let hi_in = match (self.hi, b.hi) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(hi), Some(bhi)) => bhi < 0 || (bhi as u64) < hi,
+        };
+        lo_in && hi_in
+    }
+}
+
+/// Why an explain cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    /// The preset has no explainer (or the program is a script).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A key or band the preset cannot filter on.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl Explainer {
+    /// The companion's bpftrace program: the template with the main program's process filter
+    /// at the same probe, and the band (and keys) as the condition of the capture.
+    pub fn script(
+        &self,
+        preset: &Preset,
+        filter: &ProcessFilter,
+        band: Band,
+        keys: &[String],
+    ) -> Result<String, ExplainError> {
+        let templated = Preset {
+            script: self.template,
+            ..preset.clone()
+        };
+        let filtered = templated
+            .script_with(filter)
+            .map_err(ExplainError::BadRequest)?;
+        let mut condition = format!("$v >= {}", band.lo);
+        if let Some(hi) = band.hi {
+            condition.push_str(&format!(" && $v < {hi}"));
+        }
+        if !keys.is_empty() {
+            let parts = keys
+                .iter()
+                .map(|k| self.key_test(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            condition.push_str(&format!(" && ({})", parts.join(" || ")));
+        }
+        Ok(filtered.replace("HEAT_IN_BAND", &condition))
+    }
+
+    fn key_test(&self, key: &str) -> Result<String, ExplainError> {
+        match self.key {
+            KeyField::Syscall => {
+                let nr = crate::syscalls::number(key)
+                    .or_else(|| key.strip_prefix("syscall_")?.parse().ok())
+                    .ok_or_else(|| {
+                        ExplainError::BadRequest(format!(
+                            "explain: {key:?} is not a syscall this host knows"
+                        ))
+                    })?;
+                Ok(format!("args->id == {nr}"))
+            }
+            KeyField::Comm => {
+                let ok = !key.is_empty()
+                    && key.len() <= COMM_MAX
+                    && key
+                        .chars()
+                        .all(|c| c != '"' && c != '\\' && !c.is_control());
+                if !ok {
+                    return Err(ExplainError::BadRequest(format!(
+                        "explain: key {key:?} is not a command name (1..={COMM_MAX} bytes, no quotes or backslashes)"
+                    )));
+                }
+                Ok(format!("comm == \"{key}\""))
+            }
+        }
+    }
+
+    /// The companion as a consumer runs it (bpftrace; keys shown as bpftrace prints them).
+    pub fn spec(&self, script: String) -> ProgramSpec {
+        ProgramSpec {
+            script,
+            key_names: KeyNames::AsIs,
+            rewrite: None,
+            preset: None,
+            filter: ProcessFilter::default(),
+        }
+    }
+}
+
+/// Events of `snapshot`'s histograms in buckets wholly inside `band`, of the `keys` (all when
+/// empty). A bucket straddling the band's edge is not counted: the page selects whole buckets.
+pub fn events_in_band(snapshot: &Snapshot, band: Band, keys: &[String]) -> u64 {
+    let mut total = 0;
+    for agg in &snapshot.aggregations {
+        for series in &agg.series {
+            if !keys.is_empty() {
+                let name = series.key.first().map(key_text).unwrap_or_default();
+                if !keys.contains(&name) {
+                    continue;
+                }
+            }
+            if let Value::Buckets(buckets) = &series.value {
+                total += buckets
+                    .iter()
+                    .filter(|b| band.holds(b))
+                    .map(|b| b.count)
+                    .sum::<u64>();
+            }
+        }
+    }
+    total
+}
+
+fn key_text(part: &KeyPart) -> String {
+    match part {
+        KeyPart::Int(n) => n.to_string(),
+        KeyPart::Str(s) => s.clone(),
+    }
+}
+
+/// One frame of a stack as bpftrace prints it (`func+off`, `func`, or a bare address) as a
+/// folded frame: the function, or `[unknown]`.
+fn frame_name(line: &str) -> Option<String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    if line.starts_with("0x") || line.starts_with("[unknown]") {
+        return Some("[unknown]".into());
+    }
+    let func = match line.rfind('+') {
+        Some(i) if line[i + 1..].chars().all(|c| c.is_ascii_digit()) && i > 0 => &line[..i],
+        _ => line,
+    };
+    // `;` separates frames in the folded format; a symbol never has one, but be safe.
+    Some(func.replace(';', ":"))
+}
+
+/// A stack printed leaf first, as folded frames root first.
+fn root_first(stack: &str) -> Vec<String> {
+    let mut frames: Vec<String> = stack.lines().filter_map(frame_name).collect();
+    frames.reverse();
+    frames
+}
+
+/// The folded stack (Brendan Gregg's format: root first, `;`-joined) of one capture: the user
+/// stack, then the kernel stack (frames suffixed `_[k]`, as `stackcollapse` marks them).
+pub fn folded(ustack: &str, kstack: &str) -> String {
+    let mut frames = root_first(ustack);
+    frames.extend(root_first(kstack).into_iter().map(|f| format!("{f}_[k]")));
+    if frames.is_empty() {
+        return "[no stack]".into();
+    }
+    frames.join(";")
+}
+
+/// What a companion captured in one tick.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Tally {
+    pub explained: u64,
+    pub stacks: BTreeMap<String, u64>,
+    pub processes: Vec<ProcessCount>,
+    pub cgroups: Vec<CgroupCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessCount {
+    pub comm: String,
+    pub pid: i64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupCount {
+    pub cgroup: i64,
+    pub count: u64,
+}
+
+/// Reads a companion's walk: `@cumulative_explain[pid, cgroup, comm, kstack, ustack]` (the
+/// user stack last: bpftrace joins key parts with commas, and C++ symbols have them).
+pub fn tally(snapshot: &Snapshot) -> Tally {
+    let mut stacks: HashMap<String, u64> = HashMap::new();
+    let mut processes: HashMap<(String, i64), u64> = HashMap::new();
+    let mut cgroups: HashMap<i64, u64> = HashMap::new();
+    let mut explained = 0;
+    for agg in &snapshot.aggregations {
+        for series in &agg.series {
+            let count = match series.value {
+                Value::Scalar(n) if n > 0 => n as u64,
+                _ => continue,
+            };
+            explained += count;
+            let int = |i: usize| match series.key.get(i) {
+                Some(KeyPart::Int(n)) => *n,
+                _ => 0,
+            };
+            let text = |i: usize| series.key.get(i).map(key_text).unwrap_or_default();
+            let stack = match series.key.len() {
+                5 => folded(&text(4), &text(3)),
+                // Keys folded into `other` (limits.max_keys_per_aggregation).
+                _ => "[other]".into(),
+            };
+            *stacks.entry(stack).or_default() += count;
+            if series.key.len() == 5 {
+                *processes.entry((text(2), int(0))).or_default() += count;
+                *cgroups.entry(int(1)).or_default() += count;
+            }
+        }
+    }
+    let mut stacks: Vec<(String, u64)> = stacks.into_iter().collect();
+    stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest: u64 = stacks.iter().skip(MAX_STACKS).map(|s| s.1).sum();
+    stacks.truncate(MAX_STACKS);
+    let mut stacks: BTreeMap<String, u64> = stacks.into_iter().collect();
+    if rest > 0 {
+        *stacks.entry("[other]".into()).or_default() += rest;
+    }
+    let mut processes: Vec<ProcessCount> = processes
+        .into_iter()
+        .map(|((comm, pid), count)| ProcessCount { comm, pid, count })
+        .collect();
+    processes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.pid.cmp(&b.pid)));
+    processes.truncate(TOP_ENTRIES);
+    let mut cgroups: Vec<CgroupCount> = cgroups
+        .into_iter()
+        .map(|(cgroup, count)| CgroupCount { cgroup, count })
+        .collect();
+    cgroups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.cgroup.cmp(&b.cgroup)));
+    cgroups.truncate(TOP_ENTRIES);
+    Tally {
+        explained,
+        stacks,
+        processes,
+        cgroups,
+    }
+}
+
+/// One `explain` message.
+#[derive(Debug, Serialize)]
+struct Tick<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    explain: u64,
+    tick: u64,
+    band: Band,
+    events_in_band: u64,
+    #[serde(flatten)]
+    tally: &'a Tally,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<cost::Cost>,
+}
+
+/// The text of one `explain` message.
+pub fn tick_message(
+    explain: u64,
+    tick: u64,
+    band: Band,
+    events_in_band: u64,
+    tally: &Tally,
+    cost: Option<cost::Cost>,
+) -> String {
+    serde_json::to_string(&Tick {
+        kind: "explain",
+        explain,
+        tick,
+        band,
+        events_in_band,
+        tally,
+        cost,
+    })
+    .expect("explain messages always serialise")
+}
+
+/// What a session asked to explain, checked by the registry (role, budget, cap).
+#[derive(Debug, Clone)]
+pub struct ExplainPlan {
+    pub id: u64,
+    pub band: Band,
+    pub keys: Vec<String>,
+    pub max_cpu_percent: u32,
+}
+
+/// A running (or starting) companion, owned by the main program for one of its members.
+/// Dropping it ends the tracer: the kill switch, then the consumer thread's end reaps it.
+pub struct Companion {
+    pub plan: ExplainPlan,
+    pub consumer: Option<Addr<ConsumerActor>>,
+    pub kill: Option<KillSwitch>,
+    pub running: bool,
+    pub walking: bool,
+    /// The band's events in the main program's frames since this companion's last walk.
+    pub pending_in_band: u64,
+    pub budget: cost::Budget,
+    /// The capture map's counts at the last walk: it is cumulative (never cleared, see
+    /// `CUMULATIVE_PREFIX`), and each tick reports the difference.
+    pub seen: HashMap<Vec<KeyPart>, i64>,
+    /// The first walk after the attach was done: it only lines the companion's counts up with
+    /// the main program's ticks (it holds what came between the attach and that tick).
+    pub synced: bool,
+}
+
+impl Companion {
+    /// What the capture map gained since the previous walk.
+    pub fn delta(&mut self, snapshot: &Snapshot) -> Snapshot {
+        let mut seen = HashMap::with_capacity(self.seen.len());
+        let mut out = Snapshot::default();
+        for agg in &snapshot.aggregations {
+            let mut series = Vec::new();
+            for s in &agg.series {
+                let Value::Scalar(now) = s.value else {
+                    continue;
+                };
+                let before = self.seen.get(&s.key).copied().unwrap_or(0);
+                // Keys folded into `other` change membership: never a negative count.
+                if now > before {
+                    series.push(crate::aggregation::Series {
+                        key: s.key.clone(),
+                        value: Value::Scalar(now - before),
+                    });
+                }
+                seen.insert(s.key.clone(), now);
+            }
+            out.aggregations.push(crate::aggregation::Aggregation {
+                name: agg.name.clone(),
+                kind: agg.kind,
+                series,
+                folded: agg.folded,
+            });
+        }
+        self.seen = seen;
+        out
+    }
+}
+
+impl Companion {
+    /// Spawns the companion's consumer (bpftrace, on its own thread); `Begin` is the caller's.
+    pub fn spawn(
+        plan: ExplainPlan,
+        spec: ProgramSpec,
+        config: &crate::config::Config,
+    ) -> Companion {
+        let consumer = consumer::spawn(
+            Backend::Bpftrace,
+            false,
+            format!("x-{:x}", plan.id),
+            spec,
+            config,
+        );
+        Companion {
+            budget: cost::Budget::new(plan.max_cpu_percent),
+            plan,
+            consumer: Some(consumer),
+            kill: None,
+            running: false,
+            walking: false,
+            pending_in_band: 0,
+            seen: HashMap::new(),
+            synced: false,
+        }
+    }
+}
+
+impl Drop for Companion {
+    fn drop(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            kill.kill();
+        }
+        if let Some(consumer) = self.consumer.take() {
+            consumer.do_send(consumer::Halt);
+        }
+    }
+}
+
+/// What the explain of a member tells it (through [`super::ViewerEvent::Explain`]).
+#[derive(Debug, Clone)]
+pub enum ExplainEvent {
+    /// The companion runs.
+    Started {
+        id: u64,
+        preset: &'static str,
+        captures: &'static str,
+        band: Band,
+        keys: Arc<Vec<String>>,
+    },
+    /// One tick's `explain` message, as text.
+    Tick(Arc<str>),
+    /// The companion could not start or failed: an error (`code`, `message`), then
+    /// `explain_stopped` with `reason`.
+    Failed {
+        id: u64,
+        code: &'static str,
+        message: String,
+        reason: &'static str,
+    },
+    /// The companion was stopped (`client`, `replaced`).
+    Stopped { id: u64, reason: &'static str },
+}
+
+/// The companion's end as its member hears it: an error, then `explain_stopped`.
+struct CompanionFailure {
+    code: &'static str,
+    message: String,
+    reason: &'static str,
+}
+
+impl CompanionFailure {
+    fn from_consumer(e: &consumer::ConsumerError) -> CompanionFailure {
+        let failure = super::ProgramFailure::from_consumer(e);
+        CompanionFailure {
+            code: failure.code,
+            message: format!("explain: {}", failure.message),
+            reason: failure.reason,
+        }
+    }
+
+    fn internal(message: String) -> CompanionFailure {
+        CompanionFailure {
+            code: "internal",
+            message,
+            reason: "tracer_exited",
+        }
+    }
+}
+
+impl super::Program {
+    fn tell_explain(&self, session: &str, event: ExplainEvent) {
+        if let Some(member) = self.members.get(session) {
+            self.tell(member, super::ViewerEvent::Explain(event));
+        }
+    }
+
+    /// Ends companion `id` of `session` on a failure: its member is told, the registry frees
+    /// its slot, and dropping it ends its tracer.
+    fn end_companion(&mut self, session: &str, id: u64, failure: CompanionFailure) {
+        if self.companions.get(session).is_none_or(|c| c.plan.id != id) {
+            return;
+        }
+        self.companions.remove(session);
+        crate::telemetry::Event::Explain {
+            session,
+            explain: id,
+            preset: self.plan.preset.map(|p| p.name),
+            what: &failure.message,
+        }
+        .emit();
+        self.tell_explain(
+            session,
+            ExplainEvent::Failed {
+                id,
+                code: failure.code,
+                message: failure.message,
+                reason: failure.reason,
+            },
+        );
+        self.registry.do_send(super::registry::ExplainEnded {
+            session: session.to_owned(),
+            id,
+        });
+    }
+
+    /// After a published frame: every running companion is walked for the same tick, and its
+    /// capture sent with the band's count from `snapshot` (the main program's frame).
+    pub(super) fn explain_tick(&mut self, seq: u64, snapshot: &Snapshot, ctx: &mut Context<Self>) {
+        let sessions: Vec<String> = self.companions.keys().cloned().collect();
+        for session in sessions {
+            let Some(c) = self.companions.get_mut(&session) else {
+                continue;
+            };
+            if !c.running {
+                continue;
+            }
+            c.pending_in_band += events_in_band(snapshot, c.plan.band, &c.plan.keys);
+            let (Some(consumer), false) = (c.consumer.clone(), c.walking) else {
+                continue; // a slow walk: this tick's count goes with the next one
+            };
+            c.walking = true;
+            let in_band = std::mem::take(&mut c.pending_in_band);
+            let (id, band) = (c.plan.id, c.plan.band);
+            let walk = consumer::Walk {
+                seq,
+                encodings: consumer::Encodings {
+                    typed: true,
+                    ..consumer::Encodings::default()
+                },
+            };
+            consumer
+                .send(walk)
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id)
+                    else {
+                        return;
+                    };
+                    c.walking = false;
+                    match result {
+                        Ok(Ok(frame)) if !c.synced => {
+                            c.synced = true;
+                            if let Some(snapshot) = frame.snapshot.as_deref() {
+                                c.delta(snapshot);
+                            }
+                        }
+                        Ok(Ok(frame)) => {
+                            let tally = frame
+                                .snapshot
+                                .as_deref()
+                                .map(|s| tally(&c.delta(s)))
+                                .unwrap_or_default();
+                            let within = frame.cost.map_or(Ok(()), |s| c.budget.observe(s));
+                            let cost = frame.cost.and_then(|s| s.cost());
+                            let text = tick_message(id, seq, band, in_band, &tally, cost);
+                            act.tell_explain(&session, ExplainEvent::Tick(text.into()));
+                            if let Err(over) = within {
+                                let failure = CompanionFailure {
+                                    code: "budget",
+                                    message: format!("explain: {over}"),
+                                    reason: "budget",
+                                };
+                                act.end_companion(&session, id, failure);
+                            }
+                        }
+                        // What a slow walk found arrives with the next one.
+                        Ok(Err(e @ consumer::ConsumerError::WalkTimeout(_))) => {
+                            c.pending_in_band += in_band;
+                            crate::telemetry::Event::ConsumerFailed {
+                                kind: e.kind(),
+                                message: &format!("explain {id}: {e}"),
+                            }
+                            .emit();
+                        }
+                        Ok(Err(e)) => {
+                            act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
+                        }
+                        Err(e) => act.end_companion(
+                            &session,
+                            id,
+                            CompanionFailure::internal(format!("explain consumer lost: {e}")),
+                        ),
+                    }
+                })
+                .spawn(ctx);
+        }
+    }
+}
+
+impl Handler<super::StartExplain> for super::Program {
+    type Result = ();
+
+    fn handle(&mut self, start: super::StartExplain, ctx: &mut Context<Self>) {
+        let super::StartExplain { session, plan } = start;
+        let id = plan.id;
+        if !self.members.contains_key(&session) {
+            // Left meanwhile: nothing to start, the slot goes back.
+            self.registry
+                .do_send(super::registry::ExplainEnded { session, id });
+            return;
+        }
+        if let Some(old) = self.companions.remove(&session) {
+            let old_id = old.plan.id;
+            drop(old);
+            self.tell_explain(
+                &session,
+                ExplainEvent::Stopped {
+                    id: old_id,
+                    reason: "replaced",
+                },
+            );
+        }
+        let preset = self.plan.preset;
+        let explainer = preset.and_then(|p| find(p.name).map(|e| (p, e)));
+        let script = match explainer {
+            None => Err(ExplainError::Unsupported(unsupported_message(
+                preset.map(|p| p.name),
+            ))),
+            Some((preset, explainer)) => explainer
+                .script(preset, &self.plan.program.filter, plan.band, &plan.keys)
+                .map(|script| (explainer, script)),
+        };
+        let (explainer, script) = match script {
+            Ok(ok) => ok,
+            Err(e) => {
+                let code = match e {
+                    ExplainError::Unsupported(_) => "unsupported",
+                    ExplainError::BadRequest(_) => "bad_request",
+                };
+                // Registered so that `end_companion` finds it.
+                self.companions.insert(
+                    session.clone(),
+                    Companion {
+                        budget: cost::Budget::new(plan.max_cpu_percent),
+                        plan,
+                        consumer: None,
+                        kill: None,
+                        running: false,
+                        walking: false,
+                        pending_in_band: 0,
+                        seen: HashMap::new(),
+                        synced: false,
+                    },
+                );
+                let failure = CompanionFailure {
+                    code,
+                    message: e.to_string(),
+                    reason: "refused",
+                };
+                return self.end_companion(&session, id, failure);
+            }
+        };
+        crate::telemetry::Event::Explain {
+            session: &session,
+            explain: id,
+            preset: Some(explainer.preset),
+            what: "starting",
+        }
+        .emit();
+        let band = plan.band;
+        let keys = Arc::new(plan.keys.clone());
+        let companion = Companion::spawn(plan, explainer.spec(script), &self.config);
+        let consumer = companion.consumer.clone().expect("just spawned");
+        self.companions.insert(session.clone(), companion);
+        consumer
+            .send(consumer::Begin)
+            .into_actor(self)
+            .map(move |result, act, _| {
+                let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id) else {
+                    return; // stopped meanwhile; dropping it ended the tracer
+                };
+                match result {
+                    Ok(Ok(started)) => {
+                        c.kill = started.kill_switch;
+                        c.running = true;
+                        act.tell_explain(
+                            &session,
+                            ExplainEvent::Started {
+                                id,
+                                preset: explainer.preset,
+                                captures: explainer.captures,
+                                band,
+                                keys,
+                            },
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
+                    }
+                    Err(e) => act.end_companion(
+                        &session,
+                        id,
+                        CompanionFailure::internal(format!("explain consumer lost: {e}")),
+                    ),
+                }
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Handler<super::StopExplain> for super::Program {
+    type Result = ();
+
+    fn handle(&mut self, stop: super::StopExplain, _: &mut Context<Self>) {
+        let Some(c) = self.companions.get(&stop.session) else {
+            return;
+        };
+        if stop.id.is_some_and(|id| id != c.plan.id) {
+            return;
+        }
+        let id = c.plan.id;
+        self.companions.remove(&stop.session);
+        self.tell_explain(
+            &stop.session,
+            ExplainEvent::Stopped {
+                id,
+                reason: stop.reason,
+            },
+        );
+    }
+}
+
+/// Why a program cannot be explained, naming those that can.
+pub fn unsupported_message(preset: Option<&str>) -> String {
+    let can: Vec<&str> = EXPLAINERS.iter().map(|e| e.preset).collect();
+    match preset {
+        Some(name) => format!(
+            "explain: preset {name:?} has no explainer; these have: {}",
+            can.join(", ")
+        ),
+        None => format!(
+            "explain: a custom script has no explainer; these presets have: {}",
+            can.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregation::{AggKind, Aggregation, Series};
+    use crate::presets;
+
+    #[test]
+    fn frames_fold_root_first_with_offsets_stripped() {
+        let u = "\n    __clock_nanosleep+67\n    0x7f00aa\n    main+12\n";
+        let k = "\n    syscall_exit_work+188\n    do_syscall_64+558\n";
+        assert_eq!(
+            folded(u, k),
+            "main;[unknown];__clock_nanosleep;do_syscall_64_[k];syscall_exit_work_[k]"
+        );
+        assert_eq!(folded("", ""), "[no stack]");
+        // A C++ symbol with `+` inside keeps it; only a numeric offset goes.
+        assert_eq!(frame_name("operator+ +4"), Some("operator+ ".into()));
+    }
+
+    #[test]
+    fn bands_hold_whole_buckets_only() {
+        let band = Band {
+            lo: 2048,
+            hi: Some(4096),
+        };
+        let b = |lo: Option<i64>, hi: Option<i64>| Bucket { lo, hi, count: 1 };
+        assert!(band.holds(&b(Some(2048), Some(4095))));
+        assert!(!band.holds(&b(Some(1024), Some(2047))));
+        assert!(!band.holds(&b(Some(4096), Some(8191))));
+        assert!(!band.holds(&b(Some(2048), None)));
+        let open = Band { lo: 64, hi: None };
+        assert!(open.holds(&b(Some(64), None)));
+        assert!(!open.holds(&b(None, Some(-1))));
+    }
+
+    fn snapshot(series: Vec<Series>, kind: AggKind) -> Snapshot {
+        Snapshot {
+            aggregations: vec![Aggregation {
+                name: "@x".into(),
+                kind,
+                series,
+                folded: 0,
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn events_in_band_sum_the_isolated_keys() {
+        let hist = |key: &str, lo, hi, count| Series {
+            key: vec![KeyPart::Str(key.into())],
+            value: Value::Buckets(vec![Bucket {
+                lo: Some(lo),
+                hi: Some(hi),
+                count,
+            }]),
+        };
+        let s = snapshot(
+            vec![
+                hist("clock_nanosleep", 2048, 4095, 7),
+                hist("read", 2048, 4095, 3),
+                hist("read", 4096, 8191, 100),
+            ],
+            AggKind::Hist,
+        );
+        let band = Band {
+            lo: 2048,
+            hi: Some(4096),
+        };
+        assert_eq!(events_in_band(&s, band, &[]), 10);
+        assert_eq!(events_in_band(&s, band, &["read".into()]), 3);
+    }
+
+    #[test]
+    fn a_walk_tallies_into_stacks_processes_and_cgroups() {
+        let cap = |pid, comm: &str, u: &str, n| Series {
+            key: vec![
+                KeyPart::Int(pid),
+                KeyPart::Int(7),
+                KeyPart::Str(comm.into()),
+                KeyPart::Str("\n    k+1\n".into()),
+                KeyPart::Str(u.into()),
+            ],
+            value: Value::Scalar(n),
+        };
+        let s = snapshot(
+            vec![
+                cap(10, "perl", "\n    nanosleep+3\n", 5),
+                cap(10, "perl", "\n    read+3\n", 2),
+                cap(11, "dd", "\n    read+3\n", 1),
+            ],
+            AggKind::Count,
+        );
+        let t = tally(&s);
+        assert_eq!(t.explained, 8);
+        assert_eq!(t.stacks["nanosleep;k_[k]"], 5);
+        assert_eq!(t.stacks["read;k_[k]"], 3);
+        assert_eq!(t.processes[0].comm, "perl");
+        assert_eq!(t.processes[0].count, 7);
+        assert_eq!(
+            t.cgroups,
+            vec![CgroupCount {
+                cgroup: 7,
+                count: 8
+            }]
+        );
+    }
+
+    #[test]
+    fn scripts_filter_to_the_band_keys_and_process() {
+        let preset = presets::find("syscall-latency-log2").unwrap();
+        let e = find(preset.name).unwrap();
+        let filter = ProcessFilter {
+            pid: Some(42),
+            ..ProcessFilter::default()
+        };
+        let band = Band {
+            lo: 2048,
+            hi: Some(4096),
+        };
+        let script = e
+            .script(preset, &filter, band, &["clock_nanosleep".into()])
+            .unwrap();
+        let nr = crate::syscalls::number("clock_nanosleep").unwrap();
+        assert!(script.contains(&format!(
+            "if ($v >= 2048 && $v < 4096 && (args->id == {nr}))"
+        )));
+        assert!(script.contains("/pid == 42/"), "{script}");
+        assert!(!script.contains("HEAT_IN_BAND"));
+        assert!(e.script(preset, &filter, band, &["nope".into()]).is_err());
+        assert!(
+            find("offcpu-time").is_none(),
+            "see README: not explained yet"
+        );
+        let profile = presets::find("cpu-profile").unwrap();
+        let burner = find("cpu-profile").unwrap();
+        let band = Band {
+            lo: 0,
+            hi: Some(200),
+        };
+        let none = ProcessFilter::default();
+        let s = burner
+            .script(profile, &none, band, &["burn".into()])
+            .unwrap();
+        assert!(
+            s.contains("if ($v >= 0 && $v < 200 && (comm == \"burn\"))"),
+            "{s}"
+        );
+        assert!(burner
+            .script(profile, &none, band, &["a\"b".into()])
+            .is_err());
+        for explainer in EXPLAINERS {
+            assert!(presets::find(explainer.preset).is_some());
+            let maps = crate::consumer::bpftrace::program::aggregation_maps(explainer.template);
+            assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
+        }
+    }
+
+    #[test]
+    fn explain_messages_parse_strictly() {
+        use crate::session::protocol::{parse_client_message, ClientMessage};
+        let parsed = parse_client_message(
+            r#"{"type":"explain","program":3,"band":{"lo":2048,"hi":4096},"keys":["read"]}"#,
+        );
+        let Ok(ClientMessage::Explain(request)) = parsed else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(request.program, 3);
+        assert_eq!(
+            request.band,
+            Band {
+                lo: 2048,
+                hi: Some(4096)
+            }
+        );
+        assert_eq!(request.keys, vec!["read".to_owned()]);
+        let open = parse_client_message(r#"{"type":"explain","program":3,"band":{"lo":64}}"#);
+        assert!(
+            matches!(open, Ok(ClientMessage::Explain(r)) if r.band.hi.is_none() && r.keys.is_empty())
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"explain_stop"}"#),
+            Ok(ClientMessage::ExplainStop)
+        );
+        for bad in [
+            r#"{"type":"explain","band":{"lo":1}}"#,
+            r#"{"type":"explain","program":1}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":4,"hi":4}}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":-1}}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":1,"mid":2}}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":1},"keys":[null]}"#,
+            r#"{"type":"explain","program":1,"band":{"lo":1},"colour":"red"}"#,
+            r#"{"type":"explain_stop","now":true}"#,
+        ] {
+            let e = parse_client_message(bad).unwrap_err();
+            assert_eq!(e.code(), "bad_request", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+// The Explain panel (issue 16): live, the selection's "Explain" asks the server for an explain
+// companion over the selected band and keys (`explain`, docs/protocol.md) and this panel shows
+// what it captures, tick after tick: a flame graph of the stacks since it started (flame.js:
+// zoom, search, folded/SVG/PNG export), the top processes and cgroups, and "explained N of M
+// in band" so one sees that (nearly) every event of the band is explained. Clearing the
+// selection, or the panel's Stop, sends `explain_stop`.
+//
+// It provides the seam selectpanel.js calls: window.heat.explain.start({band, keys}).
+
+import { FlameGraph } from './flame.js';
+import { rangeText } from './units.js';
+import { el, fmtNum, fmtPct } from './util.js';
+
+const TOP_ROWS = 10; // processes and cgroups listed
+
+/**
+ * A selection's band (inclusive bucket bounds, `null` for an open end) as the wire's band:
+ * `lo` inclusive, `hi` exclusive, `null` without an upper bound.
+ */
+export function wireBand(band) {
+  const lo = band.lo === null || band.lo === undefined || band.lo < 0 ? 0 : Math.floor(band.lo);
+  const hi = band.hi === null || band.hi === undefined ? null : Math.floor(band.hi) + 1;
+  return { lo, hi };
+}
+
+/** Adds `list` ([{…, count}]) into `totals` (a Map keyed by `keyOf`). */
+function addCounts(totals, list, keyOf) {
+  for (const item of Array.isArray(list) ? list : []) {
+    const k = keyOf(item);
+    const prev = totals.get(k);
+    totals.set(k, { ...item, count: (prev ? prev.count : 0) + (Number(item.count) || 0) });
+  }
+}
+
+export class ExplainPanel {
+  /**
+   * host: send(msg) (false when the socket is down), program() (the watched program's id),
+   * running() (a live program runs).
+   */
+  constructor({ root, host }) {
+    this.root = root;
+    this.host = host;
+    this.state = 'idle'; // idle | starting | running | stopped | refused
+    this.reset();
+    this.message = '';
+    this.flameHost = el('div', { class: 'explain-flame' });
+    this.flame = new FlameGraph(this.flameHost);
+    window.addEventListener('heat-selection', (ev) => {
+      if (!ev.detail || ev.detail.box) return;
+      if (this.state === 'starting' || this.state === 'running') this.stop();
+    });
+  }
+
+  reset() {
+    this.stacks = new Map();
+    this.processes = new Map();
+    this.cgroups = new Map();
+    this.explained = 0;
+    this.inBand = 0;
+    this.ticks = 0;
+    this.id = null;
+  }
+
+  /** The seam: explain `band` ({lo, hi, unit, …} as selectpanel.js gives it) over `keys`. */
+  start({ band, keys = [] }) {
+    if (!this.host.running() || this.host.program() === null) {
+      this.state = 'refused';
+      this.message = 'Explain needs a live program: start (or join) one first.';
+      return this.render();
+    }
+    this.band = band;
+    this.keys = Array.isArray(keys) ? keys : [];
+    const msg = { type: 'explain', program: this.host.program(), band: wireBand(band) };
+    if (this.keys.length) msg.keys = this.keys;
+    this.reset();
+    this.flame.setStacks(this.stacks, { title: 'explain' });
+    this.state = 'starting';
+    this.message = '';
+    if (!this.host.send(msg)) {
+      this.state = 'refused';
+      this.message = 'Not connected: Explain was not sent.';
+    }
+    return this.render();
+  }
+
+  stop() {
+    if (this.state === 'starting' || this.state === 'running') this.host.send({ type: 'explain_stop' });
+    this.state = 'stopped';
+    this.render();
+  }
+
+  /** `explain_started`, `explain`, `explain_stopped` from the server. */
+  onMessage(msg) {
+    if (msg.type === 'explain_started') {
+      this.id = msg.explain ?? null;
+      this.state = 'running';
+      this.captures = typeof msg.captures === 'string' ? msg.captures : '';
+      this.preset = msg.preset ?? '';
+    } else if (msg.type === 'explain') {
+      if (this.state !== 'running' || (this.id !== null && msg.explain !== this.id)) return;
+      this.ticks++;
+      this.explained += Number(msg.explained) || 0;
+      this.inBand += Number(msg.events_in_band) || 0;
+      for (const [stack, n] of Object.entries(msg.stacks || {})) this.stacks.set(stack, (this.stacks.get(stack) || 0) + (Number(n) || 0));
+      addCounts(this.processes, msg.processes, (p) => `${p.comm}\u0000${p.pid}`);
+      addCounts(this.cgroups, msg.cgroups, (c) => String(c.cgroup));
+      this.flame.setStacks(this.stacks, { title: 'explain' });
+    } else if (msg.type === 'explain_stopped') {
+      this.lastStopped = msg.reason ?? null;
+      if (msg.explain !== undefined && this.id !== null && msg.explain !== this.id) return; // a replaced one
+      if (this.state === 'running' || this.state === 'starting') this.state = 'stopped';
+      if (msg.reason && msg.reason !== 'client') this.message = `Explain stopped: ${msg.reason}.`;
+    }
+    this.render();
+  }
+
+  /** An `error` from the server: an explain refusal when one was asked for. */
+  onError(msg) {
+    const text = typeof msg.message === 'string' ? msg.message : '';
+    if (!text.startsWith('explain') || (this.state !== 'starting' && this.state !== 'running')) return;
+    this.state = 'refused';
+    this.message = `${msg.code}: ${text}`;
+    this.render();
+  }
+
+  /** The watched program ended or was left: its companion went with it. */
+  onProgramStopped() {
+    if (this.state === 'starting' || this.state === 'running') {
+      this.state = 'stopped';
+      this.message = 'The program stopped, and its Explain with it.';
+      this.render();
+    }
+  }
+
+  summary() {
+    return { state: this.state, explained: this.explained, inBand: this.inBand, ticks: this.ticks, stacks: new Map(this.stacks),
+      processes: [...this.processes.values()], cgroups: [...this.cgroups.values()], message: this.message,
+      stoppedBy: this.lastStopped ?? null };
+  }
+
+  render() {
+    const root = this.root;
+    if (this.state === 'idle') { root.hidden = true; return; }
+    root.hidden = false;
+    const band = this.band ? rangeText([this.band.lo, this.band.hi], this.band.unit) : '';
+    const head = el('div', { class: 'sel-head' }, el('b', { text: 'Explain' }),
+      el('span', { class: 'muted', text: ` ${band}${this.keys && this.keys.length ? ` · ${this.keys.join(', ')}` : ''} · ${this.state}` }),
+      el('span', { class: 'spacer' }));
+    if (this.state === 'starting' || this.state === 'running') {
+      const stop = el('button', { type: 'button', class: 'ghost small explain-stop', title: 'Stop capturing stacks', text: 'Stop' });
+      stop.addEventListener('click', () => this.stop());
+      head.append(stop);
+    }
+    const parts = [head];
+    if (this.message) parts.push(el('div', { class: 'sel-note explain-message', role: 'status', text: this.message }));
+    if (this.captures) parts.push(el('div', { class: 'muted explain-captures', text: `Captured: ${this.captures}` }));
+    const share = this.inBand ? ` (${fmtPct(this.explained / this.inBand)})` : '';
+    parts.push(el('div', { class: 'explain-count', text: `explained ${fmtNum(this.explained)} of ${fmtNum(this.inBand)} in band${share}, ${this.ticks} tick${this.ticks === 1 ? '' : 's'}` }));
+    parts.push(this.flameHost);
+    const table = (caption, cols, rows) => el('table', { class: 'sel-table' }, el('caption', { class: 'muted', text: caption }),
+      el('thead', {}, el('tr', {}, ...cols.map((c, i) => el('th', { class: i === cols.length - 1 ? 'num' : '', text: c })))),
+      el('tbody', {}, ...rows));
+    const top = (m) => [...m.values()].sort((a, b) => b.count - a.count).slice(0, TOP_ROWS);
+    parts.push(el('div', { class: 'sel-compare' },
+      table('Top processes', ['comm', 'pid', 'events'], top(this.processes).map((p) => el('tr', { class: 'explain-process' },
+        el('td', { class: 'mono', text: p.comm }), el('td', { class: 'mono', text: String(p.pid) }), el('td', { class: 'num', text: fmtNum(p.count) })))),
+      table('Top cgroups', ['cgroup id', 'events'], top(this.cgroups).map((c) => el('tr', { class: 'explain-cgroup' },
+        el('td', { class: 'mono', text: String(c.cgroup) }), el('td', { class: 'num', text: fmtNum(c.count) }))))));
+    root.replaceChildren(...parts);
+  }
+}

@@ -1,0 +1,497 @@
+//! Explain live (issue 16), against the real kernel, bpftrace and server: a perl sleeper in a
+//! latency band among noise, the companion's stacks, processes and counts, what is left out,
+//! who may explain, and that stopping leaves no tracer or BPF program behind.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+use support::{require_tracing, Client, Received, Server};
+
+const SECOND: Duration = Duration::from_secs(1);
+/// The log2 bucket of `syscall-latency-log2` (ns) holding a 3 ms sleep: [2^21, 2^22).
+const BAND_LO: u64 = 1 << 21;
+const BAND_HI: u64 = 1 << 22;
+/// Ticks of the main program in these tests.
+const TICK_MS: u64 = 1000;
+
+/// One test at a time: each companion times every syscall of the machine, and two at once on
+/// a small machine slow each other's prints (and so their ticks) down.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A perl process under its own command name (a symlink to perl), killed on drop.
+struct Workload {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Workload {
+    /// Runs `code` as a process whose comm is `name`.
+    fn spawn(name: &str, code: &str) -> Workload {
+        let dir = std::env::temp_dir().join(format!("heat-explain-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join(name);
+        let _ = std::fs::remove_file(&exe);
+        std::os::unix::fs::symlink("/usr/bin/perl", &exe).unwrap();
+        let child = Command::new(&exe)
+            .args(["-MTime::HiRes=usleep", "-e", code])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("perl runs");
+        Workload { child, dir }
+    }
+
+    /// Sleeps `us` microseconds per call, forever: Time::HiRes::usleep is one
+    /// `clock_nanosleep` each (strace shows it; `select` would be `pselect6`).
+    fn sleeper(name: &str, us: u64) -> Workload {
+        Workload::spawn(name, &format!("usleep({us}) while 1"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The next message of `kind`, skipping frames and explain ticks; panics on an error.
+fn expect(client: &mut Client, kind: &str) -> Json {
+    let deadline = Instant::now() + 60 * SECOND;
+    loop {
+        match client.recv(deadline.saturating_duration_since(Instant::now())) {
+            Received::Json(m) if m["type"] == kind => return m,
+            Received::Json(m)
+                if ["frame", "history", "viewers", "explain"]
+                    .contains(&m["type"].as_str().unwrap_or("")) => {}
+            other => panic!("expected {kind}, got {other:?}"),
+        }
+    }
+}
+
+/// The next message of `kind` or `or`.
+fn expect_skipping(client: &mut Client, kind: &str, or: &str) -> Json {
+    let deadline = Instant::now() + 60 * SECOND;
+    loop {
+        match client.recv(deadline.saturating_duration_since(Instant::now())) {
+            Received::Json(m) if m["type"] == kind || m["type"] == or => return m,
+            Received::Json(m)
+                if ["frame", "history", "viewers", "explain", "explain_stopped"]
+                    .contains(&m["type"].as_str().unwrap_or("")) => {}
+            other => panic!("expected {kind}, got {other:?}"),
+        }
+    }
+}
+
+/// The next `explain` tick.
+fn next_tick(client: &mut Client) -> Json {
+    expect(client, "explain")
+}
+
+fn start(client: &mut Client, preset: &str) -> u64 {
+    client.send(json!({"type": "start", "preset": preset, "tick_ms": TICK_MS}));
+    let mut started = expect_skipping(client, "started", "stopped");
+    if started["type"] == "stopped" {
+        started = expect(client, "started"); // the program it replaced
+    }
+    started["program"]
+        .as_u64()
+        .expect("started names its program")
+}
+
+/// An explain of the 3 ms band, with an operator's budget: the companion times every syscall
+/// on a machine other tests load too.
+fn explain_band(program: u64) -> Json {
+    json!({"type": "explain", "program": program,
+           "band": {"lo": BAND_LO, "hi": BAND_HI}, "keys": ["clock_nanosleep"],
+           "max_cpu_percent": 100})
+}
+
+/// The bpftrace companion the server started for an explain: the child that appeared.
+fn new_tracer(server: &Server, before: &[u32]) -> u32 {
+    let mut found = None;
+    assert!(
+        Server::eventually(10 * SECOND, || {
+            found = server
+                .bpftrace_children()
+                .into_iter()
+                .find(|p| !before.contains(p));
+            found.is_some()
+        }),
+        "the companion runs as a bpftrace child of the server"
+    );
+    found.unwrap()
+}
+
+/// The companion `pid` and every BPF program it held are gone.
+fn assert_gone(pid: u32, progs: &BTreeSet<u64>) {
+    assert!(
+        Server::eventually(10 * SECOND, || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "the companion bpftrace {pid} ended"
+    );
+    assert!(
+        Server::eventually(10 * SECOND, || progs
+            .iter()
+            .all(|&id| support::bpftool_show("prog", id).is_none())),
+        "the companion's BPF programs {progs:?} were freed"
+    );
+}
+
+#[test]
+fn explain_shows_the_sleeper_in_its_band_and_nothing_outside_it() {
+    require_tracing();
+    let _serial = serial();
+    let in_band = Workload::sleeper("heatx-in", 3000);
+    let out_of_band = Workload::sleeper("heatx-out", 20_000);
+    // Noise: many short syscalls (far below the band) with a pause between bursts; the pause
+    // is a `pselect6` (perl's select), not among the isolated keys, however long it takes.
+    let _noise = Workload::spawn(
+        "heatx-noise",
+        "for(;;){ getppid() for 1..200; select(undef, undef, undef, 0.0005) }",
+    );
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    let program = start(&mut client, "syscall-latency-log2");
+    let before = server.bpftrace_children();
+    client.send(explain_band(program));
+    let started = expect(&mut client, "explain_started");
+    assert_eq!(started["program"], program);
+    assert_eq!(started["preset"], "syscall-latency-log2");
+    assert_eq!(started["band"], json!({"lo": BAND_LO, "hi": BAND_HI}));
+    assert!(started["captures"].as_str().unwrap().contains("stack"));
+    let explain_id = started["explain"].as_u64().unwrap();
+    let companion = new_tracer(&server, &before);
+    let progs = support::bpf_ids(companion, "prog_id:");
+    assert!(!progs.is_empty(), "the companion loaded BPF programs");
+
+    // Ticks may be late under load (a walk that waits is merged into the next): the first is
+    // left out, so the sums below cover whole ticks of both programs.
+    let first = next_tick(&mut client);
+    assert_eq!(first["explain"], explain_id);
+    let (mut explained, mut in_band_total) = (0, 0);
+    let mut comms = BTreeSet::new();
+    let mut sleeper_pid_seen = false;
+    let mut libc_sleep_seen = false;
+    let mut stack_total = 0;
+    for _ in 0..6 {
+        let tick = next_tick(&mut client);
+        assert_eq!(tick["band"], json!({"lo": BAND_LO, "hi": BAND_HI}));
+        explained += tick["explained"].as_u64().unwrap();
+        in_band_total += tick["events_in_band"].as_u64().unwrap();
+        stack_total += tick["stacks"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>();
+        for p in tick["processes"].as_array().unwrap() {
+            let comm = p["comm"].as_str().unwrap().to_owned();
+            if comm == "heatx-in" && p["pid"].as_u64() == Some(u64::from(in_band.pid())) {
+                sleeper_pid_seen = true;
+            }
+            comms.insert(comm);
+        }
+        for stack in tick["stacks"].as_object().unwrap().keys() {
+            // bpftrace symbolises Debian's libc as `clock_nanosleep` or `__clock_nanosleep`.
+            libc_sleep_seen |= stack
+                .split(';')
+                .any(|f| !f.ends_with("_[k]") && f.contains("nanosleep"));
+        }
+    }
+    assert!(
+        in_band_total > 100,
+        "a 3 ms sleeper puts hundreds of calls in the band over 4 s: {in_band_total}"
+    );
+    assert!(
+        explained * 10 >= in_band_total * 9,
+        "nearly every event in the band is explained: {explained} of {in_band_total}"
+    );
+    assert_eq!(
+        stack_total, explained,
+        "the stacks hold every explained event"
+    );
+    assert!(
+        sleeper_pid_seen,
+        "the sleeper's comm and pid are listed: {comms:?}"
+    );
+    assert!(libc_sleep_seen, "a stack holds the libc sleep function");
+    assert!(
+        !comms.contains("heatx-out") && !comms.contains("heatx-noise"),
+        "nothing outside the band is captured: {comms:?}"
+    );
+    drop(out_of_band);
+
+    // explain_stop ends the companion and everything it loaded; the main program runs on.
+    client.send(json!({"type": "explain_stop"}));
+    let stopped = expect(&mut client, "explain_stopped");
+    assert_eq!(stopped["explain"], explain_id);
+    assert_eq!(stopped["reason"], "client");
+    assert_gone(companion, &progs);
+    client.frames_for(2 * SECOND);
+    match client.recv(2 * SECOND) {
+        Received::Json(m) => assert_eq!(m["type"], "frame", "no explain after the stop: {m}"),
+        other => panic!("the main program runs on: {other:?}"),
+    }
+
+    // A new explain replaces the running one; closing the session ends it too.
+    client.send(explain_band(program));
+    let again = expect(&mut client, "explain_started");
+    let before = server.bpftrace_children();
+    client.send(explain_band(program));
+    let replaced = expect(&mut client, "explain_stopped");
+    assert_eq!(replaced["explain"], again["explain"]);
+    assert_eq!(replaced["reason"], "replaced");
+    expect(&mut client, "explain_started");
+    let companion = new_tracer(&server, &before);
+    let progs = support::bpf_ids(companion, "prog_id:");
+    next_tick(&mut client);
+    drop(client);
+    assert_gone(companion, &progs);
+}
+
+fn auth_config(max_explains: usize) -> String {
+    format!(
+        "[limits]\nstart_cooldown_ms = 0\nmax_explains = {max_explains}\n\
+         [[auth.tokens]]\nname = \"vic\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\
+         [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+        support::hash_token("view-token"),
+        support::hash_token("operator-token")
+    )
+}
+
+fn error(client: &mut Client) -> (String, String) {
+    let e = expect(client, "error");
+    (
+        e["code"].as_str().unwrap().to_owned(),
+        e["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn explain_is_refused_without_the_right_a_budget_or_a_slot() {
+    require_tracing();
+    let _serial = serial();
+    let server = Server::start_with(&auth_config(1), &[], &[]);
+
+    // Nothing watched yet.
+    let mut ops = server.connect_with("token=operator-token", &[]).unwrap();
+    expect(&mut ops, "hello");
+    ops.send(explain_band(1));
+    let (code, message) = error(&mut ops);
+    assert_eq!(code, "bad_request", "{message}");
+
+    // A viewer may watch the preset but not explain it.
+    let mut viewer = server.connect_with("token=view-token", &[]).unwrap();
+    expect(&mut viewer, "hello");
+    let program = start(&mut viewer, "syscall-latency-log2");
+    let before = server.bpftrace_children();
+    viewer.send(explain_band(program));
+    let (code, message) = error(&mut viewer);
+    assert_eq!(code, "forbidden");
+    assert!(message.contains("operator"), "{message}");
+
+    // An operator over the CPU budget operators may ask for.
+    assert_eq!(start(&mut ops, "syscall-latency-log2"), program, "joins");
+    let mut over = explain_band(program);
+    over["max_cpu_percent"] = json!(100_000);
+    ops.send(over);
+    let (code, message) = error(&mut ops);
+    assert_eq!(code, "forbidden");
+    assert!(
+        message.contains("max_program_cpu_percent_operator"),
+        "{message}"
+    );
+    // Another session's program is not this one's to explain.
+    ops.send(explain_band(program + 1000));
+    assert_eq!(error(&mut ops).0, "bad_request");
+    // A malformed band is named.
+    ops.send(json!({"type": "explain", "program": program, "band": {"lo": 5, "hi": 5}}));
+    let (code, message) = error(&mut ops);
+    assert_eq!(code, "bad_request");
+    assert!(message.contains("band.hi"), "{message}");
+    assert_eq!(
+        server.bpftrace_children(),
+        before,
+        "no refused explain ran anything"
+    );
+
+    // limits.max_explains = 1: a second session's explain waits for a slot.
+    ops.send(explain_band(program));
+    expect(&mut ops, "explain_started");
+    let mut second = server.connect_with("token=operator-token", &[]).unwrap();
+    expect(&mut second, "hello");
+    start(&mut second, "syscall-latency-log2");
+    second.send(explain_band(program));
+    let (code, message) = error(&mut second);
+    assert_eq!(code, "max_programs");
+    assert!(message.contains("limits.max_explains = 1"), "{message}");
+    ops.send(json!({"type": "explain_stop"}));
+    expect(&mut ops, "explain_stopped");
+    second.send(explain_band(program));
+    expect(&mut second, "explain_started");
+}
+
+#[test]
+fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
+    require_tracing();
+    let _serial = serial();
+    let _sleeper = Workload::sleeper("heatx-us", 100);
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    // syscall-latency buckets in us, 2 us wide up to its open top [64, inf): 100 us sleeps.
+    let program = start(&mut client, "syscall-latency");
+    // A key the preset cannot name is refused once the program tried it.
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": 64}, "keys": ["no_such_syscall"]}));
+    let (code, message) = error(&mut client);
+    assert_eq!(code, "bad_request");
+    assert!(message.contains("no_such_syscall"), "{message}");
+    assert_eq!(expect(&mut client, "explain_stopped")["reason"], "refused");
+    let before = server.bpftrace_children();
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": 64, "hi": null}, "keys": ["clock_nanosleep"],
+                       "max_cpu_percent": 100}));
+    let started = expect(&mut client, "explain_started");
+    assert_eq!(started["preset"], "syscall-latency");
+    let companion = new_tracer(&server, &before);
+    let progs = support::bpf_ids(companion, "prog_id:");
+    next_tick(&mut client);
+    let mut comms = BTreeSet::new();
+    let (mut explained, mut in_band) = (0, 0);
+    for _ in 0..4 {
+        let tick = next_tick(&mut client);
+        explained += tick["explained"].as_u64().unwrap();
+        in_band += tick["events_in_band"].as_u64().unwrap();
+        for p in tick["processes"].as_array().unwrap() {
+            comms.insert(p["comm"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(comms.contains("heatx-us"), "{comms:?}");
+    assert!(
+        in_band > 0 && explained * 10 >= in_band * 9,
+        "{explained} of {in_band}"
+    );
+    // A start that replaces the program ends its companion; a preset without an explainer
+    // says which have one.
+    let other = start(&mut client, "offcpu-time");
+    assert_gone(companion, &progs);
+    client.send(json!({"type": "explain", "program": other, "band": {"lo": 0}}));
+    let (code, message) = error(&mut client);
+    assert_eq!(code, "unsupported");
+    assert!(message.contains("syscall-latency-log2"), "{message}");
+}
+
+/// The burner's share of every second: it spins from the start of each second of the
+/// monotonic clock (cpu-profile's offsets) for this long, then sleeps to the next second.
+const BURN_MS: u64 = 150;
+/// The offset band that holds the burner's samples: the rows of 20 ms its spin covers, and one
+/// more for a sample taken as it stops.
+const BURN_BAND_HI_MS: u64 = 200;
+
+/// Nanoseconds of the monotonic clock (bpftrace's `nsecs`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Spins until the monotonic clock passes `until_ns`: the function the flame graph must show
+/// (unmangled, so bpftrace prints its name as written).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn heat_explain_burner(until_ns: u64) -> u64 {
+    let mut spins = 0u64;
+    while monotonic_ns() < until_ns {
+        for _ in 0..10_000 {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+    }
+    spins
+}
+
+#[test]
+fn cpu_profile_offsets_are_explained_by_the_burners_stack() {
+    require_tracing();
+    let _serial = serial();
+    const COMM: &str = "heatx-burn";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let name = std::ffi::CString::new(COMM).unwrap();
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes we own.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            let second = 1_000_000_000u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = monotonic_ns();
+                let start = now - now % second;
+                if now - start < BURN_MS * 1_000_000 {
+                    heat_explain_burner(start + BURN_MS * 1_000_000);
+                } else {
+                    std::thread::sleep(Duration::from_nanos(start + second - now));
+                }
+            }
+        })
+    };
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    client
+        .send(json!({"type": "start", "preset": "cpu-profile", "tick_ms": TICK_MS, "comm": COMM}));
+    let program = expect(&mut client, "started")["program"].as_u64().unwrap();
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": 0, "hi": BURN_BAND_HI_MS}, "keys": [COMM]}));
+    let started = expect(&mut client, "explain_started");
+    assert_eq!(started["preset"], "cpu-profile");
+    next_tick(&mut client);
+    let (mut explained, mut in_band) = (0, 0);
+    let mut comms = BTreeSet::new();
+    let mut burner_frame = false;
+    for _ in 0..6 {
+        let tick = next_tick(&mut client);
+        explained += tick["explained"].as_u64().unwrap();
+        in_band += tick["events_in_band"].as_u64().unwrap();
+        for p in tick["processes"].as_array().unwrap() {
+            comms.insert(p["comm"].as_str().unwrap().to_owned());
+            assert_eq!(p["pid"], std::process::id(), "the burner is this test");
+        }
+        for stack in tick["stacks"].as_object().unwrap().keys() {
+            burner_frame |= stack.split(';').any(|f| f == "heat_explain_burner");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    burner.join().unwrap();
+    assert_eq!(comms, BTreeSet::from([COMM.to_owned()]));
+    assert!(burner_frame, "the flame graph holds the burner's function");
+    // 99 samples a second over 150 ms of each: up to 15 a second, fewer on a busy machine. A
+    // tick's pair may differ by the samples between the two programs' walks.
+    assert!(
+        in_band >= 10,
+        "the burner was sampled in its rows: {in_band}"
+    );
+    assert!(
+        explained * 10 >= in_band * 8 && explained * 10 <= in_band * 12,
+        "the samples in the band are explained: {explained} of {in_band}"
+    );
+}
