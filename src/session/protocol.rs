@@ -516,7 +516,11 @@ impl WireSeries {
                 ))
             }
         };
-        Ok(Series { key, value })
+        Ok(Series {
+            key,
+            value,
+            sum: None,
+        })
     }
 }
 
@@ -655,6 +659,7 @@ mod tests {
                     vec![Series {
                         key: vec![],
                         value: Value::Scalar(i64::MIN),
+                        sum: None,
                     }],
                 ),
                 aggregation(
@@ -667,6 +672,7 @@ mod tests {
                             total: -9,
                             average: -3,
                         },
+                        sum: None,
                     }],
                 ),
                 aggregation(
@@ -680,6 +686,7 @@ mod tests {
                             average: 2,
                             stddev: u64::MAX,
                         },
+                        sum: None,
                     }],
                 ),
                 aggregation("@empty", AggKind::Lquantize, vec![]),
@@ -911,6 +918,7 @@ mod tests {
                     series: vec![Series {
                         key: vec![],
                         value: Value::Scalar(136),
+                        sum: None,
                     }],
                 },
             ],
@@ -996,6 +1004,7 @@ mod tests {
                     series: vec![Series {
                         key: vec![],
                         value: Value::Scalar(7),
+                        sum: None,
                     }],
                     folded: 0,
                 },

@@ -159,6 +159,7 @@ pub(super) fn decode(
             series.push(crate::aggregation::Series {
                 key: key.clone(),
                 value,
+                sum: None,
             });
         }
         snapshot.aggregations.push(Aggregation {

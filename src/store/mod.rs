@@ -1251,6 +1251,7 @@ mod tests {
                 hi: Some(7),
                 count,
             }]),
+            sum: None,
         });
         StoredTick {
             run,
