@@ -124,6 +124,11 @@ pub enum Value {
 pub struct Series {
     pub key: Vec<KeyPart>,
     pub value: Value,
+    /// Histograms: the exact sum of the values counted, when the program keeps one beside
+    /// the histogram (bpftrace `@name_sum`, the native programs' sum slot); `None` when it does
+    /// not. An `i128`: a tick's sum is a tracer's 64-bit sum, and adding ticks (roll-ups,
+    /// folded keys) can then neither overflow nor round. Not on the wire (frames are unchanged).
+    pub sum: Option<i128>,
 }
 
 impl Series {
@@ -136,6 +141,7 @@ impl Series {
         Series {
             key,
             value: Value::Buckets(buckets),
+            sum: None,
         }
     }
 
@@ -255,9 +261,10 @@ impl Aggregation {
                     other = Some(Series {
                         key: vec![KeyPart::Str(OTHER_KEY.into())],
                         value: series.value,
+                        sum: series.sum,
                     })
                 }
-                Some(o) => merge_value(self.kind, &mut o.value, series.value),
+                Some(o) => merge_series(self.kind, o, series),
             }
         }
         self.series.extend(other);
@@ -272,14 +279,22 @@ impl Aggregation {
         let mut merged: Vec<Series> = Vec::with_capacity(self.series.len());
         for series in self.series.drain(..) {
             match merged.last_mut() {
-                Some(last) if last.key == series.key => {
-                    merge_value(self.kind, &mut last.value, series.value)
-                }
+                Some(last) if last.key == series.key => merge_series(self.kind, last, series),
                 _ => merged.push(series),
             }
         }
         self.series = merged;
     }
+}
+
+/// Merges a series of the same key into another: values as [`merge_value`] does, and the
+/// exact sums add when both have one (a sum of only some of the events would not be exact).
+fn merge_series(kind: AggKind, into: &mut Series, from: Series) {
+    into.sum = match (into.sum, from.sum) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        _ => None,
+    };
+    merge_value(kind, &mut into.value, from.value);
 }
 
 pub(crate) fn merge_value(kind: AggKind, into: &mut Value, from: Value) {
@@ -413,7 +428,7 @@ impl Aggregation {
                     .map(|p| known + p)
             });
             match at {
-                Some(at) => merge_value(self.kind, &mut self.series[at].value, series.value),
+                Some(at) => merge_series(self.kind, &mut self.series[at], series),
                 None => self.series.push(series),
             }
         }
@@ -499,6 +514,7 @@ mod tests {
         let s = Series {
             key: vec![],
             value: Value::Scalar(136),
+            sum: None,
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
@@ -511,6 +527,7 @@ mod tests {
                 total: 100,
                 average: 20,
             },
+            sum: None,
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
@@ -524,6 +541,7 @@ mod tests {
                 average: 5,
                 stddev: 2,
             },
+            sum: None,
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
@@ -589,10 +607,12 @@ mod tests {
                 Series {
                     key: key(),
                     value: Value::Scalar(3),
+                    sum: None,
                 },
                 Series {
                     key: key(),
                     value: Value::Scalar(9),
+                    sum: None,
                 },
             ],
         };
@@ -605,6 +625,7 @@ mod tests {
         let series = |k: i64, n: i64| Series {
             key: vec![KeyPart::Int(k)],
             value: Value::Scalar(n),
+            sum: None,
         };
         let mut agg = Aggregation {
             name: "@c".into(),
@@ -653,6 +674,7 @@ mod tests {
         first.aggregations[1].series.push(Series {
             key: vec![],
             value: Value::Scalar(9),
+            sum: None,
         });
         first.output.push("one".into());
         let mut later = Snapshot::empty(&[info("@h", AggKind::Hist), info("@m", AggKind::Max)]);
@@ -666,6 +688,7 @@ mod tests {
         later.aggregations[1].series.push(Series {
             key: vec![],
             value: Value::Scalar(4),
+            sum: None,
         });
         later.output.push("two".into());
         first.absorb(later);
@@ -691,6 +714,7 @@ mod tests {
         let series = |k: &str, buckets| Series {
             key: vec![KeyPart::Str(k.into())],
             value: Value::Buckets(buckets),
+            sum: None,
         };
         let agg = |series| Aggregation {
             name: "@h".into(),
@@ -727,6 +751,7 @@ mod tests {
             s.aggregations[0].series.push(Series {
                 key: vec![],
                 value: Value::Scalar(v),
+                sum: None,
             });
             s
         };

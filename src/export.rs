@@ -118,8 +118,9 @@ pub fn classic_le(bucket: &Bucket) -> Option<i64> {
     bucket.hi
 }
 
-/// The value a bucket's events are taken to have for `_sum` (an estimate: see README):
-/// a closed bucket's midpoint, an open one's finite end.
+/// The value a bucket's events are taken to have for `_sum` when the program kept no exact
+/// sum (DTrace, scripts without an `@name_sum` map, the profile: see README): a closed
+/// bucket's midpoint, an open one's finite end.
 fn representative(bucket: &Bucket) -> f64 {
     match (bucket.lo, bucket.hi) {
         (Some(lo), Some(hi)) => (lo as f64 + hi as f64) / 2.0,
@@ -157,7 +158,12 @@ fn ladder(kind: AggKind, layout: Option<Layout>) -> BTreeSet<i64> {
 pub struct Cumulative {
     pub created: SystemTime,
     pub count: u64,
-    pub sum: f64,
+    /// What the program summed exactly (ticks whose series carried a sum).
+    pub exact_sum: i128,
+    /// Midpoint estimate for the ticks whose series carried none.
+    pub estimated_sum: f64,
+    /// Events whose value was estimated (in `estimated_sum`), 0 when `_sum` is exact.
+    pub estimated: u64,
     pub zero: u64,
     pub positive: BTreeMap<i32, u64>,
     pub negative: BTreeMap<i32, u64>,
@@ -170,7 +176,9 @@ impl Cumulative {
         Cumulative {
             created: SystemTime::now(),
             count: 0,
-            sum: 0.0,
+            exact_sum: 0,
+            estimated_sum: 0.0,
+            estimated: 0,
             zero: 0,
             positive: BTreeMap::new(),
             negative: BTreeMap::new(),
@@ -178,10 +186,24 @@ impl Cumulative {
         }
     }
 
-    fn add(&mut self, kind: AggKind, buckets: &[Bucket]) {
+    /// The `_sum`: exact where the program summed, estimated where it did not.
+    pub fn sum(&self) -> f64 {
+        self.exact_sum as f64 + self.estimated_sum
+    }
+
+    /// Adds one tick of a series: its buckets, and its exact sum if the program kept one.
+    fn add(&mut self, kind: AggKind, buckets: &[Bucket], sum: Option<i128>) {
+        match sum {
+            Some(sum) => self.exact_sum = self.exact_sum.saturating_add(sum),
+            None => {
+                for b in buckets {
+                    self.estimated_sum += representative(b) * b.count as f64;
+                    self.estimated = self.estimated.saturating_add(b.count);
+                }
+            }
+        }
         for b in buckets {
             self.count = self.count.saturating_add(b.count);
-            self.sum += representative(b) * b.count as f64;
             *self.classic.entry(classic_le(b)).or_default() += b.count;
             if is_log2(kind) {
                 match native_slot(b) {
@@ -362,7 +384,7 @@ impl Exports {
             w.series
                 .entry(label)
                 .or_insert_with(Cumulative::new)
-                .add(shape.kind, buckets);
+                .add(shape.kind, buckets, series.sum);
         }
     }
 
@@ -429,6 +451,19 @@ impl Exports {
                 ConstCounter::new(w.folded.len() as u64).encode(folded.encode_family(&labels)?)?;
             }
         }
+        {
+            let mut estimated = encoder.encode_descriptor(
+                "heat_export_sum_estimated",
+                "Events of an exported watch whose value its `_sum` took at the bucket midpoint (the program keeps no exact sum), by watch; 0: the `_sum` is exact.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, w) in &state.watches {
+                let labels = [("watch", name.as_str())];
+                let events = w.series.values().map(|c| c.estimated).sum::<u64>();
+                ConstCounter::new(events).encode(estimated.encode_family(&labels)?)?;
+            }
+        }
         for w in state.watches.values() {
             let Some(shape) = &w.shape else {
                 continue;
@@ -460,7 +495,7 @@ impl Exports {
                         positive_spans.push((0, 0));
                     }
                     metric.encode_histogram_with_native::<NoLabelSet>(
-                        c.sum,
+                        c.sum(),
                         c.count,
                         &classic,
                         None,
@@ -480,7 +515,7 @@ impl Exports {
                         },
                     )?;
                 } else {
-                    metric.encode_histogram::<NoLabelSet>(c.sum, c.count, &classic, None)?;
+                    metric.encode_histogram::<NoLabelSet>(c.sum(), c.count, &classic, None)?;
                 }
             }
         }
@@ -692,8 +727,9 @@ mod tests {
         assert_eq!(c.zero, 4);
         assert_eq!(c.positive, [(3, 6), (32, 2)].into());
         assert!(c.negative.is_empty());
-        // The estimated sum: midpoints 0 and 5.5, the open top at 2^31.
-        assert_eq!(c.sum, 2.0 * (3.0 * 5.5 + 2f64.powi(31)));
+        // No exact sum in these ticks: midpoints 0 and 5.5, the open top at 2^31.
+        assert_eq!(c.sum(), 2.0 * (3.0 * 5.5 + 2f64.powi(31)));
+        assert_eq!((c.exact_sum, c.estimated), (0, 12));
         let text = render(exports);
         let family = "heat_sys_lat_nanoseconds";
         assert!(
@@ -711,6 +747,42 @@ mod tests {
                 "heat_watch_export_info{{watch=\"sys-lat\",family=\"{family}\",key_label=\"syscall\",unit=\"ns\",kind=\"hist\"}} 1"
             ),
             "heat_export_series_folded_total{watch=\"sys-lat\"} 0".to_owned(),
+            "heat_export_sum_estimated_total{watch=\"sys-lat\"} 12".to_owned(),
+            format!("{family}_sum{{syscall=\"read\"}} 4294967329.0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_exact_sum_is_used_where_the_program_kept_one() {
+        let exports = exports_for(LOG2_WATCH);
+        announce(&exports, "sys-lat", AggKind::Hist, None);
+        // Three reads of 5 ms: bucket [2^22, 2^23 - 1], midpoint ~6.29 ms.
+        let with_sum = |key: &str, sum| {
+            let mut snapshot = tick(AggKind::Hist, vec![(key, vec![log2(22, 3)])]);
+            snapshot.aggregations[0].series[0].sum = sum;
+            snapshot
+        };
+        exports.observe("sys-lat", &with_sum("read", Some(15_000_000)));
+        exports.observe("sys-lat", &with_sum("read", Some(15_000_300)));
+        // A tick without one (e.g. a store import) is estimated, and said to be.
+        exports.observe("sys-lat", &with_sum("write", None));
+        let series: BTreeMap<String, Cumulative> = exports.series("sys-lat").into_iter().collect();
+        let read = &series["read"];
+        assert_eq!(
+            (read.count, read.exact_sum, read.estimated),
+            (6, 30_000_300, 0)
+        );
+        assert_eq!(read.sum(), 30_000_300.0);
+        let write = &series["write"];
+        let midpoint = ((1u64 << 22) + (1u64 << 23) - 1) as f64 / 2.0;
+        assert_eq!((write.exact_sum, write.estimated), (0, 3));
+        assert_eq!(write.sum(), 3.0 * midpoint);
+        let text = render(exports);
+        for line in [
+            "heat_sys_lat_nanoseconds_sum{syscall=\"read\"} 30000300.0",
+            "heat_export_sum_estimated_total{watch=\"sys-lat\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

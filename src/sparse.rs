@@ -470,6 +470,7 @@ mod tests {
             let series = Series {
                 key: vec![KeyPart::Int(1)],
                 value,
+                sum: None,
             };
             let mut out = Vec::new();
             put_value(&mut out, lin, id as u32 * 1000, &series);

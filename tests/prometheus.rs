@@ -1,7 +1,8 @@
 //! Exported watches in a real Prometheus: two heat-actix servers, each watching its own
 //! sleeper, scraped by Debian's Prometheus with native histograms on; each instance's p99 is in
 //! its own workload's bucket; a restarted server is a counter reset with a new created
-//! timestamp; a watch with more keys than `export.max_series` folds the rest into `other`.
+//! timestamp; a watch with more keys than `export.max_series` folds the rest into `other`; the
+//! `_sum` of a sleeper is its sleep times its calls on both the native and bpftrace backends.
 
 mod support;
 
@@ -273,4 +274,92 @@ fn two_instances_scraped_by_prometheus_each_see_their_own_p99() {
     for dir in [store_a, store_b, store_c] {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The exact-sum test's sleep: at the bottom of its log2 bucket [2^24, 2^25 - 1] ns (16.8 to
+/// 33.6 ms), far below the bucket's midpoint (25.2 ms), so a midpoint `_sum` would be ~44%
+/// off while the exact one is the sleep plus wake-up latency.
+const EXACT_SLEEP_S: f64 = 0.0175;
+/// How many calls each watch must have counted before the means are compared.
+const EXACT_MIN_CALLS: f64 = 40.0;
+/// The most a mean may exceed the sleep: wake-up latency and timer slack on a busy 2-core box
+/// (a select(2) never returns before its timeout, so there is no lower margin).
+const EXACT_MAX_OVER: f64 = 0.10;
+
+/// `(sum, count)` of the busiest key of `family` in a text scrape (the sleeper's select).
+fn busiest_sum_and_count(text: &str, family: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str, key: &str| -> Option<f64> {
+        let prefix = format!("{family}_{suffix}{{syscall=\"{key}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+    };
+    let counts: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{family}_count{{syscall=\""))?;
+            let (key, count) = rest.split_once("\"} ")?;
+            Some((key.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    let (key, count) = counts.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    Some((value("sum", &key)?, count))
+}
+
+#[test]
+fn sums_are_exact_on_the_native_and_bpftrace_backends() {
+    require_tracing();
+    let native = Sleeper::start(EXACT_SLEEP_S);
+    let traced = Sleeper::start(EXACT_SLEEP_S);
+    let store = store_dir("exact");
+    let watch = |name: &str, backend: &str, pid: u32| {
+        format!(
+            "[[watch]]\nname = \"{name}\"\npreset = \"syscall-latency-log2\"\n\
+             tick_ms = {TICK_MS}\nbackend = \"{backend}\"\npid = {pid}\nrecord = false\n\
+             export = true\n"
+        )
+    };
+    let config = format!(
+        "[store]\npath = \"{}\"\n{}{}",
+        store.display(),
+        watch("native", "ebpf", native.0.id()),
+        watch("traced", "bpftrace", traced.0.id())
+    );
+    let server = Server::start_with(&config, &[], &[]);
+    let families = ["heat_native_nanoseconds", "heat_traced_nanoseconds"];
+    let mut last = Vec::new();
+    let counted = Server::eventually(SETTLE, || {
+        let text = server.http_get("/metrics").unwrap_or_default();
+        last = families
+            .iter()
+            .map(|f| busiest_sum_and_count(&text, f))
+            .collect();
+        last.iter()
+            .all(|m| m.is_some_and(|(_, count)| count >= EXACT_MIN_CALLS))
+    });
+    assert!(
+        counted,
+        "(sum, count) per watch: {last:?}\n{}",
+        server.log()
+    );
+    let sleep_ns = EXACT_SLEEP_S * 1e9;
+    for (family, found) in families.iter().zip(&last) {
+        let (sum, count) = found.expect("counted");
+        let mean = sum / count;
+        assert!(
+            mean >= sleep_ns && mean <= sleep_ns * (1.0 + EXACT_MAX_OVER),
+            "{family}: _sum / _count = {mean} ns for a {sleep_ns} ns sleep ({sum} / {count})"
+        );
+    }
+    // Both programs kept exact sums: no event's value was estimated.
+    for watch in ["native", "traced"] {
+        assert_eq!(
+            server.metric(&format!(
+                "heat_export_sum_estimated_total{{watch=\"{watch}\"}}"
+            )),
+            Some(0.0),
+            "{watch}"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(store);
 }

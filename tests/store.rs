@@ -182,7 +182,11 @@ fn snapshot(rng: &mut Rng) -> Snapshot {
                 // Within ±2^40, so a day of sums cannot overflow an i64.
                 _ => Value::Scalar(((rng.next() >> 23) as i64 - (1 << 40)) >> rng.below(41)),
             };
-            agg.series.push(Series { key, value });
+            agg.series.push(Series {
+                key,
+                value,
+                sum: None,
+            });
         }
         agg.folded = rng.below(3) as usize;
     }
@@ -655,6 +659,7 @@ fn aggregations_found_later_are_stored_with_their_run() {
         series: vec![Series {
             key: vec![],
             value: Value::Scalar(3),
+            sum: None,
         }],
         folded: 0,
     });

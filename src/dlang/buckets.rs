@@ -392,6 +392,7 @@ mod tests {
                     series: vec![Series {
                         key: vec![],
                         value: Value::Scalar(5),
+                        sum: None,
                     }],
                 },
                 Aggregation {

@@ -629,6 +629,7 @@ mod tests {
         let series = |n| Series {
             key: vec![KeyPart::Int(n)],
             value: Value::Scalar(1),
+            sum: None,
         };
         let mut snap = Snapshot {
             aggregations: vec![crate::aggregation::Aggregation {

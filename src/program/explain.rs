@@ -410,6 +410,7 @@ impl Companion {
                 // Keys folded into `other` change membership: never a negative count.
                 if now > before {
                     series.push(crate::aggregation::Series {
+                        sum: None,
                         key: s.key.clone(),
                         value: Value::Scalar(now - before),
                     });
@@ -836,6 +837,7 @@ mod tests {
     #[test]
     fn events_in_band_sum_the_isolated_keys() {
         let hist = |key: &str, lo, hi, count| Series {
+            sum: None,
             key: vec![KeyPart::Str(key.into())],
             value: Value::Buckets(vec![Bucket {
                 lo: Some(lo),
@@ -862,6 +864,7 @@ mod tests {
     #[test]
     fn a_walk_tallies_into_stacks_processes_and_cgroups() {
         let cap = |pid, comm: &str, u: &str, n| Series {
+            sum: None,
             key: vec![
                 KeyPart::Int(pid),
                 KeyPart::Int(7),

@@ -242,6 +242,7 @@ mod tests {
                     series: vec![Series {
                         key: vec![KeyPart::Int(1)],
                         value: Value::Scalar(5),
+                        sum: None,
                     }],
                     folded: 0,
                 },

@@ -610,15 +610,18 @@ mod tests {
             Series {
                 key: vec![],
                 value: Value::Scalar(136),
+                sum: None,
             },
             Series {
                 key: vec![KeyPart::Int(i64::MIN), KeyPart::Str("é \"x\"".into())],
                 value: Value::Scalar(i64::MAX),
+                sum: None,
             },
         ];
         s.aggregations[7].series = vec![Series {
             key: key(&["read"]),
             value: Value::Scalar(-5),
+            sum: None,
         }];
         s.aggregations[8].series = vec![Series {
             key: key(&["read"]),
@@ -627,14 +630,17 @@ mod tests {
                 total: -30,
                 average: -10,
             },
+            sum: None,
         }];
         s.aggregations[9].series = vec![Series {
             key: vec![],
             value: Value::Scalar(i64::MIN),
+            sum: None,
         }];
         s.aggregations[10].series = vec![Series {
             key: vec![],
             value: Value::Scalar(1 << 53),
+            sum: None,
         }];
         s.aggregations[11].series = vec![Series {
             key: vec![KeyPart::Int(1234)],
@@ -643,6 +649,7 @@ mod tests {
                 total: 100,
                 average: 20,
             },
+            sum: None,
         }];
         s.aggregations[12].series = vec![Series {
             key: vec![],
@@ -652,6 +659,7 @@ mod tests {
                 average: 5,
                 stddev: 2,
             },
+            sum: None,
         }];
         s.aggregations[6].folded = 17;
         s.output = vec!["hello\n".into(), "".into()];
@@ -751,6 +759,7 @@ mod tests {
         let series = |buckets| Series {
             key: vec![],
             value: Value::Buckets(buckets),
+            sum: None,
         };
         for buckets in [
             // A zero bucket (JSON shows it; a run would hide it).
@@ -792,6 +801,7 @@ mod tests {
         first.aggregations[1].series = vec![Series {
             key: key(&["read"]),
             value: Value::Scalar(1),
+            sum: None,
         }];
         let one = encoder.frame(&header(1), &first);
         assert_eq!(encoder.keys(), 1);
@@ -799,6 +809,7 @@ mod tests {
         second.aggregations[1].series.push(Series {
             key: key(&["write"]),
             value: Value::Scalar(2),
+            sum: None,
         });
         let two = encoder.frame(&header(2), &second);
         let three = encoder.frame(&header(3), &second);
@@ -857,6 +868,7 @@ mod tests {
                 .map(|k| Series {
                     key: vec![KeyPart::Int(k as i64)],
                     value: Value::Scalar(k as i64),
+                    sum: None,
                 })
                 .collect();
             s
@@ -1017,6 +1029,7 @@ mod tests {
         later.aggregations[7].series.push(Series {
             key: key(&["new", "7"]),
             value: Value::Scalar(7),
+            sum: None,
         });
         let mut last = header(2);
         last.last = true;
@@ -1062,6 +1075,7 @@ mod tests {
                 .map(|&k| Series {
                     key: vec![KeyPart::Int(k), KeyPart::Str(format!("k{k}"))],
                     value: Value::Scalar(k * 10),
+                    sum: None,
                 })
                 .collect();
             s

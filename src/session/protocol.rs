@@ -624,7 +624,11 @@ impl WireSeries {
                 ))
             }
         };
-        Ok(Series { key, value })
+        Ok(Series {
+            key,
+            value,
+            sum: None,
+        })
     }
 }
 
@@ -763,6 +767,7 @@ mod tests {
                     vec![Series {
                         key: vec![],
                         value: Value::Scalar(i64::MIN),
+                        sum: None,
                     }],
                 ),
                 aggregation(
@@ -775,6 +780,7 @@ mod tests {
                             total: -9,
                             average: -3,
                         },
+                        sum: None,
                     }],
                 ),
                 aggregation(
@@ -788,6 +794,7 @@ mod tests {
                             average: 2,
                             stddev: u64::MAX,
                         },
+                        sum: None,
                     }],
                 ),
                 aggregation("@empty", AggKind::Lquantize, vec![]),
@@ -1019,6 +1026,7 @@ mod tests {
                     series: vec![Series {
                         key: vec![],
                         value: Value::Scalar(136),
+                        sum: None,
                     }],
                 },
             ],
@@ -1104,6 +1112,7 @@ mod tests {
                     series: vec![Series {
                         key: vec![],
                         value: Value::Scalar(7),
+                        sum: None,
                     }],
                     folded: 0,
                 },

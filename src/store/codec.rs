@@ -280,6 +280,7 @@ pub(super) fn decode(
             series.push(crate::aggregation::Series {
                 key: key.clone(),
                 value,
+                sum: None,
             });
         }
         snapshot.aggregations.push(Aggregation {
@@ -586,6 +587,7 @@ impl ColumnSum {
                         .series
                         .into_iter()
                         .map(|(id, sum)| crate::aggregation::Series {
+                            sum: None,
                             key: keys.by_id[id as usize].clone(),
                             value: match sum {
                                 Sum::Counts(counts) => AggSum::buckets(a.index, &counts),
@@ -802,10 +804,12 @@ mod tests {
                     h.push(Series::histogram(key(&format!("late{n}")), dense(n)));
                 }
                 s.aggregations[1].series.push(Series {
+                    sum: None,
                     key: key("all"),
                     value: Value::Scalar(n as i64 + 1),
                 });
                 s.aggregations[2].series.push(Series {
+                    sum: None,
                     key: key("all"),
                     value: Value::Scalar(10 - n as i64),
                 });

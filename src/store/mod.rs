@@ -1318,6 +1318,7 @@ mod tests {
                 hi: Some(7),
                 count,
             }]),
+            sum: None,
         });
         StoredTick {
             run,

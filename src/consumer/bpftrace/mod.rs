@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use self::output::{decode_map, Event};
-use self::program::{heat_actix_walk_trigger, Program};
+use self::program::{heat_actix_walk_trigger, Program, SumCarry};
 use super::{cost, process, Backend, Consumer, ConsumerError, KillSwitch, ProgramSpec};
 use crate::aggregation::{AggregationInfo, Snapshot};
 use crate::config::BpftraceConfig;
@@ -98,6 +98,9 @@ pub struct BpftraceConsumer {
     /// (`BEGIN` included) until the first frame, and a timed-out walk's late output until the
     /// next one. Each walk's print-and-clear is a delta, so adding them loses and doubles nothing.
     pending: Snapshot,
+    /// Histogram sums read without their key's counts, for the next walk (see
+    /// [`Program::attach_sums`]).
+    sum_carry: SumCarry,
     /// Most bytes bpftrace may print per second.
     budget: u64,
     /// The output rate that tripped the budget (0 while within it), set by the stdout reader.
@@ -119,6 +122,7 @@ impl BpftraceConsumer {
             stderr: Arc::default(),
             walks: 0,
             pending: Snapshot::default(),
+            sum_carry: SumCarry::new(),
             budget,
             over_budget: Arc::default(),
         }
@@ -213,11 +217,7 @@ impl BpftraceConsumer {
     fn absorb(&mut self, event: Event) {
         match event {
             Event::Map { name, value } => {
-                let Some(spec) = self
-                    .program
-                    .as_ref()
-                    .and_then(|p| p.maps.iter().find(|m| m.info.name == name))
-                else {
+                let Some(spec) = self.program.as_ref().and_then(|p| p.spec(&name)) else {
                     return;
                 };
                 match decode_map(spec, &value) {
@@ -252,7 +252,11 @@ impl BpftraceConsumer {
             .program
             .as_ref()
             .map_or_else(Snapshot::default, |p| Snapshot::empty(&p.infos()));
-        std::mem::replace(&mut self.pending, empty)
+        let mut snapshot = std::mem::replace(&mut self.pending, empty);
+        if let Some(program) = &self.program {
+            program.attach_sums(&mut snapshot, &mut self.sum_carry);
+        }
+        snapshot
     }
 
     fn spawn(&mut self, program: &Program) -> Result<(), ConsumerError> {
@@ -354,6 +358,7 @@ impl Consumer for BpftraceConsumer {
         let program = Program::prepare(&spec.script, &exe, self.cookie);
         let infos = program.infos();
         self.pending = Snapshot::empty(&infos);
+        self.sum_carry.clear();
         self.program = Some(program);
         Ok(infos)
     }

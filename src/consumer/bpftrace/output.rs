@@ -532,11 +532,13 @@ fn decode_value(kind: AggKind, key: Vec<KeyPart>, v: &Printed) -> Option<Series>
         (AggKind::Stats, Printed::Object(stats)) => Series {
             key,
             value: decode_stats(stats)?,
+            sum: None,
         },
         // bpftrace prints avg() as a bare number under the "stats" type.
         (_, Printed::Int(n)) if !kind.is_histogram() => Series {
             key,
             value: Value::Scalar(int(*n)?),
+            sum: None,
         },
         _ => return None,
     })

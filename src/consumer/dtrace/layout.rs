@@ -363,7 +363,11 @@ pub fn decode_series(
     let (kind, value) = decode_value(element)?;
     let series = match value {
         Value::Buckets(buckets) => Series::histogram(key, buckets),
-        value => Series { key, value },
+        value => Series {
+            key,
+            value,
+            sum: None,
+        },
     };
     Ok((kind, series))
 }

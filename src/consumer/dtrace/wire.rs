@@ -166,6 +166,7 @@ impl From<WireSeries> for Series {
             WireValue::Scalar(v) => Series {
                 key,
                 value: Value::Scalar(v),
+                sum: None,
             },
             WireValue::Stats {
                 count,
@@ -178,6 +179,7 @@ impl From<WireSeries> for Series {
                     total,
                     average,
                 },
+                sum: None,
             },
             WireValue::Deviation {
                 count,
@@ -192,6 +194,7 @@ impl From<WireSeries> for Series {
                     average,
                     stddev,
                 },
+                sum: None,
             },
             // Re-sorted and zero-filtered: the child's word is not trusted for the wire promise.
             WireValue::Buckets(b) => Series::histogram(
@@ -252,6 +255,7 @@ mod tests {
             Series {
                 key: vec![KeyPart::Str("read".into()), KeyPart::Int(-3)],
                 value: Value::Scalar(7),
+                sum: None,
             },
             Series {
                 key: vec![],
@@ -260,6 +264,7 @@ mod tests {
                     total: 10,
                     average: 5,
                 },
+                sum: None,
             },
             Series {
                 key: vec![],
@@ -269,6 +274,7 @@ mod tests {
                     average: 5,
                     stddev: 2,
                 },
+                sum: None,
             },
             Series::histogram(
                 vec![KeyPart::Str("write".into())],

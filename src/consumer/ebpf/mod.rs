@@ -285,23 +285,30 @@ impl Loaded {
                         log: String::new(),
                     })?;
             let Some(per_cpu) = per_cpu else { continue };
-            let mut totals = vec![0u64; native::SLOTS];
-            for cpu in &per_cpu {
-                for (slot, chunk) in totals.iter_mut().zip(cpu.chunks_exact(8)) {
-                    *slot += u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-                }
-            }
+            let totals = sum_cpus(&per_cpu);
             let before = self.previous.get(&key);
+            // The counts and the sum come from the same read of every CPU's value, so a walk's
+            // sum is that of exactly the events it counts (up to an add in flight between a
+            // slot and the sum, which the next walk then has).
             let delta: Vec<u64> = totals
                 .iter()
                 .enumerate()
-                .map(|(i, now)| now.saturating_sub(before.map_or(0, |b| b[i])))
+                .map(|(i, now)| {
+                    let was = before.map_or(0, |b| b[i]);
+                    if i == native::SLOTS {
+                        // The sum wraps (u64 of ns); its delta is still right modulo 2^64.
+                        now.wrapping_sub(was)
+                    } else {
+                        now.saturating_sub(was)
+                    }
+                })
                 .collect();
-            if delta.iter().any(|&n| n > 0) {
-                series.push(Series::histogram(
-                    native.key.decode(&key),
-                    native.shape.buckets(&delta),
-                ));
+            let (counts, sum) = delta.split_at(native::SLOTS);
+            if counts.iter().any(|&n| n > 0) {
+                let mut s =
+                    Series::histogram(native.key.decode(&key), native.shape.buckets(counts));
+                s.sum = native.shape.sum(sum[0]);
+                series.push(s);
                 self.previous.insert(key, totals);
             }
         }
@@ -313,6 +320,17 @@ impl Loaded {
             folded: 0,
         })
     }
+}
+
+/// Adds every CPU's `struct heat_hist` word by word: the slots, then the sum.
+fn sum_cpus(per_cpu: &[Vec<u8>]) -> Vec<u64> {
+    let mut totals = vec![0u64; native::WORDS];
+    for cpu in per_cpu {
+        for (word, chunk) in totals.iter_mut().zip(cpu.chunks_exact(8)) {
+            *word = word.wrapping_add(u64::from_ne_bytes(chunk.try_into().expect("8 bytes")));
+        }
+    }
+    totals
 }
 
 /// A native preset running in this process, on its session's consumer thread.
@@ -536,6 +554,31 @@ mod tests {
             64,
             "PERF_ATTR_SIZE_VER0"
         );
+    }
+
+    #[test]
+    fn every_cpu_adds_its_counts_and_its_sum() {
+        let value = |slot: usize, count: u64, sum: u64| {
+            let mut words = vec![0u64; native::WORDS];
+            words[slot] = count;
+            words[native::SLOTS] = sum;
+            words
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let totals = sum_cpus(&[value(3, 2, 9_000), value(3, 1, 5_500), value(4, 1, 8)]);
+        assert_eq!(totals.len(), native::WORDS);
+        assert_eq!((totals[3], totals[4]), (3, 1));
+        assert_eq!(totals[native::SLOTS], 14_508);
+        // ns kept; the µs shapes report µs, the ms offsets nothing.
+        assert_eq!(Shape::Log2Ns.sum(14_508), Some(14_508));
+        assert_eq!(Shape::Log2Us.sum(14_508), Some(14));
+        assert_eq!(Shape::LinearUs0To64By2.sum(1_999), Some(1));
+        assert_eq!(Shape::LinearMsOffset.sum(14_508), None);
+        // A sum that wrapped past 2^64 still sums (modulo 2^64), as its walk deltas do.
+        let wrapped = sum_cpus(&[value(1, 1, u64::MAX), value(1, 1, 2)]);
+        assert_eq!(wrapped[native::SLOTS], 1);
     }
 
     #[test]

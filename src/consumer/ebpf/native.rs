@@ -6,6 +6,10 @@ use crate::consumer::bpftrace::output::HIST_TOP;
 
 /// Counter slots per histogram value (`HEAT_SLOTS` in `bpf/heat.h`).
 pub const SLOTS: usize = 65;
+/// u64 words per histogram value: the slots, then the sum (`struct heat_hist`).
+pub const WORDS: usize = SLOTS + 1;
+/// Nanoseconds in a microsecond: the µs shapes' sums are kept in ns.
+const NS_PER_US: i128 = 1000;
 
 /// How a histogram map's keys read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,18 @@ impl Shape {
             Shape::Log2Ns => 1,
             Shape::Log2Us => 2,
             Shape::LinearMsOffset => 3,
+        }
+    }
+
+    /// The sum of the values counted, in the histogram's unit, from the sum the BPF side kept
+    /// (in ns, or bytes); `None` for the profile's ms offsets, which it does not sum. The µs
+    /// shapes divide the total once, where bpftrace truncates every value: their sums agree
+    /// to within one µs per event, this one being the exact one.
+    pub fn sum(self, kept: u64) -> Option<i128> {
+        match self {
+            Shape::Log2Ns => Some(i128::from(kept)),
+            Shape::Log2Us | Shape::LinearUs0To64By2 => Some(i128::from(kept) / NS_PER_US),
+            Shape::LinearMsOffset => None,
         }
     }
 

@@ -38,8 +38,12 @@
 #define HEAT_NS_PER_MS 1000000ULL
 #define HEAT_OFFSET_ROW_MS 20
 
+/* The counts, then the sum of the values counted, in nanoseconds before any unit change (user
+ * space divides for the microsecond shapes): the exact `_sum` of the Prometheus export. Like the
+ * slots it only grows (wrapping after 584 years of nanoseconds), and is read as a delta. */
 struct heat_hist {
 	__u64 slots[HEAT_SLOTS];
+	__u64 sum;
 };
 
 /* Set by user space before load (the verifier then prunes the branches not taken). It must
@@ -103,16 +107,21 @@ static __always_inline __u32 heat_slot(__u64 ns)
 	return v == 0 ? 0 : 1 + heat_log2(v);
 }
 
-/* Counts one latency into a histogram. The add is atomic: tracing programs run with
- * migration disabled but may be preempted, so two tasks can share a CPU's slot. */
+/* Counts one latency into a histogram and adds it to the sum. The adds are atomic: tracing
+ * programs run with migration disabled but may be preempted, so two tasks can share a CPU's
+ * slot. The sum is one more atomic add per event; the profile's ms offset (a point in time, not
+ * a measure) has no sum, and the verifier prunes the add there. */
 static __always_inline void heat_count(struct heat_hist *h, __u64 ns)
 {
 	__u32 slot = heat_slot(ns);
 
 	/* clang knows the slot is in range and would drop the check the verifier needs. */
 	asm volatile("" : "+r"(slot));
-	if (slot < HEAT_SLOTS)
+	if (slot < HEAT_SLOTS) {
 		__sync_fetch_and_add(&h->slots[slot], 1);
+		if (heat_config.shape != HEAT_SHAPE_LHIST_MS_OFFSET)
+			__sync_fetch_and_add(&h->sum, ns);
+	}
 }
 
 /* A per-CPU histogram array indexed by a small number (syscall number, softirq vector). */
