@@ -362,3 +362,65 @@ fn set_thread_comm(name: &str) {
     let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     assert_eq!(rc, 0);
 }
+
+/// More processes than bpftrace keeps keys per map (4096): each exits inside exit_group, a
+/// syscall that never returns.
+const EXITS: usize = 4600;
+
+#[test]
+fn a_bpftrace_syscall_preset_still_measures_after_thousands_of_processes_exited_inside_a_syscall() {
+    require_tracing();
+    let (server, mut client) = connected();
+    let started = client.start_preset_on("syscall-latency-log2", 200, "bpftrace");
+    let aggregation = started["aggregations"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..EXITS {
+        let status = std::process::Command::new("/bin/true")
+            .status()
+            .expect("run /bin/true");
+        assert!(status.success());
+    }
+    // A thread born after them: with their entries left behind, the map would be full and
+    // its syscalls never timed.
+    const N: usize = 500;
+    std::thread::spawn(|| getppid_n(N)).join().unwrap();
+    let frames = client.frames_for(Duration::from_millis(1500));
+    let counted = total_for_key(&frames, &aggregation, &json!(["getppid"]));
+    assert!(
+        counted >= N as i64,
+        "{counted} of {N} getppid calls counted after {EXITS} processes exited"
+    );
+    // The entry map holds the syscalls in flight, not the exited: a map full of those leaves
+    // a few free slots that every thread's syscalls compete for, so counts fall short only
+    // on a busy machine; its size is what says so every time.
+    let tracer = support::children(server.pid())
+        .into_iter()
+        .find(|&pid| support::comm(pid).as_deref() == Some("bpftrace"))
+        .expect("the preset's bpftrace runs");
+    let entries: Vec<usize> = support::bpf_ids(tracer, "map_id:")
+        .into_iter()
+        .filter(|&id| {
+            support::bpftool_show("map", id)
+                .and_then(|m| m["name"].as_str().map(|n| n.contains("heat_entry")))
+                .unwrap_or(false)
+        })
+        .map(|id| {
+            let out = std::process::Command::new("/usr/sbin/bpftool")
+                .args(["-j", "map", "dump", "id", &id.to_string()])
+                .output()
+                .expect("bpftool");
+            serde_json::from_slice::<Json>(&out.stdout)
+                .ok()
+                .and_then(|d| d.as_array().map(Vec::len))
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(entries.len(), 1, "one entry map: {entries:?}");
+    assert!(
+        entries[0] < EXITS / 4,
+        "{} entries left in the entry map after {EXITS} processes exited",
+        entries[0]
+    );
+}

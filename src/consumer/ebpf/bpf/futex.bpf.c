@@ -28,8 +28,10 @@ struct heat_comm {
 	char comm[HEAT_COMM_LEN];
 };
 
+/* LRU: a thread killed while it waits (the other threads of an exiting process) never
+ * returns, and its entry must not hold a slot for ever; the least recent entries go first. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, HEAT_FUTEX_INFLIGHT);
 	__type(key, __u32);
 	__type(value, __u64);
