@@ -226,7 +226,9 @@ pub const STATS_PERIOD: Duration = Duration::from_millis(100);
 /// time, and every BPF program on the machine pays their clock reads that share of the time.
 pub const STATS_WINDOW: Duration = Duration::from_millis(15);
 /// The kernel's own switch (`kernel.bpf_stats_enabled`): when an administrator set it, the
-/// statistics are on all the time, and everything the kernel counted was measured.
+/// statistics are on all the time, and everything the kernel counted was measured. Another
+/// process's `BPF_ENABLE_STATS` fd does the same, unseen here: a canary program of ours,
+/// test-run before each window, shows whether the kernel counts while our windows are closed.
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// The process-wide state of the statistics: one `BPF_ENABLE_STATS` fd, opened for a window
@@ -246,6 +248,12 @@ struct Stats {
     generation: u64,
     /// Whether a cycling thread of this generation runs.
     cycling: bool,
+    /// Whether the kernel counted between the previous window and the open one (another
+    /// process, or the kernel's switch, kept the statistics on): then the whole time since the
+    /// previous window was measured.
+    counted_between: bool,
+    /// Tells whether the kernel counts while our window is closed; loaded with the first hold.
+    canary: Option<sys::Canary>,
 }
 
 static STATS: Mutex<Stats> = Mutex::new(Stats {
@@ -256,11 +264,19 @@ static STATS: Mutex<Stats> = Mutex::new(Stats {
     measured: Duration::ZERO,
     generation: 0,
     cycling: false,
+    counted_between: false,
+    canary: None,
 });
 
 impl Stats {
     fn open_window(&mut self) -> std::io::Result<()> {
         if self.fd.is_none() {
+            // Asked while ours is closed: is someone else keeping the statistics on?
+            self.counted_between = sysctl_keeps_stats_on()
+                || self
+                    .canary
+                    .as_ref()
+                    .is_some_and(|c| c.counts().unwrap_or(false));
             self.fd = Some(sys::enable_run_time_stats()?);
             let now = Instant::now();
             self.opened = Some(now);
@@ -270,7 +286,7 @@ impl Stats {
     }
 
     /// Closes the window and adds it to the measured time: the whole time since the previous
-    /// window closed when the kernel's switch kept the statistics on meanwhile.
+    /// window closed when the statistics were on between the two (another holder).
     fn close_window(&mut self) {
         let Some(opened) = self.opened.take() else {
             return;
@@ -278,7 +294,7 @@ impl Stats {
         self.fd = None; // closing the fd disables the statistics
         let now = Instant::now();
         let since = match self.last_close {
-            Some(last) if sysctl_keeps_stats_on() => last,
+            Some(last) if self.counted_between => last,
             _ => opened,
         };
         self.measured += now - since;
@@ -330,6 +346,13 @@ impl StatsEnabled {
     pub fn acquire() -> std::io::Result<StatsEnabled> {
         let mut stats = STATS.lock();
         if !stats.cycling {
+            if stats.canary.is_none() {
+                stats.canary = sys::Canary::load()
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "No canary BPF program: another holder of the BPF run-time statistics would go unseen.");
+                    })
+                    .ok();
+            }
             stats.open_window()?;
             let generation = stats.generation;
             std::thread::Builder::new()
@@ -634,5 +657,19 @@ mod tests {
         drop(second);
         assert_eq!(holds(), (0, false));
         assert!(!window_open(), "the last hold closes the window at once");
+    }
+
+    #[test]
+    fn the_canary_sees_the_statistics_on() {
+        let Ok(canary) = sys::Canary::load() else {
+            return; // without CAP_BPF nothing loads
+        };
+        let held = sys::enable_run_time_stats().unwrap();
+        assert!(
+            canary.counts().unwrap(),
+            "a run while they are on is counted"
+        );
+        drop(held);
+        // Off again, unless another process on this machine holds them (not asserted).
     }
 }
