@@ -204,6 +204,13 @@ fn a_measured_program_holds_the_statistics_in_windows_only() {
     client.send(json!({"type": "stop"}));
     client.expect("stopped", Duration::from_secs(10));
     assert!(!holds_run_time_stats(server.pid()));
+    // Nothing of the measuring stays loaded either (its canary program goes with the last
+    // measured program).
+    assert!(
+        Server::eventually(Duration::from_secs(10), || server.bpf_fds() == 0),
+        "{} BPF fds left",
+        server.bpf_fds()
+    );
 }
 
 #[test]

@@ -252,7 +252,8 @@ struct Stats {
     /// process, or the kernel's switch, kept the statistics on): then the whole time since the
     /// previous window was measured.
     counted_between: bool,
-    /// Tells whether the kernel counts while our window is closed; loaded with the first hold.
+    /// Tells whether the kernel counts while our window is closed; loaded with the first hold,
+    /// unloaded with the last.
     canary: Option<sys::Canary>,
 }
 
@@ -372,6 +373,8 @@ impl Drop for StatsEnabled {
         if stats.holds == 0 {
             stats.close_window();
             stats.last_close = None;
+            // Nothing of ours stays loaded while nothing is measured.
+            stats.canary = None;
             stats.generation += 1;
             stats.cycling = false;
         }
@@ -657,6 +660,7 @@ mod tests {
         drop(second);
         assert_eq!(holds(), (0, false));
         assert!(!window_open(), "the last hold closes the window at once");
+        assert!(STATS.lock().canary.is_none(), "and unloads the canary");
     }
 
     #[test]
