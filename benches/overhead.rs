@@ -80,13 +80,23 @@ impl Server {
         // Every program measured (not only scripts, the default), so sessions report `cost`
         // to set beside what this bench measures; the statistics' own toll is measured apart.
         let config = std::env::temp_dir().join(format!("heat-actix-overhead-{port}.toml"));
-        std::fs::write(&config, "[limits]\nmeasure_cost = \"always\"\n").expect("write config");
+        // No CPU budget: the getppid loops are a storm no budget should stop mid-measurement.
+        std::fs::write(
+            &config,
+            "[limits]\nmeasure_cost = \"always\"\nmax_program_cpu_percent = 100000\n",
+        )
+        .expect("write config");
         let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
             .arg("--config")
             .arg(&config)
             .args(["--bind", &format!("127.0.0.1:{port}"), "--log", "warn"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(
+                    std::env::temp_dir().join(format!("heat-actix-overhead-{port}.log")),
+                )
+                .map_or(Stdio::null(), Stdio::from),
+            )
             .spawn()
             .expect("spawn heat-actix");
         let server = Server { child, port };
@@ -258,17 +268,24 @@ impl Counted {
 /// per call comes what the frames whose ticks held the calls reported, summed.
 fn with_session(server: &Server, backend: &str, include_self: bool) -> (f64, Counted) {
     let (mut ws, _) = start_session(server, backend, SESSION_TICK_MS, include_self);
-    let ns = support::ns_per_getppid(SAMPLED_CALLS);
-    let ended = now_ms();
-    let mut frames = Vec::new();
-    loop {
-        let frame = next_of(&mut ws, "frame");
-        let after = frame["ts_ms"].as_u64().unwrap_or(u64::MAX) >= ended;
-        frames.push(frame);
-        if after {
-            break;
+    // The calls run on their own thread (its CPU time is what is measured) while this one
+    // reads frames, so the session answers the server's pings however long the calls take.
+    let (ns, frames) = std::thread::scope(|s| {
+        let calls = s.spawn(|| (support::ns_per_getppid(SAMPLED_CALLS), now_ms()));
+        let mut frames = vec![next_of(&mut ws, "frame")];
+        while !calls.is_finished() {
+            frames.push(next_of(&mut ws, "frame"));
         }
-    }
+        let (ns, ended) = calls.join().expect("the calls ran");
+        // Up to the frame whose tick holds the last calls.
+        while frames
+            .last()
+            .is_some_and(|f| f["ts_ms"].as_u64().unwrap_or(u64::MAX) < ended)
+        {
+            frames.push(next_of(&mut ws, "frame"));
+        }
+        (ns, frames)
+    });
     drop(ws);
     server.wait_until_idle();
     (ns, Counted::of(&frames))
@@ -300,7 +317,7 @@ fn others_hold_stats(server: u32) -> bool {
 
 /// Rounds tried at most: a round during which another process held the statistics on is
 /// measured again.
-const MAX_ROUNDS: usize = 4 * ROUNDS;
+const MAX_ROUNDS: usize = 2 * ROUNDS;
 
 /// The median of some figures (`None` for none).
 fn median(mut values: Vec<f64>) -> Option<f64> {
