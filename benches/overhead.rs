@@ -7,16 +7,25 @@
 //! each, the two ratios the native backend is held to, and the time from a start request to the
 //! first frame for both backends. Next to each session's measured ns per syscall it prints
 //! what the session's own frames reported (`cost.ns_per_event`, the kernel's run-time
-//! statistics) for the tick of the calls, so the two can be compared; and what keeping those
-//! statistics on costs (the empty pair again, with them on).
+//! statistics, duty-cycled) for the ticks of the calls, so the two can be compared; and what
+//! those statistics cost (the empty pair again, with them held on, and duty-cycled as the
+//! server does).
 //!
-//! Run as root: `cargo bench --bench overhead`. Figures, not assertions: nothing here fails
-//! because a machine is slow.
+//! With `-- --presets` it measures something else: every preset, natively and with bpftrace,
+//! under a workload that fires it, and prints the `cost` its frames reported (ns per event,
+//! events per second): the README's preset table.
+//!
+//! Run as root: `cargo bench --bench overhead` (`-- --presets`; `HEAT_OVERHEAD_ROUNDS=N` for
+//! fewer rounds). Figures, not assertions: nothing here fails because a machine is slow.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heat_actix::consumer::cost::{StatsEnabled, STATS_PERIOD, STATS_WINDOW};
 
 use libbpf_rs::ObjectBuilder;
 use serde_json::{json, Value as Json};
@@ -27,6 +36,10 @@ use support::{fastest, verdict};
 
 /// getppid calls per measurement.
 const CALLS: u32 = 200_000;
+/// getppid calls per measurement while statistics are duty-cycled (a session's, or the
+/// bench's own): about half a second, five periods of the statistics, so that each
+/// measurement pays their usual share and the sessions' costs cover many windows.
+const SAMPLED_CALLS: u32 = 2_000_000;
 /// Rounds; each measures every configuration once, in turn. Each configuration's fastest
 /// round is reported: other work on the machine (above all other people's syscall tracers,
 /// whose programs run in our syscalls too) only ever adds time, so the fastest round is the
@@ -67,13 +80,23 @@ impl Server {
         // Every program measured (not only scripts, the default), so sessions report `cost`
         // to set beside what this bench measures; the statistics' own toll is measured apart.
         let config = std::env::temp_dir().join(format!("heat-actix-overhead-{port}.toml"));
-        std::fs::write(&config, "[limits]\nmeasure_cost = \"always\"\n").expect("write config");
+        // No CPU budget: the getppid loops are a storm no budget should stop mid-measurement.
+        std::fs::write(
+            &config,
+            "[limits]\nmeasure_cost = \"always\"\nmax_program_cpu_percent = 100000\n",
+        )
+        .expect("write config");
         let child = Command::new(env!("CARGO_BIN_EXE_heat-actix"))
             .arg("--config")
             .arg(&config)
             .args(["--bind", &format!("127.0.0.1:{port}"), "--log", "warn"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(
+                    std::env::temp_dir().join(format!("heat-actix-overhead-{port}.log")),
+                )
+                .map_or(Stdio::null(), Stdio::from),
+            )
             .spawn()
             .expect("spawn heat-actix");
         let server = Server { child, port };
@@ -185,27 +208,120 @@ fn start_session(
 
 /// BPF program runs per getppid for `syscall-latency`: its sys_enter and its sys_exit program.
 const RUNS_PER_SYSCALL: f64 = 2.0;
-/// Frames read after the calls, looking for the tick that holds them.
-const COST_FRAMES: usize = 3;
+
+/// Milliseconds since the epoch, as frames' `ts_ms` are.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What some frames' `cost`s add up to: the events the programs ran (estimated from the
+/// sampled counts) and the CPU time those took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    events: f64,
+    run_ns: f64,
+    wall_ms: f64,
+    /// Frames that carried a cost; the smallest `sampled` among them.
+    frames: usize,
+    sampled: f64,
+}
+
+impl Counted {
+    fn of<'a>(frames: impl IntoIterator<Item = &'a Json>) -> Counted {
+        let mut sum = Counted {
+            sampled: 1.0,
+            ..Counted::default()
+        };
+        for frame in frames {
+            let cost = &frame["cost"];
+            let ms = frame["interval_ms"].as_f64().unwrap_or(0.0);
+            let Some(per_s) = cost["events_per_s"].as_f64() else {
+                continue;
+            };
+            let events = per_s * ms / 1000.0;
+            sum.events += events;
+            sum.run_ns += events * cost["ns_per_event"].as_f64().unwrap_or(0.0);
+            sum.wall_ms += ms;
+            sum.frames += 1;
+            sum.sampled = sum.sampled.min(cost["sampled"].as_f64().unwrap_or(1.0));
+        }
+        sum
+    }
+
+    /// Mean ns per event, weighted by events.
+    fn ns_per_event(&self) -> Option<f64> {
+        (self.events > 0.0).then(|| self.run_ns / self.events)
+    }
+
+    fn events_per_s(&self) -> f64 {
+        match self.wall_ms {
+            0.0 => 0.0,
+            ms => self.events * 1000.0 / ms,
+        }
+    }
+}
 
 /// Measures getppid while a `syscall-latency` session runs on `backend`; returns once the
 /// session's tracer is gone again, so the next measurement does not pay for it. With the ns
-/// per call comes the `cost` of the frame whose tick held most of the calls, when one did.
-fn with_session(server: &Server, backend: &str, include_self: bool) -> (f64, Option<Json>) {
+/// per call comes what the frames whose ticks held the calls reported, summed.
+fn with_session(server: &Server, backend: &str, include_self: bool) -> (f64, Counted) {
     let (mut ws, _) = start_session(server, backend, SESSION_TICK_MS, include_self);
-    let ns = support::ns_per_getppid(CALLS);
-    let cost = (0..COST_FRAMES)
-        .map(|_| next_of(&mut ws, "frame"))
-        .find(|f| {
-            let runs = f["cost"]["events_per_s"].as_f64().unwrap_or(0.0)
-                * f["interval_ms"].as_f64().unwrap_or(0.0)
-                / 1000.0;
-            runs >= f64::from(CALLS)
-        })
-        .map(|f| f["cost"].clone());
+    // The calls run on their own thread (its CPU time is what is measured) while this one
+    // reads frames, so the session answers the server's pings however long the calls take.
+    let (ns, frames) = std::thread::scope(|s| {
+        let calls = s.spawn(|| (support::ns_per_getppid(SAMPLED_CALLS), now_ms()));
+        let mut frames = vec![next_of(&mut ws, "frame")];
+        while !calls.is_finished() {
+            frames.push(next_of(&mut ws, "frame"));
+        }
+        let (ns, ended) = calls.join().expect("the calls ran");
+        // Up to the frame whose tick holds the last calls.
+        while frames
+            .last()
+            .is_some_and(|f| f["ts_ms"].as_u64().unwrap_or(u64::MAX) < ended)
+        {
+            frames.push(next_of(&mut ws, "frame"));
+        }
+        (ns, frames)
+    });
     drop(ws);
     server.wait_until_idle();
-    (ns, cost)
+    (ns, Counted::of(&frames))
+}
+
+/// Whether a process other than this one and `server` holds the kernel's BPF run-time
+/// statistics on (an fd the kernel names `anon_inode:bpf-stats`): the kernel then counts
+/// between the server's windows too, and its sampled costs read too high.
+fn others_hold_stats(server: u32) -> bool {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            return false;
+        };
+        if pid == me || pid == server {
+            return false;
+        }
+        std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-stats")
+            })
+        })
+    })
+}
+
+/// Rounds, `ROUNDS` unless `HEAT_OVERHEAD_ROUNDS` says otherwise (a quicker look).
+fn rounds() -> usize {
+    std::env::var("HEAT_OVERHEAD_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROUNDS)
 }
 
 /// The median of some figures (`None` for none).
@@ -239,14 +355,15 @@ impl RunTimeStats {
 }
 
 /// The configurations measured, in the order of each round.
-const CONFIGS: [&str; 7] = [
+const CONFIGS: [&str; 8] = [
     "no tracing",
     "empty raw tracepoint pair",
     "clock-only raw tracepoint pair",
     "native syscall-latency (ebpf)",
     "bpftrace syscall-latency",
     "native, include_self",
-    "empty pair, run-time stats on",
+    "empty pair, run-time stats held",
+    "empty pair, stats duty-cycled",
 ];
 
 /// Loads one of the floor objects, which are not the server's.
@@ -258,19 +375,23 @@ fn load_floor(name: &str, object: &[u8]) -> libbpf_rs::Object {
         .unwrap_or_else(|e| panic!("load {name}: {e}"))
 }
 
-/// ns per getppid with every program of `object` attached.
-fn with_programs(object: &mut libbpf_rs::Object) -> f64 {
+/// ns per getppid over `calls` calls with every program of `object` attached.
+fn with_programs(object: &mut libbpf_rs::Object, calls: u32) -> f64 {
     let links: Vec<_> = object
         .progs_mut()
         .map(|p| p.attach().expect("attach a floor program"))
         .collect();
-    let ns = support::ns_per_getppid(CALLS);
+    let ns = support::ns_per_getppid(calls);
     drop(links);
     ns
 }
 
 fn main() {
     if !support::running_as_root("overhead") || !support::run_by_cargo_bench("overhead") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--presets") {
+        presets::run();
         return;
     }
 
@@ -280,37 +401,52 @@ fn main() {
     let server = Server::start();
 
     // ns per call of each configuration, round by round; ns per run the sessions reported.
-    let mut ns: [Vec<f64>; 7] = Default::default();
+    let mut ns: [Vec<f64>; 8] = Default::default();
     let (mut native_cost, mut bpftrace_cost) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    let mut sampled = f64::INFINITY;
+    // Rounds during which another process held the statistics on: kept (on a shared machine
+    // there may be no other kind), counted and said.
+    let mut disturbed = 0;
+    for _ in 0..rounds() {
+        let foreign_before = others_hold_stats(server.child.id());
         let (native, native_said) = with_session(&server, "ebpf", false);
         let (bpftrace, bpftrace_said) = with_session(&server, "bpftrace", false);
         let stats = RunTimeStats::enable();
-        let floor_with_stats = with_programs(&mut floor);
+        let floor_with_stats = with_programs(&mut floor, CALLS);
         drop(stats);
+        // The server's own duty cycle, in this process: a window opens at once, then one
+        // every period.
+        let duty = StatsEnabled::acquire().expect("BPF_ENABLE_STATS");
+        let floor_duty_cycled = with_programs(&mut floor, SAMPLED_CALLS);
+        drop(duty);
         let round = [
             support::ns_per_getppid(CALLS),
-            with_programs(&mut floor),
-            with_programs(&mut clock_floor),
+            with_programs(&mut floor, CALLS),
+            with_programs(&mut clock_floor, CALLS),
             native,
             bpftrace,
             with_session(&server, "ebpf", true).0,
             floor_with_stats,
+            floor_duty_cycled,
         ];
+        if foreign_before || others_hold_stats(server.child.id()) {
+            disturbed += 1;
+        }
         for (i, value) in round.into_iter().enumerate() {
             ns[i].push(value);
         }
-        let per_run = |c: Option<Json>| c.and_then(|c| c["ns_per_event"].as_f64());
-        native_cost.extend(per_run(native_said));
-        bpftrace_cost.extend(per_run(bpftrace_said));
+        native_cost.extend(native_said.ns_per_event());
+        bpftrace_cost.extend(bpftrace_said.ns_per_event());
+        sampled = sampled.min(native_said.sampled).min(bpftrace_said.sampled);
     }
     let (_, native_first) = start_session(&server, "ebpf", FIRST_FRAME_TICK_MS, false);
     let (_, bpftrace_first) = start_session(&server, "bpftrace", FIRST_FRAME_TICK_MS, false);
     drop(server);
+    let rounds = ns[0].len();
     let ns = ns.map(fastest);
     let added = ns.map(|v| v - ns[0]);
 
-    println!("getppid loop, {CALLS} calls x {ROUNDS} interleaved rounds, fastest round, thread CPU ns per syscall:");
+    println!("getppid loop, {CALLS} calls ({SAMPLED_CALLS} while statistics are duty-cycled) x {rounds} interleaved rounds, fastest round, thread CPU ns per syscall ({disturbed} of them while another process held the statistics on):");
     for (i, what) in CONFIGS.iter().enumerate() {
         if i == 0 {
             println!("  {what:<31} {:8.1} ns", ns[i]);
@@ -338,11 +474,17 @@ fn main() {
         "native - native include_self  = {:+.1} ns  (leaving heat-actix out: a task pointer, its parent's tgid, two compares)",
         ns[3] - ns[5]
     );
-    let stats_added = ns[6] - ns[1];
+    let held_added = ns[6] - ns[1];
+    let stats_added = ns[7] - ns[1];
     println!(
-        "run-time stats on, empty pair  = {stats_added:+.1} ns per syscall  (what the statistics behind `cost` add: two clock reads per program run)"
+        "run-time stats held, empty pair = {held_added:+.1} ns per syscall  (the statistics on all the time: two clock reads per program run)"
     );
-    println!("cost reported by the session's own frames (median of {ROUNDS} rounds, ns per program run x {RUNS_PER_SYSCALL} runs per syscall) vs measured added:");
+    println!(
+        "stats duty-cycled, empty pair   = {stats_added:+.1} ns per syscall  (on {} ms of every {} ms, as the server holds them; the frames said sampled >= {sampled:.3})",
+        STATS_WINDOW.as_millis(),
+        STATS_PERIOD.as_millis()
+    );
+    println!("cost reported by the session's own frames (median of {rounds} rounds, ns per program run x {RUNS_PER_SYSCALL} runs per syscall) vs measured added:");
     for (what, reported, measured) in [
         ("native  ", &native_cost, added[3]),
         ("bpftrace", &bpftrace_cost, added[4]),
@@ -350,10 +492,11 @@ fn main() {
         match median(reported.clone()) {
             Some(per_run) => {
                 let per_syscall = per_run * RUNS_PER_SYSCALL;
-                // The statistics' own clock reads are outside the run time they count.
+                // The statistics' own clock reads (in their windows) are outside the run time
+                // they count.
                 let without_stats = measured - stats_added;
                 println!(
-                    "  {what}: cost {per_run:7.1} ns/event = {per_syscall:7.1} ns/syscall; measured added {measured:7.1} (cost/measured = {:.2}), {without_stats:7.1} without the statistics' own {stats_added:.1} (cost/that = {:.2}); {} rounds reported",
+                    "  {what}: cost {per_run:7.1} ns/event = {per_syscall:7.1} ns/syscall; measured added {measured:7.1} (cost/measured = {:.2}), {without_stats:7.1} without the duty-cycled statistics' own {stats_added:.1} (cost/that = {:.2}); {} rounds reported",
                     per_syscall / measured,
                     per_syscall / without_stats,
                     reported.len()
@@ -368,5 +511,185 @@ fn main() {
             "start request -> first frame, {backend:<8}: {:5} ms (tick {FIRST_FRAME_TICK_MS} ms; {beyond_tick} ms beyond it, target <= {TARGET_FIRST_FRAME_MS} for ebpf)",
             took.as_millis()
         );
+    }
+}
+
+/// `-- --presets`: what each preset's `cost` says an event costs, on both backends, under a
+/// workload that fires it.
+mod presets {
+    use super::*;
+
+    /// Walk interval of the preset sessions.
+    const TICK_MS: u64 = 1000;
+    /// Frames read while the workload runs, after the first (which covers the start-up).
+    const FRAMES: usize = 3;
+    /// Bytes per write of the block workload, and what it writes before each fsync.
+    const BLOCK_BYTES: usize = 64 << 10;
+    /// Sleep of the scheduler workload's threads: a wakeup and two switches each.
+    const NAP: Duration = Duration::from_micros(200);
+    /// Threads of the scheduler workload.
+    const NAPPERS: usize = 2;
+    /// Bytes per write of the loopback TCP workload.
+    const TCP_CHUNK: usize = 64 << 10;
+
+    /// Something that makes a preset's probes fire until `stop` is set.
+    type Workload = fn(&AtomicBool);
+
+    /// Each preset with the workload that fires it.
+    const PRESETS: [(&str, Workload); 11] = [
+        ("syscall-latency", syscalls),
+        ("syscall-latency-log2", syscalls),
+        ("block-io-latency", block_io),
+        ("runqueue-latency", naps),
+        ("softirq-latency", loopback_tcp),
+        ("offcpu-time", naps),
+        ("hardirq-latency", block_io),
+        ("tcp-connect-latency", connects),
+        ("futex-wait", futex_ping_pong),
+        ("block-io-size", block_io),
+        ("cpu-profile", burn),
+    ];
+
+    fn syscalls(stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            support::ns_per_getppid(10_000);
+        }
+    }
+
+    /// Writes and fsyncs a file beside the build's: block requests and their device
+    /// interrupts (virtio on our VMs).
+    fn block_io(stop: &AtomicBool) {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("heat-bench-block");
+        let data = vec![7u8; BLOCK_BYTES];
+        while !stop.load(Ordering::Relaxed) {
+            let mut file = std::fs::File::create(&path).expect("create the block file");
+            file.write_all(&data).expect("write the block file");
+            file.sync_all().expect("fsync the block file");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Threads that sleep a little in a loop: wakeups, switches out and in.
+    fn naps(stop: &AtomicBool) {
+        std::thread::scope(|s| {
+            for _ in 0..NAPPERS {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(NAP);
+                    }
+                });
+            }
+        });
+    }
+
+    /// Streams bytes over loopback TCP: `net_rx` softirqs.
+    fn loopback_tcp(stop: &AtomicBool) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (mut peer, _) = listener.accept().unwrap();
+                let mut buf = vec![0u8; TCP_CHUNK];
+                while peer.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+            let mut out = TcpStream::connect(addr).unwrap();
+            let chunk = vec![1u8; TCP_CHUNK];
+            while !stop.load(Ordering::Relaxed) {
+                out.write_all(&chunk).unwrap();
+            }
+        });
+    }
+
+    /// Connects to a loopback listener again and again.
+    fn connects(stop: &AtomicBool) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            let _client = TcpStream::connect(addr).unwrap();
+            while listener.accept().is_ok() {}
+        }
+    }
+
+    /// Two threads handing a turn to each other through a mutex and a condition variable:
+    /// each hand-over is a futex wait.
+    fn futex_ping_pong(stop: &AtomicBool) {
+        let turn = Arc::new((Mutex::new(false), Condvar::new()));
+        std::thread::scope(|s| {
+            for me in [false, true] {
+                let turn = turn.clone();
+                s.spawn(move || {
+                    let (lock, cv) = &*turn;
+                    let mut whose = lock.lock().unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        if *whose == me {
+                            *whose = !me;
+                            cv.notify_one();
+                        }
+                        whose = cv.wait_timeout(whose, NAP).unwrap().0;
+                    }
+                });
+            }
+        });
+    }
+
+    /// Keeps a CPU busy: the profile samples it rather than idle.
+    fn burn(stop: &AtomicBool) {
+        let mut x = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+    }
+
+    /// Starts `preset` on `backend`, runs `workload` for [`FRAMES`] ticks, and sums the
+    /// frames' costs.
+    fn measure(server: &Server, preset: &str, backend: &str, workload: Workload) -> Counted {
+        let mut ws = server.connect();
+        let start =
+            json!({"type": "start", "preset": preset, "backend": backend, "tick_ms": TICK_MS});
+        ws.send(Message::text(start.to_string())).unwrap();
+        let started = next_of(&mut ws, "started");
+        assert_eq!(started["backend"], backend, "{preset}");
+        let stop = AtomicBool::new(false);
+        let frames = std::thread::scope(|s| {
+            s.spawn(|| workload(&stop));
+            next_of(&mut ws, "frame");
+            let frames: Vec<Json> = (0..FRAMES).map(|_| next_of(&mut ws, "frame")).collect();
+            stop.store(true, Ordering::Relaxed);
+            frames
+        });
+        drop(ws);
+        server.wait_until_idle();
+        Counted::of(&frames)
+    }
+
+    pub fn run() {
+        let server = Server::start();
+        println!(
+            "cost per event each preset reported (frames' `cost`, statistics on {} ms of every {} ms), {FRAMES} ticks of {TICK_MS} ms under a workload that fires it:",
+            STATS_WINDOW.as_millis(),
+            STATS_PERIOD.as_millis()
+        );
+        println!(
+            "  {:<22} {:>14} {:>14}   {:>14} {:>14}",
+            "preset", "native ns/ev", "events/s", "bpftrace ns/ev", "events/s"
+        );
+        for (preset, workload) in PRESETS {
+            let native = measure(&server, preset, "ebpf", workload);
+            let bpftrace = measure(&server, preset, "bpftrace", workload);
+            let ns = |c: &Counted| {
+                c.ns_per_event()
+                    .map_or("-".to_string(), |n| format!("{n:.0}"))
+            };
+            println!(
+                "  {preset:<22} {:>14} {:>14.0}   {:>14} {:>14.0}",
+                ns(&native),
+                native.events_per_s(),
+                ns(&bpftrace),
+                bpftrace.events_per_s()
+            );
+        }
     }
 }

@@ -661,9 +661,11 @@ pub struct LimitsConfig {
     pub max_explains: usize,
 }
 
-/// When the kernel's BPF run-time statistics are on. They are process-wide and cost every
-/// probe of every program two clock reads (about 150 ns a syscall for `syscall-latency` on
-/// this project's VM) for as long as any program holds them.
+/// Which programs the kernel's BPF run-time statistics measure. While they are on they cost
+/// every probe of every program on the machine two clock reads (about 150 ns a syscall for
+/// `syscall-latency` on this project's VM), so they are duty-cycled: on for
+/// `consumer::cost::STATS_WINDOW` of every `consumer::cost::STATS_PERIOD` while any measured
+/// program runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MeasureCost {

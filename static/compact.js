@@ -8,6 +8,7 @@ const TAG_DICTIONARY = 3;
 const FLAG_FINAL = 1;
 const FLAG_RESET = 2;
 const FLAG_COST = 4; // the frame ends with its cost: three little-endian float64s
+const FLAG_SAMPLED = 8; // with FLAG_COST: a fourth float64, the cost's `sampled` fraction
 const FORM_BITS = 8; // 2^3: the low 3 bits of a series head are its form
 const FORM_SCALAR = 0;
 const FORM_STATS = 1;
@@ -183,7 +184,7 @@ export class CompactDecoder {
   frame(r) {
     const frame = { type: 'frame', seq: r.uint(), ts_ms: r.uint(), interval_ms: r.uint() };
     const flags = r.byte();
-    if (flags & ~(FLAG_FINAL | FLAG_RESET | FLAG_COST)) throw new Error(`compact: unknown flags ${flags}`);
+    if (flags & ~(FLAG_FINAL | FLAG_RESET | FLAG_COST | FLAG_SAMPLED)) throw new Error(`compact: unknown flags ${flags}`);
     if (flags & FLAG_FINAL) frame.final = true;
     if (flags & FLAG_RESET) this.keys.clear();
     this.definitions(r);
@@ -208,6 +209,7 @@ export class CompactDecoder {
     }
     if (flags & FLAG_COST) {
       frame.cost = { events_per_s: r.f64(), ns_per_event: r.f64(), cpu_share: r.f64() };
+      if (flags & FLAG_SAMPLED) frame.cost.sampled = r.f64();
     }
     return frame;
   }

@@ -49,12 +49,16 @@ export function fmtSi(v) {
   return String(Math.round(v));
 }
 
-/** A frame's `cost` as the top bar shows it: "0.4% of a CPU · 1.2 M events/s · 190 ns/event". */
+/**
+ * A frame's `cost` as the top bar shows it: "0.4% of a CPU · 1.2 M events/s · 190 ns/event",
+ * and "(sampled 15%)" when the kernel's statistics were on for part of the tick only.
+ */
 export function fmtCost(cost) {
   if (!cost || !(cost.cpu_share >= 0)) return '–';
   const pct = cost.cpu_share * 100;
   const share = pct === 0 ? '0%' : pct < 0.1 ? '<0.1%' : `${pct < 10 ? pct.toFixed(1) : Math.round(pct)}%`;
-  return `${share} of a CPU · ${fmtSi(cost.events_per_s)} events/s · ${Math.round(cost.ns_per_event)} ns/event`;
+  const sampled = cost.sampled > 0 && cost.sampled < 1 ? ` (sampled ${Math.round(cost.sampled * 100)}%)` : '';
+  return `${share} of a CPU · ${fmtSi(cost.events_per_s)} events/s · ${Math.round(cost.ns_per_event)} ns/event${sampled}`;
 }
 
 export const keyText = (key) => (Array.isArray(key) && key.length ? key.join(', ') : '(no key)');

@@ -12,8 +12,6 @@ use support::{getppid_n, require_tracing, Received, Server, BUDGET_TEST_CONFIG, 
 
 /// Walk interval the tests ask for.
 const TEST_TICK_MS: u64 = 200;
-/// getppid(2) calls the cost tests make: the programs must count at least this many runs.
-const CALLS: usize = 100_000;
 /// A budget no test workload reaches, so that the cost tests are not stopped by it.
 const NO_BUDGET: &str = "max_program_cpu_percent = 100000\nmeasure_cost = \"always\"\n";
 /// The smallest budget: 1% of one CPU.
@@ -33,9 +31,11 @@ fn costs(frames: &[Json]) -> Vec<(Json, u64)> {
         .collect()
 }
 
-/// Starts syscall-latency on `backend`, makes [`CALLS`] getppid calls, and checks the cost
-/// the frames report: every frame has one, the runs cover the calls, and the time per run is
-/// what a small BPF program takes.
+/// Starts syscall-latency on `backend`, makes getppid calls all through several ticks (the
+/// statistics are on for part of each tick only, so a short burst could fall between their
+/// windows), and checks the cost the frames report: every frame has one, sampled over part of
+/// its tick, the estimated runs cover the calls, and the time per run is what a small BPF
+/// program takes.
 fn syscall_latency_reports_its_cost(backend: &str) {
     require_tracing();
     let server = Server::start_with(&format!("{BUDGET_TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
@@ -47,9 +47,11 @@ fn syscall_latency_reports_its_cost(backend: &str) {
     );
     let started = client.expect("started", Duration::from_secs(60));
     assert_eq!(started["backend"], backend, "{started}");
-    getppid_n(CALLS);
+    let storm = SyscallStorm::start();
     let frames = client.frames_for(Duration::from_millis(5 * TEST_TICK_MS));
+    let calls = storm.stop();
     assert!(frames.len() >= 3, "{frames:?}");
+    assert!(calls > 0);
     let costs = costs(&frames);
     assert_eq!(
         costs.len(),
@@ -60,16 +62,23 @@ fn syscall_latency_reports_its_cost(backend: &str) {
         for field in ["events_per_s", "ns_per_event", "cpu_share"] {
             assert!(cost[field].as_f64().is_some_and(|x| x >= 0.0), "{cost}");
         }
+        // Duty-cycled: counted over part of the tick, and the frame says over how much (all
+        // of it when another process kept the statistics on meanwhile: other servers of this
+        // test suite do).
+        let sampled = cost["sampled"].as_f64();
+        assert!(sampled.is_some_and(|x| x > 0.0 && x <= 1.0), "{cost}");
     }
-    // Each getppid runs the entry and the exit program; other processes' syscalls run them
-    // too (the pid filter is inside the programs).
+    // Each getppid runs the entry and the exit program (other processes' syscalls run them
+    // too: the pid filter is inside the programs): two runs a call, estimated from samples,
+    // for the calls of the frames' ticks (most of the storm's; one run a call is the floor
+    // that leaves room for the estimate's error and the calls after the last frame).
     let runs: f64 = costs
         .iter()
         .map(|(c, ms)| c["events_per_s"].as_f64().unwrap() * *ms as f64 / 1000.0)
         .sum();
     assert!(
-        runs >= CALLS as f64,
-        "{runs} runs for {CALLS} calls: {costs:?}"
+        runs >= calls as f64,
+        "{runs} runs for {calls} calls: {costs:?}"
     );
     let busiest = costs
         .iter()
@@ -91,7 +100,7 @@ fn syscall_latency_reports_its_cost(backend: &str) {
     let events = server
         .metric("heat_program_events_total{program=\"syscall-latency\"}")
         .unwrap();
-    assert!(events >= CALLS as f64, "{events}");
+    assert!(events >= calls as f64, "{events} events for {calls} calls");
     let seconds = server
         .metric("heat_program_cpu_seconds_total{program=\"syscall-latency\"}")
         .unwrap();
@@ -113,19 +122,28 @@ fn a_bpftrace_syscall_latency_frame_carries_its_cost() {
     syscall_latency_reports_its_cost("bpftrace");
 }
 
-/// Calls getppid in a loop on its own thread until dropped.
-struct SyscallStorm(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+/// Calls getppid in a loop on its own thread until stopped or dropped.
+struct SyscallStorm(Arc<AtomicBool>, Option<std::thread::JoinHandle<usize>>);
 
 impl SyscallStorm {
     fn start() -> SyscallStorm {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            let mut calls = 0;
             while !flag.load(Ordering::Relaxed) {
                 getppid_n(1000);
+                calls += 1000;
             }
+            calls
         });
         SyscallStorm(stop, Some(thread))
+    }
+
+    /// Stops the calls; how many were made.
+    fn stop(mut self) -> usize {
+        self.0.store(true, Ordering::Relaxed);
+        self.1.take().map_or(0, |t| t.join().unwrap_or(0))
     }
 }
 
@@ -136,6 +154,63 @@ impl Drop for SyscallStorm {
             let _ = t.join();
         }
     }
+}
+
+/// Whether process `pid` holds the kernel's BPF run-time statistics on: an open
+/// `BPF_ENABLE_STATS` fd, an anonymous inode the kernel names `bpf-stats`.
+fn holds_run_time_stats(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-stats")
+    })
+}
+
+/// Looks at the server's fds this many times, 1 ms apart, at most: patience, not a threshold.
+const STATS_LOOKS: usize = 20_000;
+
+#[test]
+fn a_measured_program_holds_the_statistics_in_windows_only() {
+    require_tracing();
+    let server = Server::start_with(&format!("{TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.start_preset_on("syscall-latency", TEST_TICK_MS, "ebpf");
+    let frames = client.frames_for(Duration::from_millis(2 * TEST_TICK_MS));
+    assert!(!frames.is_empty());
+    // While the program runs the statistics are switched on and off: the fd is seen both open
+    // (a window) and closed (between windows). Held all along, it would never be seen closed.
+    let (mut on, mut off) = (false, false);
+    for _ in 0..STATS_LOOKS {
+        match holds_run_time_stats(server.pid()) {
+            true => on = true,
+            false => off = true,
+        }
+        if on && off {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        on,
+        "the statistics were never on while a measured program ran"
+    );
+    assert!(
+        off,
+        "the statistics were held all the time (no duty cycling)"
+    );
+    // Stopped, the program lets go of them for good.
+    client.send(json!({"type": "stop"}));
+    client.expect("stopped", Duration::from_secs(10));
+    assert!(!holds_run_time_stats(server.pid()));
+    // Nothing of the measuring stays loaded either (its canary program goes with the last
+    // measured program).
+    assert!(
+        Server::eventually(Duration::from_secs(10), || server.bpf_fds() == 0),
+        "{} BPF fds left",
+        server.bpf_fds()
+    );
 }
 
 #[test]

@@ -269,9 +269,10 @@ fn the_presets_d_versions_run_here_through_the_translator() {
     require_tracing();
     let (_server, mut client) = greeted();
     const N: i64 = 300;
+    // The syscall presets' (tests/presets.rs runs the others that translate).
     for preset in heat_actix::presets::PRESETS
         .iter()
-        .filter(|p| p.d.is_some())
+        .filter(|p| p.d.is_some() && p.name.starts_with("syscall-"))
     {
         let script = preset.d.unwrap();
         client

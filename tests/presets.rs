@@ -531,3 +531,89 @@ fn hello_lists_the_new_presets_with_units_and_filters() {
         assert_eq!(preset["filters"], expected, "{name}");
     }
 }
+
+/// Runs `preset`'s D version (as a D script: stock Linux translates it to bpftrace) while
+/// `workload` runs, and returns its `started` and frames.
+fn d_version(
+    server: &Server,
+    preset: &str,
+    window: Duration,
+    workload: impl FnOnce() + Send + 'static,
+) -> (Json, Vec<Json>) {
+    let d = heat_actix::presets::find(preset)
+        .unwrap()
+        .d
+        .expect("a D version");
+    let mut client = server.connect();
+    client.expect("hello", Duration::from_secs(5));
+    client.send(json!({"type": "start", "lang": "d", "script": d, "tick_ms": TEST_TICK_MS}));
+    let started = client.expect("started", Duration::from_secs(60));
+    assert_eq!(started["engine"], "d-to-bpftrace", "{started}");
+    let worker = std::thread::spawn(workload);
+    let frames = client.frames_for(window);
+    worker.join().expect("the workload ran");
+    (started, frames)
+}
+
+#[test]
+fn offcpu_times_d_version_puts_known_sleeps_in_the_same_bucket() {
+    require_tracing();
+    let server = Server::start(&[]);
+    const COMM: &str = "heat-offcpu-d";
+    const SLEEPS: i64 = 4;
+    let window = SLEEP * SLEEPS as u32 + Duration::from_millis(300) + SETTLE;
+    let (started, frames) = d_version(&server, "offcpu-time", window, || {
+        set_comm(COMM);
+        for _ in 0..SLEEPS {
+            std::thread::sleep(SLEEP);
+        }
+    });
+    assert_eq!(
+        started["aggregations"],
+        json!([{"name": "@offcpu_ns", "kind": "quantize"}])
+    );
+    // No comm filter in a D script: the whole machine is there, our thread under its name.
+    let buckets = buckets_for(&frames, &json!(COMM));
+    assert!(buckets.keys().all(is_log2), "{buckets:?}");
+    assert_eq!(
+        buckets.get(&SLEEP_BUCKET),
+        Some(&SLEEPS),
+        "every sleep off CPU in the bucket the .bt puts it in: {buckets:?}"
+    );
+}
+
+#[test]
+fn cpu_profiles_d_version_puts_a_burner_in_the_first_rows() {
+    require_tracing();
+    let server = Server::start(&[]);
+    const COMM: &str = "heat-burn-d";
+    let window = Duration::from_secs(u64::from(BURN_SECONDS) + 1) + SETTLE;
+    let (started, frames) = d_version(&server, "cpu-profile", window, || {
+        set_comm(COMM);
+        let second_ns = 1_000_000_000u64;
+        let end = monotonic_ns() + u64::from(BURN_SECONDS) * second_ns;
+        let mut spins = 0u64;
+        while monotonic_ns() < end {
+            let offset = monotonic_ns() % second_ns;
+            if offset < BURN.as_nanos() as u64 {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            } else {
+                std::thread::sleep(Duration::from_nanos(second_ns - offset));
+            }
+        }
+    });
+    // DTrace's lquantize(x, 0, 1000, 20): the .bt's lhist rows.
+    assert_eq!(
+        started["aggregations"],
+        json!([{"name": "@offset_ms", "kind": "lquantize",
+            "layout": {"min": 0, "max": 1000, "step": 20}}])
+    );
+    let rows = buckets_for(&frames, &json!(COMM));
+    assert!(rows.values().sum::<i64>() > 0, "the burner was sampled");
+    for &(lo, hi) in rows.keys() {
+        assert!(
+            lo >= 0 && lo % 20 == 0 && hi == lo + 19 && hi < BURN_ROWS_END_MS,
+            "a sample outside the burner's first rows: {rows:?}"
+        );
+    }
+}

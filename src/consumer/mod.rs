@@ -294,7 +294,7 @@ pub struct ConsumerActor {
     /// Whether this program runs with the statistics on (`limits.measure_cost`).
     measure: bool,
     /// The program's run statistics at the previous walk (or at its start).
-    last_stats: Option<cost::RunStats>,
+    last_stats: Option<cost::Reading>,
 }
 
 impl ConsumerActor {
@@ -340,7 +340,7 @@ impl ConsumerActor {
     /// What the program cost since the previous reading, `interval` ago.
     fn cost_since(
         &mut self,
-        now: Option<cost::RunStats>,
+        now: Option<cost::Reading>,
         interval: Duration,
     ) -> Option<cost::Sample> {
         let before = self.last_stats?;
@@ -432,7 +432,10 @@ impl Handler<Begin> for ConsumerActor {
             rewrite.infos(&mut aggregations);
         }
         self.last_walk = Some(Instant::now());
-        self.last_stats = self.stats.as_ref().and(self.consumer.run_stats());
+        self.last_stats = match self.stats {
+            Some(_) => self.reading(),
+            None => None,
+        };
         self.compact = Some(CompactEncoder::new(&aggregations));
         Ok(Started {
             backend: self.consumer.backend(),
@@ -445,11 +448,16 @@ impl Handler<Begin> for ConsumerActor {
 }
 
 impl ConsumerActor {
+    /// The program's counts now, with the time the statistics have been on.
+    fn reading(&mut self) -> Option<cost::Reading> {
+        self.consumer.run_stats().map(cost::Reading::now)
+    }
+
     /// Names keys, applies the language's rewrite and the key limit, and encodes the frame.
     fn frame(
         &mut self,
         mut snapshot: Snapshot,
-        stats: Option<cost::RunStats>,
+        stats: Option<cost::Reading>,
         seq: u64,
         encodings: Encodings,
         last: bool,
@@ -519,7 +527,7 @@ impl Handler<Walk> for ConsumerActor {
             panic!("injected fault: consumer_panic");
         }
         let snapshot = self.consumer.walk()?;
-        let stats = self.consumer.run_stats();
+        let stats = self.reading();
         let frame = self.frame(snapshot, stats, walk.seq, walk.encodings, false);
         Event::Walked {
             elapsed: began.elapsed(),
@@ -534,7 +542,7 @@ impl Handler<Finish> for ConsumerActor {
 
     fn handle(&mut self, finish: Finish, _: &mut Self::Context) -> Self::Result {
         // Read while the programs still run: `finish` unloads them.
-        let stats = self.consumer.run_stats();
+        let stats = self.reading();
         let snapshot = self.consumer.finish();
         self.stats = None;
         Ok(self.frame(snapshot?, stats, finish.seq, finish.encodings, true))

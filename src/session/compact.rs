@@ -32,6 +32,9 @@ pub const FLAG_RESET: u8 = 2;
 /// Frame flag: the frame ends with its `cost` (three little-endian f64s: `events_per_s`,
 /// `ns_per_event`, `cpu_share`). Frames without a cost are as before this flag existed.
 pub const FLAG_COST: u8 = 4;
+/// Frame flag (only with [`FLAG_COST`]): a fourth f64 follows the cost, `sampled` (the
+/// fraction of the interval the kernel's statistics were on).
+pub const FLAG_SAMPLED: u8 = 8;
 
 /// Most keys the dictionary holds: past it the encoder starts a new one (a reset), so a
 /// program keyed by something unbounded costs the server and every browser bounded memory.
@@ -117,7 +120,12 @@ impl CompactEncoder {
         out.push(
             if header.last { FLAG_FINAL } else { 0 }
                 | if reset { FLAG_RESET } else { 0 }
-                | if header.cost.is_some() { FLAG_COST } else { 0 },
+                | if header.cost.is_some() { FLAG_COST } else { 0 }
+                | if header.cost.is_some_and(|c| c.sampled.is_some()) {
+                    FLAG_SAMPLED
+                } else {
+                    0
+                },
         );
         self.put_definitions(&mut out, first_new_aggregation, first_new_key);
 
@@ -138,7 +146,10 @@ impl CompactEncoder {
             }
         }
         if let Some(cost) = &header.cost {
-            for x in [cost.events_per_s, cost.ns_per_event, cost.cpu_share] {
+            for x in [cost.events_per_s, cost.ns_per_event, cost.cpu_share]
+                .into_iter()
+                .chain(cost.sampled)
+            {
                 out.extend_from_slice(&x.to_le_bytes());
             }
         }
@@ -381,7 +392,7 @@ mod tests {
                 frame.insert(field.into(), json!(r.u64()?));
             }
             let flags = r.byte()?;
-            if flags & !(FLAG_FINAL | FLAG_RESET | FLAG_COST) != 0 {
+            if flags & !(FLAG_FINAL | FLAG_RESET | FLAG_COST | FLAG_SAMPLED) != 0 {
                 return Err("unknown flags".into());
             }
             if flags & FLAG_FINAL != 0 {
@@ -423,7 +434,11 @@ mod tests {
             }
             if flags & FLAG_COST != 0 {
                 let mut cost = serde_json::Map::new();
-                for field in ["events_per_s", "ns_per_event", "cpu_share"] {
+                let sampled = (flags & FLAG_SAMPLED != 0).then_some("sampled");
+                for field in ["events_per_s", "ns_per_event", "cpu_share"]
+                    .into_iter()
+                    .chain(sampled)
+                {
                     let bytes = r.bytes.get(r.at..r.at + 8).ok_or("truncated cost")?;
                     r.at += 8;
                     let x = f64::from_le_bytes(bytes.try_into().expect("8 bytes"));
@@ -1112,6 +1127,7 @@ mod tests {
                 events_per_s: 1_204_711.0,
                 ns_per_event: 190.3,
                 cpu_share: 0.229256,
+                sampled: Some(0.15),
             }),
             ..header(1)
         };

@@ -822,6 +822,7 @@ mod tests {
                     events_per_s: 1_200_000.0,
                     ns_per_event: 190.5,
                     cpu_share: 0.2286,
+                    sampled: Some(0.15),
                 }),
             },
         ] {

@@ -60,7 +60,7 @@ test('numbers past 2^53 round as JSON.parse rounds them', () => {
 test('a frame carries its cost', () => {
   const fixture = JSON.parse(readFileSync(new URL('busy.json', dir), 'utf8'));
   const frame = new CompactDecoder(fixture.aggregations).decode(bytes(fixture.messages[0].hex)).frames[0];
-  assert.deepStrictEqual(frame.cost, { events_per_s: 1204711, ns_per_event: 190.3, cpu_share: 0.229256 });
+  assert.deepStrictEqual(frame.cost, { events_per_s: 1204711, ns_per_event: 190.3, cpu_share: 0.229256, sampled: 0.15 });
   // A frame without the flag has none (the frames of every-kind.json).
   const other = JSON.parse(readFileSync(new URL('every-kind.json', dir), 'utf8'));
   const plain = new CompactDecoder(other.aggregations).decode(bytes(other.messages[0].hex)).frames[0];
@@ -74,6 +74,11 @@ test('the top bar reads a cost at a glance', () => {
     '23% of a CPU · 950 events/s · 2414 ns/event');
   assert.equal(fmtCost({ cpu_share: 0, events_per_s: 0, ns_per_event: 0 }), '0% of a CPU · 0 events/s · 0 ns/event');
   assert.equal(fmtCost(undefined), '–');
+  // Duty-cycled statistics: the figures were counted over part of the tick, and it says so.
+  assert.equal(fmtCost({ cpu_share: 0.004, events_per_s: 1_204_711, ns_per_event: 190.3, sampled: 0.15 }),
+    '0.4% of a CPU · 1.2 M events/s · 190 ns/event (sampled 15%)');
+  assert.equal(fmtCost({ cpu_share: 0.004, events_per_s: 1_204_711, ns_per_event: 190.3, sampled: 1 }),
+    '0.4% of a CPU · 1.2 M events/s · 190 ns/event');
 });
 
 test('a dictionary reset clears what the client holds', () => {

@@ -240,7 +240,16 @@ pub fn aggregations(script: &str) -> Vec<AggregationInfo> {
         };
         next = skip_space(bytes, next);
         if bytes.get(next) == Some(&b'[') {
-            let Some(close) = (next..bytes.len()).find(|&i| bytes[i] == b']') else {
+            // The matching `]`: keys may index too (`@a[args[3]->tcps_rport]`).
+            let mut depth = 0usize;
+            let Some(close) = (next..bytes.len()).find(|&i| {
+                match bytes[i] {
+                    b'[' => depth += 1,
+                    b']' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            }) else {
                 continue;
             };
             next = skip_space(bytes, close + 1);
@@ -404,6 +413,7 @@ mod tests {
                 @sd = stddev(arg0); @q[execname] = quantize(arg0);
                 @l = lquantize(arg0, -10, 10); @ll = llquantize(arg0, 10, 0, 6, 20);
                 @calls[probefunc, pid] = count(); @v = lquantize(arg0, 0, x, 1); }
+            tcp:::connect-established { @port[args[3]->tcps_rport] = quantize(arg0); }
         "#;
         let infos = aggregations(script);
         let names: Vec<(&str, AggKind)> = infos.iter().map(|a| (a.name.as_str(), a.kind)).collect();
@@ -421,6 +431,7 @@ mod tests {
                 ("@l", AggKind::Lquantize),
                 ("@ll", AggKind::Llquantize),
                 ("@v", AggKind::Lquantize),
+                ("@port", AggKind::Quantize),
             ]
         );
         assert_eq!(
