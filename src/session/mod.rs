@@ -260,7 +260,12 @@ impl Session {
                 return self.send_error(ctx, "compile", &message);
             }
         };
-        let encoding = match (self.dialect, request.compact) {
+        self.replace_with(plan, request.compact, ctx);
+    }
+
+    /// Runs `plan` in this session's encoding, after the program it watches has finished.
+    fn replace_with(&mut self, plan: Plan, compact: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        let encoding = match (self.dialect, compact) {
             (Encoding::Legacy2011, _) => Encoding::Legacy2011,
             (_, true) => Encoding::Compact,
             (_, false) => Encoding::V1,
@@ -291,17 +296,7 @@ impl Session {
             }
         };
         plan.watch = Some(name.to_owned());
-        let encoding = match (self.dialect, compact) {
-            (Encoding::Legacy2011, _) => Encoding::Legacy2011,
-            (_, true) => Encoding::Compact,
-            (_, false) => Encoding::V1,
-        };
-        self.last_start = Some(Instant::now());
-        if self.watch.is_some() {
-            self.queued = Some((plan, encoding));
-            return self.leave(ctx, "replaced", AfterFinish::Stay);
-        }
-        self.join(plan, encoding, ctx);
+        self.replace_with(plan, compact, ctx);
     }
 
     /// Joins the program `plan` names (the registry starts it when none runs); `started`
