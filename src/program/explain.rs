@@ -23,6 +23,14 @@ pub const TOP_ENTRIES: usize = 20;
 pub const MAX_STACKS: usize = 2000;
 /// Most keys an `explain` may isolate.
 pub const MAX_KEYS: usize = 64;
+/// Walk timeouts in a row after which a companion's tracer is replaced by a fresh one. A
+/// companion that stops answering its walk probe (seen on a loaded machine: the tracer idle,
+/// its uprobe no longer firing) would otherwise never tick again; its counts are cumulative,
+/// so a late answer is never lost, but no answer at all is. One: a walk already waits 5 s.
+pub const RESPAWN_AFTER_TIMEOUTS: u32 = 1;
+/// Most tracers one explain may run in turn (its first and its replacements): past them the
+/// explain ends with the walk timeout as its error, rather than respawn forever.
+pub const MAX_RESPAWNS: u32 = 5;
 
 static NEXT_EXPLAIN: AtomicU64 = AtomicU64::new(1);
 
@@ -342,8 +350,28 @@ struct Tick<'a> {
     events_in_band: u64,
     #[serde(flatten)]
     tally: &'a Tally,
+    #[serde(skip_serializing_if = "Gap::is_none")]
+    gap: Gap,
     #[serde(skip_serializing_if = "Option::is_none")]
     cost: Option<cost::Cost>,
+}
+
+/// Ticks before this message whose stacks were not captured (the companion's walk timed out
+/// and its tracer was replaced, whose first walk only lines its counts up): their band's
+/// events are counted here, apart from `events_in_band`, so `explained` of `events_in_band`
+/// stays an honest ratio and nothing is silently dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// Main-program ticks without stacks.
+    pub ticks: u64,
+    /// The band's events in those ticks.
+    pub events_in_band: u64,
+}
+
+impl Gap {
+    fn is_none(&self) -> bool {
+        self.ticks == 0 && self.events_in_band == 0
+    }
 }
 
 /// The text of one `explain` message.
@@ -353,6 +381,7 @@ pub fn tick_message(
     band: Band,
     events_in_band: u64,
     tally: &Tally,
+    gap: Gap,
     cost: Option<cost::Cost>,
 ) -> String {
     serde_json::to_string(&Tick {
@@ -362,6 +391,7 @@ pub fn tick_message(
         band,
         events_in_band,
         tally,
+        gap,
         cost,
     })
     .expect("explain messages always serialise")
@@ -386,6 +416,16 @@ pub struct Companion {
     pub walking: bool,
     /// The band's events in the main program's frames since this companion's last walk.
     pub pending_in_band: u64,
+    /// Main-program ticks in `pending_in_band`.
+    pub pending_ticks: u64,
+    /// Ticks (and their band's events) whose stacks are lost: told in the next message.
+    pub gap: Gap,
+    /// Walk timeouts in a row.
+    pub timeouts: u32,
+    /// Tracers started for this explain so far.
+    pub tracers: u32,
+    /// What the tracer runs, to start a fresh one (see [`RESPAWN_AFTER_TIMEOUTS`]).
+    pub spec: Option<ProgramSpec>,
     pub budget: cost::Budget,
     /// The capture map's counts at the last walk: it is cumulative (never cleared, see
     /// `CUMULATIVE_PREFIX`), and each tick reports the difference.
@@ -439,7 +479,7 @@ impl Companion {
             Backend::Bpftrace,
             false,
             format!("x-{:x}", plan.id),
-            spec,
+            spec.clone(),
             config,
         );
         Companion {
@@ -450,9 +490,44 @@ impl Companion {
             running: false,
             walking: false,
             pending_in_band: 0,
+            pending_ticks: 0,
+            gap: Gap::default(),
+            timeouts: 0,
+            tracers: 1,
+            spec: Some(spec),
             seen: HashMap::new(),
             synced: false,
         }
+    }
+
+    /// Ends the tracer (a companion that stopped answering) and starts a fresh one with the
+    /// same program; `Begin` is the caller's. The ticks since the last answered walk have no
+    /// stacks, and neither has the new tracer's first walk: they become the gap.
+    fn respawn(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
+        let spec = self.spec.clone()?;
+        if let Some(kill) = self.kill.take() {
+            kill.kill();
+        }
+        if let Some(consumer) = self.consumer.take() {
+            consumer.do_send(consumer::Halt);
+        }
+        self.gap.ticks += std::mem::take(&mut self.pending_ticks);
+        self.gap.events_in_band += std::mem::take(&mut self.pending_in_band);
+        let consumer = consumer::spawn(
+            Backend::Bpftrace,
+            false,
+            format!("x-{:x}-{}", self.plan.id, self.tracers),
+            spec,
+            config,
+        );
+        self.tracers += 1;
+        self.consumer = Some(consumer.clone());
+        self.running = false;
+        self.walking = false;
+        self.timeouts = 0;
+        self.seen.clear();
+        self.synced = false;
+        Some(consumer)
     }
 }
 
@@ -554,6 +629,55 @@ impl super::Program {
         });
     }
 
+    /// Replaces the tracer of companion `id` of `session`, which stopped answering its walks,
+    /// by a fresh one: the same program, slot and budget; the ticks without stacks are told as
+    /// the next message's `gap`.
+    fn respawn_companion(&mut self, session: &str, id: u64, ctx: &mut Context<Self>) {
+        let config = self.config.clone();
+        let Some(c) = self.companions.get_mut(session).filter(|c| c.plan.id == id) else {
+            return;
+        };
+        let Some(consumer) = c.respawn(&config) else {
+            return;
+        };
+        let tracer = c.tracers;
+        crate::telemetry::Event::Explain {
+            session,
+            explain: id,
+            preset: self.plan.preset.map(|p| p.name),
+            what: "tracer replaced: it did not answer its walk",
+        }
+        .emit();
+        let session = session.to_owned();
+        consumer
+            .send(consumer::Begin)
+            .into_actor(self)
+            .map(move |result, act, _| {
+                let Some(c) = act
+                    .companions
+                    .get_mut(&session)
+                    .filter(|c| c.plan.id == id && c.tracers == tracer)
+                else {
+                    return; // stopped or replaced meanwhile
+                };
+                match result {
+                    Ok(Ok(started)) => {
+                        c.kill = started.kill_switch;
+                        c.running = true;
+                    }
+                    Ok(Err(e)) => {
+                        act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
+                    }
+                    Err(e) => act.end_companion(
+                        &session,
+                        id,
+                        CompanionFailure::internal(format!("explain consumer lost: {e}")),
+                    ),
+                }
+            })
+            .spawn(ctx);
+    }
+
     /// After a published frame: every running companion is walked for the same tick, and its
     /// capture sent with the band's count from `snapshot` (the main program's frame).
     pub(super) fn explain_tick(&mut self, seq: u64, snapshot: &Snapshot, ctx: &mut Context<Self>) {
@@ -562,15 +686,23 @@ impl super::Program {
             let Some(c) = self.companions.get_mut(&session) else {
                 continue;
             };
+            let tick_in_band = events_in_band(snapshot, c.plan.band, &c.plan.keys);
             if !c.running {
+                // A replacement tracer attaching: this tick has no stacks.
+                if c.tracers > 1 {
+                    c.gap.ticks += 1;
+                    c.gap.events_in_band += tick_in_band;
+                }
                 continue;
             }
-            c.pending_in_band += events_in_band(snapshot, c.plan.band, &c.plan.keys);
+            c.pending_in_band += tick_in_band;
+            c.pending_ticks += 1;
             let (Some(consumer), false) = (c.consumer.clone(), c.walking) else {
                 continue; // a slow walk: this tick's count goes with the next one
             };
             c.walking = true;
             let in_band = std::mem::take(&mut c.pending_in_band);
+            let ticks = std::mem::take(&mut c.pending_ticks);
             let (id, band) = (c.plan.id, c.plan.band);
             let walk = consumer::Walk {
                 seq,
@@ -582,17 +714,26 @@ impl super::Program {
             consumer
                 .send(walk)
                 .into_actor(self)
-                .map(move |result, act, _| {
+                .map(move |result, act, ctx| {
                     let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id)
                     else {
                         return;
                     };
                     c.walking = false;
+                    if !matches!(result, Ok(Err(consumer::ConsumerError::WalkTimeout(_)))) {
+                        c.timeouts = 0;
+                    }
                     match result {
                         Ok(Ok(frame)) if !c.synced => {
                             c.synced = true;
                             if let Some(snapshot) = frame.snapshot.as_deref() {
                                 c.delta(snapshot);
+                            }
+                            // Counts before the first walk are not this tick's alone; after a
+                            // replaced tracer, they are the gap's.
+                            if c.tracers > 1 {
+                                c.gap.ticks += ticks;
+                                c.gap.events_in_band += in_band;
                             }
                         }
                         Ok(Ok(frame)) => {
@@ -603,7 +744,8 @@ impl super::Program {
                                 .unwrap_or_default();
                             let within = frame.cost.map_or(Ok(()), |s| c.budget.observe(s));
                             let cost = frame.cost.and_then(|s| s.cost());
-                            let text = tick_message(id, seq, band, in_band, &tally, cost);
+                            let gap = std::mem::take(&mut c.gap);
+                            let text = tick_message(id, seq, band, in_band, &tally, gap, cost);
                             act.tell_explain(&session, ExplainEvent::Tick(text.into()));
                             if let Err(over) = within {
                                 let failure = CompanionFailure {
@@ -614,14 +756,29 @@ impl super::Program {
                                 act.end_companion(&session, id, failure);
                             }
                         }
-                        // What a slow walk found arrives with the next one.
+                        // A slow walk: its answer is tagged with its walk number, and the map is
+                        // cumulative, so what it found arrives with the next one. A tracer that
+                        // stops answering altogether is replaced (see RESPAWN_AFTER_TIMEOUTS).
                         Ok(Err(e @ consumer::ConsumerError::WalkTimeout(_))) => {
                             c.pending_in_band += in_band;
+                            c.pending_ticks += ticks;
+                            c.timeouts += 1;
                             crate::telemetry::Event::ConsumerFailed {
                                 kind: e.kind(),
                                 message: &format!("explain {id}: {e}"),
                             }
                             .emit();
+                            if c.timeouts >= RESPAWN_AFTER_TIMEOUTS {
+                                if c.tracers >= MAX_RESPAWNS {
+                                    act.end_companion(
+                                        &session,
+                                        id,
+                                        CompanionFailure::from_consumer(&e),
+                                    );
+                                } else {
+                                    act.respawn_companion(&session, id, ctx);
+                                }
+                            }
                         }
                         Ok(Err(e)) => {
                             act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
@@ -689,6 +846,11 @@ impl Handler<super::StartExplain> for super::Program {
                         running: false,
                         walking: false,
                         pending_in_band: 0,
+                        pending_ticks: 0,
+                        gap: Gap::default(),
+                        timeouts: 0,
+                        tracers: 0,
+                        spec: None,
                         seen: HashMap::new(),
                         synced: false,
                     },
@@ -942,6 +1104,29 @@ mod tests {
             let maps = crate::consumer::bpftrace::program::aggregation_maps(explainer.template);
             assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
         }
+    }
+
+    #[test]
+    fn a_gap_is_told_only_when_ticks_had_no_stacks() {
+        let band = Band { lo: 64, hi: None };
+        let t = Tally::default();
+        let plain: serde_json::Value =
+            serde_json::from_str(&tick_message(1, 5, band, 10, &t, Gap::default(), None)).unwrap();
+        assert!(plain.get("gap").is_none(), "{plain}");
+        let gap = Gap {
+            ticks: 3,
+            events_in_band: 905,
+        };
+        let told: serde_json::Value =
+            serde_json::from_str(&tick_message(1, 9, band, 10, &t, gap, None)).unwrap();
+        assert_eq!(
+            told["gap"],
+            serde_json::json!({"ticks": 3, "events_in_band": 905})
+        );
+        assert_eq!(
+            told["events_in_band"], 10,
+            "the gap is apart from the tick's count"
+        );
     }
 
     #[test]
