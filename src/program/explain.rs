@@ -31,6 +31,8 @@ pub const RESPAWN_AFTER_TIMEOUTS: u32 = 1;
 /// Most tracers one explain may run in turn (its first and its replacements): past them the
 /// explain ends with the walk timeout as its error, rather than respawn forever.
 pub const MAX_RESPAWNS: u32 = 5;
+/// The timeout an injected walk fault (`HEAT_ACTIX_FAULT=explain_walk_timeout`) reports.
+const FAULT_WALK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static NEXT_EXPLAIN: AtomicU64 = AtomicU64::new(1);
 
@@ -422,6 +424,8 @@ pub struct Companion {
     pub gap: Gap,
     /// Walk timeouts in a row.
     pub timeouts: u32,
+    /// Walks the current tracer answered (its first, lining-up walk included).
+    pub answered: u32,
     /// Tracers started for this explain so far.
     pub tracers: u32,
     /// What the tracer runs, to start a fresh one (see [`RESPAWN_AFTER_TIMEOUTS`]).
@@ -493,6 +497,7 @@ impl Companion {
             pending_ticks: 0,
             gap: Gap::default(),
             timeouts: 0,
+            answered: 0,
             tracers: 1,
             spec: Some(spec),
             seen: HashMap::new(),
@@ -525,6 +530,7 @@ impl Companion {
         self.running = false;
         self.walking = false;
         self.timeouts = 0;
+        self.answered = 0;
         self.seen.clear();
         self.synced = false;
         Some(consumer)
@@ -720,6 +726,24 @@ impl super::Program {
                         return;
                     };
                     c.walking = false;
+                    // Tests: the first tracer's third answered walk is taken as unanswered,
+                    // as a tracer whose walk probe stopped firing would leave it.
+                    let result = match result {
+                        Ok(Ok(_))
+                            if c.tracers == 1
+                                && c.synced
+                                && c.answered == 2
+                                && consumer::fault_injected("explain_walk_timeout") =>
+                        {
+                            Ok(Err(consumer::ConsumerError::WalkTimeout(
+                                FAULT_WALK_TIMEOUT,
+                            )))
+                        }
+                        other => other,
+                    };
+                    if matches!(result, Ok(Ok(_))) {
+                        c.answered += 1;
+                    }
                     if !matches!(result, Ok(Err(consumer::ConsumerError::WalkTimeout(_)))) {
                         c.timeouts = 0;
                     }
@@ -849,6 +873,7 @@ impl Handler<super::StartExplain> for super::Program {
                         pending_ticks: 0,
                         gap: Gap::default(),
                         timeouts: 0,
+                        answered: 0,
                         tracers: 0,
                         spec: None,
                         seen: HashMap::new(),
