@@ -31,6 +31,9 @@ pub const RESPAWN_AFTER_TIMEOUTS: u32 = 1;
 /// Most tracers one explain may run in turn (its first and its replacements): past them the
 /// explain ends with the walk timeout as its error, rather than respawn forever.
 pub const MAX_RESPAWNS: u32 = 5;
+/// How long a replaced tracer's teardown is given, once it is reaped, before its replacement
+/// attaches (see `respawn_companion`).
+const RESPAWN_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 /// The timeout an injected walk fault (`HEAT_ACTIX_FAULT=explain_walk_timeout`) reports.
 const FAULT_WALK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -505,19 +508,30 @@ impl Companion {
         }
     }
 
-    /// Ends the tracer (a companion that stopped answering) and starts a fresh one with the
-    /// same program; `Begin` is the caller's. The ticks since the last answered walk have no
-    /// stacks, and neither has the new tracer's first walk: they become the gap.
-    fn respawn(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
-        let spec = self.spec.clone()?;
+    /// Ends the tracer of a companion that stopped answering, returning its consumer to be
+    /// halted (which reaps it) before a fresh one starts (see [`Companion::restart`]). The
+    /// ticks since the last answered walk have no stacks, and neither will the new tracer's
+    /// first walk: they become the gap.
+    fn retire(&mut self) -> Option<Addr<ConsumerActor>> {
+        self.spec.as_ref()?;
         if let Some(kill) = self.kill.take() {
             kill.kill();
         }
-        if let Some(consumer) = self.consumer.take() {
-            consumer.do_send(consumer::Halt);
-        }
         self.gap.ticks += std::mem::take(&mut self.pending_ticks);
         self.gap.events_in_band += std::mem::take(&mut self.pending_in_band);
+        self.tracers += 1;
+        self.running = false;
+        self.walking = false;
+        self.timeouts = 0;
+        self.answered = 0;
+        self.seen.clear();
+        self.synced = false;
+        self.consumer.take()
+    }
+
+    /// Starts the fresh tracer of a retired companion; `Begin` is the caller's.
+    fn restart(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
+        let spec = self.spec.clone()?;
         let consumer = consumer::spawn(
             Backend::Bpftrace,
             false,
@@ -525,14 +539,7 @@ impl Companion {
             spec,
             config,
         );
-        self.tracers += 1;
         self.consumer = Some(consumer.clone());
-        self.running = false;
-        self.walking = false;
-        self.timeouts = 0;
-        self.answered = 0;
-        self.seen.clear();
-        self.synced = false;
         Some(consumer)
     }
 }
@@ -639,11 +646,10 @@ impl super::Program {
     /// by a fresh one: the same program, slot and budget; the ticks without stacks are told as
     /// the next message's `gap`.
     fn respawn_companion(&mut self, session: &str, id: u64, ctx: &mut Context<Self>) {
-        let config = self.config.clone();
         let Some(c) = self.companions.get_mut(session).filter(|c| c.plan.id == id) else {
             return;
         };
-        let Some(consumer) = c.respawn(&config) else {
+        let Some(old) = c.retire() else {
             return;
         };
         let tracer = c.tracers;
@@ -655,6 +661,39 @@ impl super::Program {
         }
         .emit();
         let session = session.to_owned();
+        // The old tracer is reaped (Halt) and given RESPAWN_SETTLE before the new one attaches
+        // its walk probe to the same function: a new bpftrace attaching while the killed one's
+        // probes are being torn down was seen to answer one walk and then never again.
+        old.send(consumer::Halt)
+            .into_actor(self)
+            .map(move |_, _, ctx| {
+                ctx.run_later(RESPAWN_SETTLE, move |act, ctx| {
+                    act.begin_replacement(session, id, tracer, ctx)
+                });
+            })
+            .spawn(ctx);
+    }
+
+    /// Starts replacement tracer number `tracer` of companion `id`, unless it was stopped or
+    /// replaced meanwhile.
+    fn begin_replacement(
+        &mut self,
+        session: String,
+        id: u64,
+        tracer: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let config = self.config.clone();
+        let Some(c) = self
+            .companions
+            .get_mut(&session)
+            .filter(|c| c.plan.id == id && c.tracers == tracer)
+        else {
+            return;
+        };
+        let Some(consumer) = c.restart(&config) else {
+            return;
+        };
         consumer
             .send(consumer::Begin)
             .into_actor(self)
