@@ -529,6 +529,27 @@ impl Companion {
         self.consumer.take()
     }
 
+    /// A companion without a tracer: one refused, or waiting for the tracer it replaces to go.
+    fn placeholder(plan: ExplainPlan) -> Companion {
+        Companion {
+            budget: cost::Budget::new(plan.max_cpu_percent),
+            plan,
+            consumer: None,
+            kill: None,
+            running: false,
+            walking: false,
+            pending_in_band: 0,
+            pending_ticks: 0,
+            gap: Gap::default(),
+            timeouts: 0,
+            answered: 0,
+            tracers: 0,
+            spec: None,
+            seen: HashMap::new(),
+            synced: false,
+        }
+    }
+
     /// Starts the fresh tracer of a retired companion; `Begin` is the caller's.
     fn restart(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
         let spec = self.spec.clone()?;
@@ -870,16 +891,48 @@ impl Handler<super::StartExplain> for super::Program {
                 .do_send(super::registry::ExplainEnded { session, id });
             return;
         }
-        if let Some(old) = self.companions.remove(&session) {
+        let mut old_tracer = None;
+        if let Some(mut old) = self.companions.remove(&session) {
             let old_id = old.plan.id;
-            drop(old);
-            self.tell_explain(
-                &session,
-                ExplainEvent::Stopped {
-                    id: old_id,
-                    reason: "replaced",
-                },
-            );
+            if old_id == id {
+                // Back after the replaced tracer was reaped: the placeholder goes.
+                drop(old);
+            } else {
+                if let Some(kill) = old.kill.take() {
+                    kill.kill();
+                }
+                old_tracer = old.consumer.take();
+                drop(old);
+                self.tell_explain(
+                    &session,
+                    ExplainEvent::Stopped {
+                        id: old_id,
+                        reason: "replaced",
+                    },
+                );
+            }
+        }
+        if let Some(old) = old_tracer {
+            // As for a tracer that stopped answering (`respawn_companion`): the new one
+            // attaches once the old one is reaped and RESPAWN_SETTLE has passed. A placeholder
+            // holds the session's place, so that an `explain_stop` meanwhile is not undone.
+            self.companions
+                .insert(session.clone(), Companion::placeholder(plan.clone()));
+            old.send(consumer::Halt)
+                .into_actor(self)
+                .map(move |_, _, ctx| {
+                    ctx.run_later(RESPAWN_SETTLE, move |act, ctx| {
+                        let waiting = act
+                            .companions
+                            .get(&session)
+                            .is_some_and(|c| c.plan.id == id && c.consumer.is_none());
+                        if waiting {
+                            act.handle(super::StartExplain { session, plan }, ctx);
+                        }
+                    });
+                })
+                .spawn(ctx);
+            return;
         }
         let preset = self.plan.preset;
         let explainer = preset.and_then(|p| find(p.name).map(|e| (p, e)));
@@ -899,26 +952,8 @@ impl Handler<super::StartExplain> for super::Program {
                     ExplainError::BadRequest(_) => "bad_request",
                 };
                 // Registered so that `end_companion` finds it.
-                self.companions.insert(
-                    session.clone(),
-                    Companion {
-                        budget: cost::Budget::new(plan.max_cpu_percent),
-                        plan,
-                        consumer: None,
-                        kill: None,
-                        running: false,
-                        walking: false,
-                        pending_in_band: 0,
-                        pending_ticks: 0,
-                        gap: Gap::default(),
-                        timeouts: 0,
-                        answered: 0,
-                        tracers: 0,
-                        spec: None,
-                        seen: HashMap::new(),
-                        synced: false,
-                    },
-                );
+                self.companions
+                    .insert(session.clone(), Companion::placeholder(plan));
                 let failure = CompanionFailure {
                     code,
                     message: e.to_string(),
