@@ -398,6 +398,75 @@ fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
     assert!(message.contains("syscall-latency-log2"), "{message}");
 }
 
+/// A companion whose tracer stops answering (here: a walk answer taken as lost, by fault
+/// injection) is replaced by a fresh tracer; the ticks without stacks come as a `gap`, apart
+/// from `events_in_band`, and the ticks after it are explained again.
+#[test]
+fn a_companion_that_stops_answering_is_replaced_and_its_gap_told() {
+    require_tracing();
+    let _serial = serial();
+    let _sleeper = Workload::sleeper("heatx-gap", 100);
+    let server = Server::start_with(
+        support::TEST_CONFIG,
+        &[],
+        &[("HEAT_ACTIX_FAULT", "explain_walk_timeout")],
+    );
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    let program = start(&mut client, "syscall-latency");
+    let before = server.bpftrace_children();
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": 64, "hi": null}, "keys": ["clock_nanosleep"],
+                       "max_cpu_percent": 100}));
+    let explain_id = expect(&mut client, "explain_started")["explain"].clone();
+    let first = new_tracer(&server, &before);
+    let first_progs = support::bpf_ids(first, "prog_id:");
+    // Two ticks from the first tracer, then its third answer is lost: the next message tells
+    // the gap.
+    let mut gap = None;
+    for _ in 0..4 {
+        let tick = next_tick(&mut client);
+        assert_eq!(tick["explain"], explain_id, "the same explain goes on");
+        if tick.get("gap").is_some() {
+            gap = Some(tick);
+            break;
+        }
+    }
+    let gap = gap.expect("a message after the lost walk tells the gap");
+    let gap_ticks = gap["gap"]["ticks"].as_u64().unwrap();
+    let gap_in_band = gap["gap"]["events_in_band"].as_u64().unwrap();
+    assert!(
+        gap_ticks >= 2,
+        "the lost walk's tick and the new tracer's first: {gap}"
+    );
+    assert!(
+        gap_in_band > 0,
+        "a 100 us sleeper is in the band every tick: {gap}"
+    );
+    assert_gone(first, &first_progs);
+    let now = server.bpftrace_children();
+    assert_eq!(
+        now.iter().filter(|p| !before.contains(p)).count(),
+        1,
+        "one companion tracer runs, the replacement: {now:?}"
+    );
+    // After the gap, every tick is explained again, and no gap is told twice.
+    let (mut explained, mut in_band) = (
+        gap["explained"].as_u64().unwrap(),
+        gap["events_in_band"].as_u64().unwrap(),
+    );
+    for _ in 0..3 {
+        let tick = next_tick(&mut client);
+        assert!(tick.get("gap").is_none(), "{tick}");
+        explained += tick["explained"].as_u64().unwrap();
+        in_band += tick["events_in_band"].as_u64().unwrap();
+    }
+    assert!(
+        in_band > 0 && explained * 10 >= in_band * 9,
+        "{explained} of {in_band}, besides the gap's {gap_in_band}"
+    );
+}
+
 /// The burner's share of every second: it spins from the start of each second of the
 /// monotonic clock (cpu-profile's offsets) for this long, then sleeps to the next second.
 const BURN_MS: u64 = 150;

@@ -23,6 +23,19 @@ pub const TOP_ENTRIES: usize = 20;
 pub const MAX_STACKS: usize = 2000;
 /// Most keys an `explain` may isolate.
 pub const MAX_KEYS: usize = 64;
+/// Walk timeouts in a row after which a companion's tracer is replaced by a fresh one. A
+/// companion that stops answering its walk probe (seen on a loaded machine: the tracer idle,
+/// its uprobe no longer firing) would otherwise never tick again; its counts are cumulative,
+/// so a late answer is never lost, but no answer at all is. One: a walk already waits 5 s.
+pub const RESPAWN_AFTER_TIMEOUTS: u32 = 1;
+/// Most tracers one explain may run in turn (its first and its replacements): past them the
+/// explain ends with the walk timeout as its error, rather than respawn forever.
+pub const MAX_RESPAWNS: u32 = 5;
+/// How long a replaced tracer's teardown is given, once it is reaped, before its replacement
+/// attaches (see `respawn_companion`).
+const RESPAWN_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+/// The timeout an injected walk fault (`HEAT_ACTIX_FAULT=explain_walk_timeout`) reports.
+const FAULT_WALK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static NEXT_EXPLAIN: AtomicU64 = AtomicU64::new(1);
 
@@ -342,8 +355,28 @@ struct Tick<'a> {
     events_in_band: u64,
     #[serde(flatten)]
     tally: &'a Tally,
+    #[serde(skip_serializing_if = "Gap::is_none")]
+    gap: Gap,
     #[serde(skip_serializing_if = "Option::is_none")]
     cost: Option<cost::Cost>,
+}
+
+/// Ticks before this message whose stacks were not captured (the companion's walk timed out
+/// and its tracer was replaced, whose first walk only lines its counts up): their band's
+/// events are counted here, apart from `events_in_band`, so `explained` of `events_in_band`
+/// stays an honest ratio and nothing is silently dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// Main-program ticks without stacks.
+    pub ticks: u64,
+    /// The band's events in those ticks.
+    pub events_in_band: u64,
+}
+
+impl Gap {
+    fn is_none(&self) -> bool {
+        self.ticks == 0 && self.events_in_band == 0
+    }
 }
 
 /// The text of one `explain` message.
@@ -353,6 +386,7 @@ pub fn tick_message(
     band: Band,
     events_in_band: u64,
     tally: &Tally,
+    gap: Gap,
     cost: Option<cost::Cost>,
 ) -> String {
     serde_json::to_string(&Tick {
@@ -362,6 +396,7 @@ pub fn tick_message(
         band,
         events_in_band,
         tally,
+        gap,
         cost,
     })
     .expect("explain messages always serialise")
@@ -386,6 +421,18 @@ pub struct Companion {
     pub walking: bool,
     /// The band's events in the main program's frames since this companion's last walk.
     pub pending_in_band: u64,
+    /// Main-program ticks in `pending_in_band`.
+    pub pending_ticks: u64,
+    /// Ticks (and their band's events) whose stacks are lost: told in the next message.
+    pub gap: Gap,
+    /// Walk timeouts in a row.
+    pub timeouts: u32,
+    /// Walks the current tracer answered (its first, lining-up walk included).
+    pub answered: u32,
+    /// Tracers started for this explain so far.
+    pub tracers: u32,
+    /// What the tracer runs, to start a fresh one (see [`RESPAWN_AFTER_TIMEOUTS`]).
+    pub spec: Option<ProgramSpec>,
     pub budget: cost::Budget,
     /// The capture map's counts at the last walk: it is cumulative (never cleared, see
     /// `CUMULATIVE_PREFIX`), and each tick reports the difference.
@@ -440,7 +487,7 @@ impl Companion {
             Backend::Bpftrace,
             false,
             format!("x-{:x}", plan.id),
-            spec,
+            spec.clone(),
             config,
         );
         Companion {
@@ -451,9 +498,71 @@ impl Companion {
             running: false,
             walking: false,
             pending_in_band: 0,
+            pending_ticks: 0,
+            gap: Gap::default(),
+            timeouts: 0,
+            answered: 0,
+            tracers: 1,
+            spec: Some(spec),
             seen: HashMap::new(),
             synced: false,
         }
+    }
+
+    /// Ends the tracer of a companion that stopped answering, returning its consumer to be
+    /// halted (which reaps it) before a fresh one starts (see [`Companion::restart`]). The
+    /// ticks since the last answered walk have no stacks, and neither will the new tracer's
+    /// first walk: they become the gap.
+    fn retire(&mut self) -> Option<Addr<ConsumerActor>> {
+        self.spec.as_ref()?;
+        if let Some(kill) = self.kill.take() {
+            kill.kill();
+        }
+        self.gap.ticks += std::mem::take(&mut self.pending_ticks);
+        self.gap.events_in_band += std::mem::take(&mut self.pending_in_band);
+        self.tracers += 1;
+        self.running = false;
+        self.walking = false;
+        self.timeouts = 0;
+        self.answered = 0;
+        self.seen.clear();
+        self.synced = false;
+        self.consumer.take()
+    }
+
+    /// A companion without a tracer: one refused, or waiting for the tracer it replaces to go.
+    fn placeholder(plan: ExplainPlan) -> Companion {
+        Companion {
+            budget: cost::Budget::new(plan.max_cpu_percent),
+            plan,
+            consumer: None,
+            kill: None,
+            running: false,
+            walking: false,
+            pending_in_band: 0,
+            pending_ticks: 0,
+            gap: Gap::default(),
+            timeouts: 0,
+            answered: 0,
+            tracers: 0,
+            spec: None,
+            seen: HashMap::new(),
+            synced: false,
+        }
+    }
+
+    /// Starts the fresh tracer of a retired companion; `Begin` is the caller's.
+    fn restart(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
+        let spec = self.spec.clone()?;
+        let consumer = consumer::spawn(
+            Backend::Bpftrace,
+            false,
+            format!("x-{:x}-{}", self.plan.id, self.tracers),
+            spec,
+            config,
+        );
+        self.consumer = Some(consumer.clone());
+        Some(consumer)
     }
 }
 
@@ -555,6 +664,87 @@ impl super::Program {
         });
     }
 
+    /// Replaces the tracer of companion `id` of `session`, which stopped answering its walks,
+    /// by a fresh one: the same program, slot and budget; the ticks without stacks are told as
+    /// the next message's `gap`.
+    fn respawn_companion(&mut self, session: &str, id: u64, ctx: &mut Context<Self>) {
+        let Some(c) = self.companions.get_mut(session).filter(|c| c.plan.id == id) else {
+            return;
+        };
+        let Some(old) = c.retire() else {
+            return;
+        };
+        let tracer = c.tracers;
+        crate::telemetry::Event::Explain {
+            session,
+            explain: id,
+            preset: self.plan.preset.map(|p| p.name),
+            what: "tracer replaced: it did not answer its walk",
+        }
+        .emit();
+        let session = session.to_owned();
+        // The old tracer is reaped (Halt) and given RESPAWN_SETTLE before the new one attaches
+        // its walk probe to the same function: a new bpftrace attaching while the killed one's
+        // probes are being torn down was seen to answer one walk and then never again.
+        old.send(consumer::Halt)
+            .into_actor(self)
+            .map(move |_, _, ctx| {
+                ctx.run_later(RESPAWN_SETTLE, move |act, ctx| {
+                    act.begin_replacement(session, id, tracer, ctx)
+                });
+            })
+            .spawn(ctx);
+    }
+
+    /// Starts replacement tracer number `tracer` of companion `id`, unless it was stopped or
+    /// replaced meanwhile.
+    fn begin_replacement(
+        &mut self,
+        session: String,
+        id: u64,
+        tracer: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let config = self.config.clone();
+        let Some(c) = self
+            .companions
+            .get_mut(&session)
+            .filter(|c| c.plan.id == id && c.tracers == tracer)
+        else {
+            return;
+        };
+        let Some(consumer) = c.restart(&config) else {
+            return;
+        };
+        consumer
+            .send(consumer::Begin)
+            .into_actor(self)
+            .map(move |result, act, _| {
+                let Some(c) = act
+                    .companions
+                    .get_mut(&session)
+                    .filter(|c| c.plan.id == id && c.tracers == tracer)
+                else {
+                    return; // stopped or replaced meanwhile
+                };
+                match result {
+                    Ok(Ok(started)) => {
+                        c.kill = started.kill_switch;
+                        c.running = true;
+                    }
+                    Ok(Err(e)) => {
+                        act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
+                    }
+                    Err(e) => act.end_companion(
+                        &session,
+                        id,
+                        CompanionFailure::internal(format!("explain consumer lost: {e}")),
+                    ),
+                }
+            })
+            .spawn(ctx);
+    }
+
     /// After a published frame: every running companion is walked for the same tick, and its
     /// capture sent with the band's count from `snapshot` (the main program's frame).
     pub(super) fn explain_tick(&mut self, seq: u64, snapshot: &Snapshot, ctx: &mut Context<Self>) {
@@ -563,15 +753,23 @@ impl super::Program {
             let Some(c) = self.companions.get_mut(&session) else {
                 continue;
             };
+            let tick_in_band = events_in_band(snapshot, c.plan.band, &c.plan.keys);
             if !c.running {
+                // A replacement tracer attaching: this tick has no stacks.
+                if c.tracers > 1 {
+                    c.gap.ticks += 1;
+                    c.gap.events_in_band += tick_in_band;
+                }
                 continue;
             }
-            c.pending_in_band += events_in_band(snapshot, c.plan.band, &c.plan.keys);
+            c.pending_in_band += tick_in_band;
+            c.pending_ticks += 1;
             let (Some(consumer), false) = (c.consumer.clone(), c.walking) else {
                 continue; // a slow walk: this tick's count goes with the next one
             };
             c.walking = true;
             let in_band = std::mem::take(&mut c.pending_in_band);
+            let ticks = std::mem::take(&mut c.pending_ticks);
             let (id, band) = (c.plan.id, c.plan.band);
             let walk = consumer::Walk {
                 seq,
@@ -583,17 +781,44 @@ impl super::Program {
             consumer
                 .send(walk)
                 .into_actor(self)
-                .map(move |result, act, _| {
+                .map(move |result, act, ctx| {
                     let Some(c) = act.companions.get_mut(&session).filter(|c| c.plan.id == id)
                     else {
                         return;
                     };
                     c.walking = false;
+                    // Tests: the first tracer's third answered walk is taken as unanswered,
+                    // as a tracer whose walk probe stopped firing would leave it.
+                    let result = match result {
+                        Ok(Ok(_))
+                            if c.tracers == 1
+                                && c.synced
+                                && c.answered == 2
+                                && consumer::fault_injected("explain_walk_timeout") =>
+                        {
+                            Ok(Err(consumer::ConsumerError::WalkTimeout(
+                                FAULT_WALK_TIMEOUT,
+                            )))
+                        }
+                        other => other,
+                    };
+                    if matches!(result, Ok(Ok(_))) {
+                        c.answered += 1;
+                    }
+                    if !matches!(result, Ok(Err(consumer::ConsumerError::WalkTimeout(_)))) {
+                        c.timeouts = 0;
+                    }
                     match result {
                         Ok(Ok(frame)) if !c.synced => {
                             c.synced = true;
                             if let Some(snapshot) = frame.snapshot.as_deref() {
                                 c.delta(snapshot);
+                            }
+                            // Counts before the first walk are not this tick's alone; after a
+                            // replaced tracer, they are the gap's.
+                            if c.tracers > 1 {
+                                c.gap.ticks += ticks;
+                                c.gap.events_in_band += in_band;
                             }
                         }
                         Ok(Ok(frame)) => {
@@ -604,7 +829,8 @@ impl super::Program {
                                 .unwrap_or_default();
                             let within = frame.cost.map_or(Ok(()), |s| c.budget.observe(s));
                             let cost = frame.cost.and_then(|s| s.cost());
-                            let text = tick_message(id, seq, band, in_band, &tally, cost);
+                            let gap = std::mem::take(&mut c.gap);
+                            let text = tick_message(id, seq, band, in_band, &tally, gap, cost);
                             act.tell_explain(&session, ExplainEvent::Tick(text.into()));
                             if let Err(over) = within {
                                 let failure = CompanionFailure {
@@ -615,14 +841,29 @@ impl super::Program {
                                 act.end_companion(&session, id, failure);
                             }
                         }
-                        // What a slow walk found arrives with the next one.
+                        // A slow walk: its answer is tagged with its walk number, and the map is
+                        // cumulative, so what it found arrives with the next one. A tracer that
+                        // stops answering altogether is replaced (see RESPAWN_AFTER_TIMEOUTS).
                         Ok(Err(e @ consumer::ConsumerError::WalkTimeout(_))) => {
                             c.pending_in_band += in_band;
+                            c.pending_ticks += ticks;
+                            c.timeouts += 1;
                             crate::telemetry::Event::ConsumerFailed {
                                 kind: e.kind(),
                                 message: &format!("explain {id}: {e}"),
                             }
                             .emit();
+                            if c.timeouts >= RESPAWN_AFTER_TIMEOUTS {
+                                if c.tracers >= MAX_RESPAWNS {
+                                    act.end_companion(
+                                        &session,
+                                        id,
+                                        CompanionFailure::from_consumer(&e),
+                                    );
+                                } else {
+                                    act.respawn_companion(&session, id, ctx);
+                                }
+                            }
                         }
                         Ok(Err(e)) => {
                             act.end_companion(&session, id, CompanionFailure::from_consumer(&e))
@@ -651,16 +892,48 @@ impl Handler<super::StartExplain> for super::Program {
                 .do_send(super::registry::ExplainEnded { session, id });
             return;
         }
-        if let Some(old) = self.companions.remove(&session) {
+        let mut old_tracer = None;
+        if let Some(mut old) = self.companions.remove(&session) {
             let old_id = old.plan.id;
-            drop(old);
-            self.tell_explain(
-                &session,
-                ExplainEvent::Stopped {
-                    id: old_id,
-                    reason: "replaced",
-                },
-            );
+            if old_id == id {
+                // Back after the replaced tracer was reaped: the placeholder goes.
+                drop(old);
+            } else {
+                if let Some(kill) = old.kill.take() {
+                    kill.kill();
+                }
+                old_tracer = old.consumer.take();
+                drop(old);
+                self.tell_explain(
+                    &session,
+                    ExplainEvent::Stopped {
+                        id: old_id,
+                        reason: "replaced",
+                    },
+                );
+            }
+        }
+        if let Some(old) = old_tracer {
+            // As for a tracer that stopped answering (`respawn_companion`): the new one
+            // attaches once the old one is reaped and RESPAWN_SETTLE has passed. A placeholder
+            // holds the session's place, so that an `explain_stop` meanwhile is not undone.
+            self.companions
+                .insert(session.clone(), Companion::placeholder(plan.clone()));
+            old.send(consumer::Halt)
+                .into_actor(self)
+                .map(move |_, _, ctx| {
+                    ctx.run_later(RESPAWN_SETTLE, move |act, ctx| {
+                        let waiting = act
+                            .companions
+                            .get(&session)
+                            .is_some_and(|c| c.plan.id == id && c.consumer.is_none());
+                        if waiting {
+                            act.handle(super::StartExplain { session, plan }, ctx);
+                        }
+                    });
+                })
+                .spawn(ctx);
+            return;
         }
         let preset = self.plan.preset;
         let explainer = preset.and_then(|p| find(p.name).map(|e| (p, e)));
@@ -680,20 +953,8 @@ impl Handler<super::StartExplain> for super::Program {
                     ExplainError::BadRequest(_) => "bad_request",
                 };
                 // Registered so that `end_companion` finds it.
-                self.companions.insert(
-                    session.clone(),
-                    Companion {
-                        budget: cost::Budget::new(plan.max_cpu_percent),
-                        plan,
-                        consumer: None,
-                        kill: None,
-                        running: false,
-                        walking: false,
-                        pending_in_band: 0,
-                        seen: HashMap::new(),
-                        synced: false,
-                    },
-                );
+                self.companions
+                    .insert(session.clone(), Companion::placeholder(plan));
                 let failure = CompanionFailure {
                     code,
                     message: e.to_string(),
@@ -945,6 +1206,29 @@ mod tests {
             let maps = crate::consumer::bpftrace::program::aggregation_maps(explainer.template);
             assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
         }
+    }
+
+    #[test]
+    fn a_gap_is_told_only_when_ticks_had_no_stacks() {
+        let band = Band { lo: 64, hi: None };
+        let t = Tally::default();
+        let plain: serde_json::Value =
+            serde_json::from_str(&tick_message(1, 5, band, 10, &t, Gap::default(), None)).unwrap();
+        assert!(plain.get("gap").is_none(), "{plain}");
+        let gap = Gap {
+            ticks: 3,
+            events_in_band: 905,
+        };
+        let told: serde_json::Value =
+            serde_json::from_str(&tick_message(1, 9, band, 10, &t, gap, None)).unwrap();
+        assert_eq!(
+            told["gap"],
+            serde_json::json!({"ticks": 3, "events_in_band": 905})
+        );
+        assert_eq!(
+            told["events_in_band"], 10,
+            "the gap is apart from the tick's count"
+        );
     }
 
     #[test]
