@@ -527,7 +527,8 @@ fn cpu_profile_offsets_are_explained_by_the_burners_stack() {
     let mut client = server.connect();
     expect(&mut client, "hello");
     client
-        .send(json!({"type": "start", "preset": "cpu-profile", "tick_ms": TICK_MS, "comm": COMM}));
+        // By pid, not comm: another test run's burner on the same machine shares the name.
+        .send(json!({"type": "start", "preset": "cpu-profile", "tick_ms": TICK_MS, "pid": std::process::id()}));
     let program = expect(&mut client, "started")["program"].as_u64().unwrap();
     client.send(json!({"type": "explain", "program": program,
                        "band": {"lo": 0, "hi": BURN_BAND_HI_MS}, "keys": [COMM]}));
