@@ -173,7 +173,7 @@ const STATS_LOOKS: usize = 20_000;
 #[test]
 fn a_measured_program_holds_the_statistics_in_windows_only() {
     require_tracing();
-    let server = Server::start_with(&format!("{TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
+    let server = Server::start_with(&format!("{BUDGET_TEST_CONFIG}{NO_BUDGET}"), &[], &[]);
     let mut client = server.connect();
     client.expect("hello", Duration::from_secs(5));
     client.start_preset_on("syscall-latency", TEST_TICK_MS, "ebpf");
