@@ -199,12 +199,32 @@ fn get_series(
     }
     *r = peek;
     let first = r.u64()?;
+    let mut buckets = Vec::new();
+    read_packed(r, first, |at, count| {
+        if count > 0 {
+            let (lo, hi) = index
+                .bounds(at)
+                .ok_or(DecodeError::Invalid("bucket index past the layout"))?;
+            buckets.push(Bucket { lo, hi, count });
+        }
+        Ok(())
+    })?;
+    Ok((head >> FORM_BITS, Value::Buckets(buckets)))
+}
+
+/// Reads a packed run of counts (its length, bit width and bits, after its first index) and
+/// hands every count, zeros included, to `each` with its bucket index. The run's bytes must be
+/// there, so a damaged run length cannot make a reader allocate or read on.
+fn read_packed(
+    r: &mut Reader,
+    first: u64,
+    mut each: impl FnMut(u64, u64) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     let run = r.u64()?;
     let width = u32::from(r.byte()?);
     if !(1..=64).contains(&width) {
         return Err(DecodeError::Invalid("packed counts wider than 64 bits"));
     }
-    // The run's bytes must be there, so a damaged run length cannot make a reader allocate.
     let bytes = run
         .checked_mul(u64::from(width))
         .map(|b| b.div_ceil(8))
@@ -215,31 +235,23 @@ fn get_series(
     } else {
         (1u64 << width) - 1
     };
-    let mut buckets = Vec::new();
-    let (mut acc, mut bits) = (0u128, 0u32);
-    let mut left = bytes;
+    let (mut acc, mut bits, mut left) = (0u128, 0u32, bytes);
     for at in first..first.saturating_add(run) {
         while bits < width {
             acc |= u128::from(r.byte()?) << bits;
             bits += 8;
             left -= 1;
         }
-        let count = acc as u64 & mask;
+        each(at, acc as u64 & mask)?;
         acc >>= width;
         bits -= width;
-        if count > 0 {
-            let (lo, hi) = index
-                .bounds(at)
-                .ok_or(DecodeError::Invalid("bucket index past the layout"))?;
-            buckets.push(Bucket { lo, hi, count });
-        }
     }
     if left != 0 || acc != 0 {
         return Err(DecodeError::Invalid(
             "packed counts do not fill their bytes",
         ));
     }
-    Ok((head >> FORM_BITS, Value::Buckets(buckets)))
+    Ok(())
 }
 
 /// The compressor rows are written with: zstd level [`ZSTD_LEVEL`], its checksum on.
@@ -446,37 +458,7 @@ fn read_counts(
         }
         return Ok(Some(head >> FORM_BITS));
     }
-    let run = r.u64()?;
-    let width = u32::from(r.byte()?);
-    if !(1..=64).contains(&width) {
-        return Err(DecodeError::Invalid("packed counts wider than 64 bits"));
-    }
-    let bytes = run
-        .checked_mul(u64::from(width))
-        .map(|b| b.div_ceil(8))
-        .filter(|&b| b <= r.remaining() as u64)
-        .ok_or(DecodeError::Truncated)?;
-    let mask = if width == 64 {
-        u64::MAX
-    } else {
-        (1u64 << width) - 1
-    };
-    let (mut acc, mut bits, mut left) = (0u128, 0u32, bytes);
-    for at in first..first.saturating_add(run) {
-        while bits < width {
-            acc |= u128::from(r.byte()?) << bits;
-            bits += 8;
-            left -= 1;
-        }
-        put(at, acc as u64 & mask)?;
-        acc >>= width;
-        bits -= width;
-    }
-    if left != 0 || acc != 0 {
-        return Err(DecodeError::Invalid(
-            "packed counts do not fill their bytes",
-        ));
-    }
+    read_packed(r, first, put)?;
     Ok(Some(head >> FORM_BITS))
 }
 
