@@ -623,8 +623,15 @@ impl Prometheus {
     }
 }
 
-/// The fleet, or the 404 that says none is configured (counted as a refusal).
-fn prometheus<'a>(fleet: &'a Fleet, endpoint: &str) -> Result<&'a Prometheus, Refused> {
+/// The fleet for an authorized request: the refusal of `authorize`, or the 404 that says no
+/// fleet is configured (counted as a refusal).
+fn prometheus<'a>(
+    req: &HttpRequest,
+    shared: &Shared,
+    fleet: &'a Fleet,
+    endpoint: &str,
+) -> Result<&'a Prometheus, Refused> {
+    authorize(req, &shared.config, endpoint)?;
     fleet.prometheus.as_ref().ok_or_else(|| {
         Event::RequestRefused {
             session: endpoint,
@@ -647,10 +654,7 @@ pub async fn watches(
     fleet: web::Data<Fleet>,
 ) -> HttpResponse {
     const ENDPOINT: &str = "/api/fleet/watches";
-    if let Err(refused) = authorize(&req, &shared.config, ENDPOINT) {
-        return *refused;
-    }
-    let prometheus = match prometheus(&fleet, ENDPOINT) {
+    let prometheus = match prometheus(&req, &shared, &fleet, ENDPOINT) {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -670,10 +674,7 @@ pub async fn watch_frames(
     fleet: web::Data<Fleet>,
 ) -> HttpResponse {
     const ENDPOINT: &str = "/api/fleet/watches/{name}/frames";
-    if let Err(refused) = authorize(&req, &shared.config, ENDPOINT) {
-        return *refused;
-    }
-    let prometheus = match prometheus(&fleet, ENDPOINT) {
+    let prometheus = match prometheus(&req, &shared, &fleet, ENDPOINT) {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
