@@ -58,6 +58,7 @@ export class ExplainPanel {
     this.explained = 0;
     this.inBand = 0;
     this.gapInBand = 0;
+    this.missed = 0;
     this.ticks = 0;
     this.id = null;
   }
@@ -104,6 +105,8 @@ export class ExplainPanel {
       this.inBand += Number(msg.events_in_band) || 0;
       // Ticks whose stacks a replaced tracer missed: shown apart, never as explained.
       this.gapInBand += Number(msg.gap?.events_in_band) || 0;
+      // In band but not kept by a native companion (its capture map was full): told, not hidden.
+      this.missed += Number(msg.missed) || 0;
       for (const [stack, n] of Object.entries(msg.stacks || {})) this.stacks.set(stack, (this.stacks.get(stack) || 0) + (Number(n) || 0));
       addCounts(this.processes, msg.processes, (p) => `${p.comm}\u0000${p.pid}`);
       addCounts(this.cgroups, msg.cgroups, (c) => String(c.cgroup));
@@ -159,6 +162,7 @@ export class ExplainPanel {
     if (this.captures) parts.push(el('div', { class: 'muted explain-captures', text: `Captured: ${this.captures}` }));
     const share = this.inBand ? ` (${fmtPct(this.explained / this.inBand)})` : '';
     parts.push(el('div', { class: 'explain-count', text: `explained ${fmtNum(this.explained)} of ${fmtNum(this.inBand)} in band${share}, ${this.ticks} tick${this.ticks === 1 ? '' : 's'}` }));
+    if (this.missed) parts.push(el('div', { class: 'explain-gap', text: `${fmtNum(this.missed)} in band not explained: the capture map was full` }));
     if (this.gapInBand) parts.push(el('div', { class: 'explain-gap', text: `${fmtNum(this.gapInBand)} in band not explained: the tracer was replaced (no stacks for those ticks)` }));
     parts.push(this.flameHost);
     const table = (caption, cols, rows) => el('table', { class: 'sel-table' }, el('caption', { class: 'muted', text: caption }),

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -390,7 +390,7 @@ fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
     );
     // A start that replaces the program ends its companion; a preset without an explainer
     // says which have one.
-    let other = start(&mut client, "offcpu-time");
+    let other = start(&mut client, "softirq-latency");
     assert_gone(companion, &progs);
     client.send(json!({"type": "explain", "program": other, "band": {"lo": 0}}));
     let (code, message) = error(&mut client);
@@ -564,4 +564,251 @@ fn cpu_profile_offsets_are_explained_by_the_burners_stack() {
         explained * 10 >= in_band * 8 && explained * 10 <= in_band * 12,
         "the samples in the band are explained: {explained} of {in_band}"
     );
+}
+
+/// The server's BPF programs that belong to a native explain companion (`heat_x_*`).
+fn native_companion_progs(server: &Server) -> BTreeSet<u64> {
+    support::bpf_ids(server.pid(), "prog_id:")
+        .into_iter()
+        .filter(|&id| {
+            support::bpftool_show("prog", id)
+                .is_some_and(|p| p["name"].as_str().unwrap_or("").starts_with("heat_x_"))
+        })
+        .collect()
+}
+
+/// What the `explain` ticks of a native companion held, summed.
+#[derive(Default, Debug)]
+struct Explained {
+    explained: u64,
+    in_band: u64,
+    missed: u64,
+    /// (comm, pid) of every process listed.
+    processes: BTreeSet<(String, u64)>,
+    stacks: BTreeMap<String, u64>,
+}
+
+impl Explained {
+    /// Sums `ticks` ticks, after leaving the first out (it may hold time before the attach).
+    fn collect(client: &mut Client, ticks: usize) -> Explained {
+        next_tick(client);
+        let mut seen = Explained::default();
+        for _ in 0..ticks {
+            let tick = next_tick(client);
+            seen.explained += tick["explained"].as_u64().unwrap();
+            seen.in_band += tick["events_in_band"].as_u64().unwrap();
+            seen.missed += tick["missed"].as_u64().unwrap_or(0);
+            for p in tick["processes"].as_array().unwrap() {
+                let comm = p["comm"].as_str().unwrap().to_owned();
+                seen.processes.insert((comm, p["pid"].as_u64().unwrap()));
+            }
+            for (stack, n) in tick["stacks"].as_object().unwrap() {
+                *seen.stacks.entry(stack.clone()).or_default() += n.as_u64().unwrap();
+            }
+        }
+        seen
+    }
+
+    fn comms(&self) -> BTreeSet<&str> {
+        self.processes.iter().map(|(c, _)| c.as_str()).collect()
+    }
+
+    /// Whether a stack of `comm`... holds a frame for which `frame` is true.
+    fn any_frame(&self, frame: impl Fn(&str) -> bool) -> bool {
+        self.stacks.keys().any(|s| s.split(';').any(&frame))
+    }
+
+    /// Nearly every event in the band explained (a capture map never filled here).
+    fn assert_complete(&self) {
+        assert_eq!(
+            self.stacks.values().sum::<u64>(),
+            self.explained,
+            "the stacks hold every explained event"
+        );
+        assert_eq!(self.missed, 0, "the capture map did not fill");
+        assert!(
+            self.explained * 10 >= self.in_band * 9 && self.explained <= self.in_band * 11 / 10,
+            "nearly every event in the band is explained: {} of {}",
+            self.explained,
+            self.in_band
+        );
+    }
+}
+
+/// Starts an explain of `band` on `program` (no keys unless given) and waits for it.
+fn explain_native(client: &mut Client, program: u64, band: Json, keys: &[&str]) -> Json {
+    client.send(
+        json!({"type": "explain", "program": program, "band": band, "keys": keys,
+                       "max_cpu_percent": 100}),
+    );
+    let started = expect(client, "explain_started");
+    assert!(started["captures"].as_str().unwrap().contains("native"));
+    started
+}
+
+/// Stops the explain and checks its programs `progs` are all freed.
+fn stop_native(client: &mut Client, progs: &BTreeSet<u64>) {
+    client.send(json!({"type": "explain_stop"}));
+    assert_eq!(expect(client, "explain_stopped")["reason"], "client");
+    assert!(
+        Server::eventually(10 * SECOND, || progs
+            .iter()
+            .all(|&id| support::bpftool_show("prog", id).is_none())),
+        "the native companion's BPF programs {progs:?} were freed"
+    );
+}
+
+#[test]
+fn offcpu_time_is_explained_by_the_switch_out_and_the_wakers_stacks() {
+    require_tracing();
+    let _serial = serial();
+    let sleeper = Workload::sleeper("heatx-off", 3000);
+    let _longer = Workload::sleeper("heatx-off20", 20_000);
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    let program = start(&mut client, "offcpu-time");
+    let before = native_companion_progs(&server);
+    // The log2 ns bucket of a 3 ms sleep, machine-wide (no keys): the 20 ms sleeper is outside.
+    let started = explain_native(
+        &mut client,
+        program,
+        json!({"lo": BAND_LO, "hi": BAND_HI}),
+        &[],
+    );
+    assert_eq!(started["preset"], "offcpu-time");
+    let progs: BTreeSet<u64> = native_companion_progs(&server)
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(!progs.is_empty(), "the companion loaded its BPF programs");
+    assert!(
+        server.bpftrace_children().is_empty(),
+        "a native companion runs no bpftrace"
+    );
+    let seen = Explained::collect(&mut client, 5);
+    assert!(seen.in_band > 100, "{seen:?}");
+    seen.assert_complete();
+    assert!(
+        seen.processes
+            .contains(&("heatx-off".to_owned(), u64::from(sleeper.pid()))),
+        "the sleeper's comm and pid: {:?}",
+        seen.comms()
+    );
+    assert!(!seen.comms().contains("heatx-off20"), "{:?}", seen.comms());
+    // Switched out inside clock_nanosleep: the libc function in user space, the kernel's
+    // sleep below it; and above `--`, the timer that woke it.
+    let sleeper_stacks: Vec<&String> = seen
+        .stacks
+        .keys()
+        .filter(|s| s.contains("do_nanosleep_[k]") || s.contains("hrtimer_nanosleep_[k]"))
+        .collect();
+    assert!(
+        !sleeper_stacks.is_empty(),
+        "{:?}",
+        seen.stacks.keys().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        sleeper_stacks.iter().any(|s| s
+            .split(';')
+            .any(|f| !f.ends_with("_[k]") && f.contains("nanosleep"))),
+        "a user frame is the libc sleep: {sleeper_stacks:?}"
+    );
+    assert!(
+        sleeper_stacks.iter().any(|s| s
+            .split(";--;")
+            .nth(1)
+            .is_some_and(|w| w.contains("hrtimer_wakeup_[k]"))),
+        "the waker's stack is the sleep's timer: {sleeper_stacks:?}"
+    );
+    stop_native(&mut client, &progs);
+}
+
+#[test]
+fn runqueue_latency_is_explained_by_the_preempted_tasks_stacks() {
+    require_tracing();
+    let _serial = serial();
+    // Two burners pinned to CPU 0 (sched_setaffinity is syscall 203 on x86_64) wait on its
+    // run queue for each other in turn.
+    let burn = "my $mask = pack(q{Q}, 1); syscall(203, 0, 8, $mask) == 0 or die; 1 while 1";
+    let a = Workload::spawn("heatx-rq", burn);
+    let b = Workload::spawn("heatx-rq", burn);
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    let program = start(&mut client, "runqueue-latency");
+    let before = native_companion_progs(&server);
+    explain_native(&mut client, program, json!({"lo": 0}), &["heatx-rq"]);
+    let progs: BTreeSet<u64> = native_companion_progs(&server)
+        .difference(&before)
+        .copied()
+        .collect();
+    let seen = Explained::collect(&mut client, 4);
+    assert!(seen.in_band > 10, "{seen:?}");
+    seen.assert_complete();
+    let comms = seen.comms();
+    assert_eq!(comms, BTreeSet::from(["heatx-rq"]), "only the isolated key");
+    for pid in [a.pid(), b.pid()] {
+        assert!(
+            seen.processes
+                .contains(&("heatx-rq".to_owned(), u64::from(pid))),
+            "{pid} in {:?}",
+            seen.processes
+        );
+    }
+    // Preempted while running: the switch-out is the scheduler's, entered from an interrupt.
+    assert!(
+        seen.any_frame(|f| f.ends_with("_[k]") && f.contains("schedule")),
+        "{:?}",
+        seen.stacks.keys().take(5).collect::<Vec<_>>()
+    );
+    stop_native(&mut client, &progs);
+}
+
+#[test]
+fn block_io_latency_is_explained_by_the_issuers_stack() {
+    require_tracing();
+    let _serial = serial();
+    // Direct writes on the root disk (not tmpfs), by a dd whose comm is its symlink's name.
+    let dir = std::env::temp_dir().join(format!("heat-explain-dd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scratch =
+        std::path::Path::new("/var/tmp").join(format!("heat-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dd = dir.join("heatx-dd");
+    let _ = std::fs::remove_file(&dd);
+    std::os::unix::fs::symlink("/usr/bin/dd", &dd).unwrap();
+    let script = format!(
+        "while :; do {} if=/dev/zero of={}/f bs=4k count=512 oflag=direct conv=notrunc status=none; done",
+        dd.display(),
+        scratch.display()
+    );
+    let mut writer = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    let program = start(&mut client, "block-io-latency");
+    let before = native_companion_progs(&server);
+    explain_native(&mut client, program, json!({"lo": 0}), &[]);
+    let progs: BTreeSet<u64> = native_companion_progs(&server)
+        .difference(&before)
+        .copied()
+        .collect();
+    let seen = Explained::collect(&mut client, 4);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let _ = Command::new("pkill").args(["-x", "heatx-dd"]).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(seen.in_band > 10, "{seen:?}");
+    seen.assert_complete();
+    assert!(seen.comms().contains("heatx-dd"), "{:?}", seen.comms());
+    assert!(
+        seen.stacks
+            .keys()
+            .any(|s| s.contains("submit_bio") || s.contains("blk_mq")),
+        "the issue's kernel stack: {:?}",
+        seen.stacks.keys().take(5).collect::<Vec<_>>()
+    );
+    stop_native(&mut client, &progs);
 }

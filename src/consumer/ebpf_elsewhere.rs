@@ -31,6 +31,9 @@ pub fn support() -> Option<&'static Result<(), String>> {
     Some(probe())
 }
 
+/// The native explain companion: refuses as the backend does.
+pub type StackConsumer = EbpfConsumer;
+
 /// The backend's consumer, which refuses every program with [`WHY`].
 #[derive(Debug, Default)]
 pub struct EbpfConsumer;

@@ -66,7 +66,39 @@ pub struct ProgramSpec {
     pub preset: Option<&'static Preset>,
     /// The process filter of a preset (already part of `script` for bpftrace).
     pub filter: ProcessFilter,
+    /// A native explain companion's capture (then `script` is only its description).
+    pub capture: Option<Capture>,
 }
+
+/// What a native explain companion (`ebpf::StackConsumer`) times, and which of those intervals
+/// it captures stacks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    pub kind: CaptureKind,
+    /// The band in nanoseconds: `lo_ns` inclusive, `hi_ns` exclusive (`None`: no bound).
+    pub lo_ns: u64,
+    pub hi_ns: Option<u64>,
+    /// Only intervals of these keys (commands, or rwbs strings); all when empty.
+    pub keys: Vec<String>,
+}
+
+/// The interval a native explain companion times: the same as its preset's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// `offcpu-time`: switch-out to switch-in, keyed by the command.
+    OffCpu,
+    /// `runqueue-latency`: wakeup or preemption to switch-in, keyed by the command.
+    RunQueue,
+    /// `block-io-latency`: issue to completion, keyed by the rwbs string.
+    BlockIo,
+}
+
+/// The aggregation a companion reports its captures in: one scalar count per (pid, cgroup,
+/// comm, kernel stack, user stack[, waker comm, waker kernel stack]), cumulative.
+pub const CAPTURE_AGGREGATION: &str = "cumulative_explain";
+/// The aggregation a native companion reports, as one key-less cumulative scalar, the captures
+/// it lost to a full capture map.
+pub const MISSED_AGGREGATION: &str = "cumulative_explain_missed";
 
 /// Reshapes what a backend reports, on the consumer thread, before anything is sent.
 pub trait SnapshotRewrite: std::fmt::Debug + Send + Sync {
@@ -574,6 +606,7 @@ pub fn spawn(
         crate::config::MeasureCost::Scripts => program.preset.is_none(),
         crate::config::MeasureCost::Never => false,
     };
+    let capture = program.capture.is_some();
     SyncArbiter::start(1, move || {
         let make = |backend| -> Box<dyn Consumer> {
             match backend {
@@ -581,6 +614,7 @@ pub fn spawn(
                     Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
                 }
                 Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
+                Backend::Ebpf if capture => Box::new(ebpf::StackConsumer::new()),
                 Backend::Ebpf => Box::new(ebpf::EbpfConsumer::new()),
             }
         };

@@ -74,6 +74,7 @@ pub fn compile(source: &str) -> Result<Compiled, DError> {
             rewrite: Some(Arc::new(out.rewrite)),
             preset: None,
             filter: crate::presets::ProcessFilter::default(),
+            capture: None,
         },
         notes: out.notes,
     })

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::aggregation::{Bucket, KeyPart, Snapshot, Value};
-use crate::consumer::{self, cost, Backend, ConsumerActor, KillSwitch, ProgramSpec};
+use crate::consumer::{self, cost, Backend, CaptureKind, ConsumerActor, KillSwitch, ProgramSpec};
 use crate::presets::{KeyNames, Preset, ProcessFilter};
 
 /// How many processes and cgroups an `explain` message lists (the busiest).
@@ -56,14 +56,27 @@ enum KeyField {
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
 const COMM_MAX: usize = 15;
 
+/// How a companion runs.
+#[derive(Debug)]
+enum How {
+    /// A bpftrace program from a template (`explain/*.bt`): the stack is taken and counted at
+    /// one probe, so bpftrace's own maps hold it.
+    Bpftrace {
+        template: &'static str,
+        key: KeyField,
+    },
+    /// A native object (`consumer::ebpf::StackConsumer`): the stack is taken where the
+    /// interval begins and counted where it ends.
+    Native(CaptureKind),
+}
+
 /// A preset's explain companion.
 #[derive(Debug)]
 pub struct Explainer {
     pub preset: &'static str,
     /// What is captured, for `explain_started` and the README.
     pub captures: &'static str,
-    template: &'static str,
-    key: KeyField,
+    how: How,
 }
 
 /// Every preset that has an explainer.
@@ -71,20 +84,41 @@ pub const EXPLAINERS: &[Explainer] = &[
     Explainer {
         preset: "syscall-latency",
         captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
-        template: include_str!("explain/syscall-latency.bt"),
-        key: KeyField::Syscall,
+        how: How::Bpftrace {
+            template: include_str!("explain/syscall-latency.bt"),
+            key: KeyField::Syscall,
+        },
     },
     Explainer {
         preset: "syscall-latency-log2",
         captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
-        template: include_str!("explain/syscall-latency-log2.bt"),
-        key: KeyField::Syscall,
+        how: How::Bpftrace {
+            template: include_str!("explain/syscall-latency-log2.bt"),
+            key: KeyField::Syscall,
+        },
     },
     Explainer {
         preset: "cpu-profile",
         captures: "per on-CPU sample at an offset in the band: comm, pid, cgroup, user and kernel stack at the sample",
-        template: include_str!("explain/cpu-profile.bt"),
-        key: KeyField::Comm,
+        how: How::Bpftrace {
+            template: include_str!("explain/cpu-profile.bt"),
+            key: KeyField::Comm,
+        },
+    },
+    Explainer {
+        preset: "offcpu-time",
+        captures: "per off-CPU interval in the band (native): comm, pid, cgroup, user and kernel stack at the switch-out, and the waker's comm and kernel stack at the wakeup (after `--`)",
+        how: How::Native(CaptureKind::OffCpu),
+    },
+    Explainer {
+        preset: "runqueue-latency",
+        captures: "per run-queue wait in the band (native): comm, pid, cgroup, user and kernel stack at the task's last switch-out (where it blocked or was preempted), and the waker's comm and kernel stack at the wakeup (after `--`)",
+        how: How::Native(CaptureKind::RunQueue),
+    },
+    Explainer {
+        preset: "block-io-latency",
+        captures: "per request in the band (native): the issuing task's comm, pid, cgroup, user and kernel stack at block_rq_issue",
+        how: How::Native(CaptureKind::BlockIo),
     },
 ];
 
@@ -126,72 +160,126 @@ pub enum ExplainError {
 }
 
 impl Explainer {
-    /// The companion's bpftrace program: the template with the main program's process filter
-    /// at the same probe, and the band (and keys) as the condition of the capture.
-    pub fn script(
+    /// The companion as a consumer runs it: a bpftrace program (keys shown as bpftrace prints
+    /// them), or a native capture with the main program's process filter.
+    pub fn spec(
         &self,
         preset: &Preset,
         filter: &ProcessFilter,
         band: Band,
         keys: &[String],
-    ) -> Result<String, ExplainError> {
-        let templated = Preset {
-            script: self.template,
-            ..preset.clone()
-        };
-        let filtered = templated
-            .script_with(filter)
-            .map_err(ExplainError::BadRequest)?;
-        let mut condition = format!("$v >= {}", band.lo);
-        if let Some(hi) = band.hi {
-            condition.push_str(&format!(" && $v < {hi}"));
-        }
-        if !keys.is_empty() {
-            let parts = keys
-                .iter()
-                .map(|k| self.key_test(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            condition.push_str(&format!(" && ({})", parts.join(" || ")));
-        }
-        Ok(filtered.replace("HEAT_IN_BAND", &condition))
-    }
-
-    fn key_test(&self, key: &str) -> Result<String, ExplainError> {
-        match self.key {
-            KeyField::Syscall => {
-                let nr = crate::syscalls::number(key)
-                    .or_else(|| key.strip_prefix("syscall_")?.parse().ok())
-                    .ok_or_else(|| {
-                        ExplainError::BadRequest(format!(
-                            "explain: {key:?} is not a syscall this host knows"
-                        ))
-                    })?;
-                Ok(format!("args->id == {nr}"))
-            }
-            KeyField::Comm => {
-                let ok = !key.is_empty()
-                    && key.len() <= COMM_MAX
-                    && key
-                        .chars()
-                        .all(|c| c != '"' && c != '\\' && !c.is_control());
-                if !ok {
-                    return Err(ExplainError::BadRequest(format!(
-                        "explain: key {key:?} is not a command name (1..={COMM_MAX} bytes, no quotes or backslashes)"
+    ) -> Result<ProgramSpec, ExplainError> {
+        match self.how {
+            How::Bpftrace { template, key } => Ok(ProgramSpec {
+                script: bpftrace_script(template, key, preset, filter, band, keys)?,
+                key_names: KeyNames::AsIs,
+                rewrite: None,
+                preset: None,
+                filter: ProcessFilter::default(),
+                capture: None,
+            }),
+            How::Native(kind) => {
+                if let Some(Err(why)) = consumer::ebpf::support() {
+                    return Err(ExplainError::Unsupported(format!(
+                        "explain: {}'s explainer runs natively, and native eBPF programs cannot run here: {why}",
+                        self.preset
                     )));
                 }
-                Ok(format!("comm == \"{key}\""))
+                for key in keys {
+                    check_name(key)?;
+                }
+                let ns = ns_per_unit(preset.unit);
+                let capture = consumer::Capture {
+                    kind,
+                    lo_ns: band.lo.saturating_mul(ns),
+                    hi_ns: band.hi.map(|hi| hi.saturating_mul(ns)),
+                    keys: keys.to_vec(),
+                };
+                Ok(ProgramSpec {
+                    script: format!("native explain of {}", self.preset),
+                    key_names: KeyNames::AsIs,
+                    rewrite: None,
+                    preset: None,
+                    filter: filter.clone(),
+                    capture: Some(capture),
+                })
             }
         }
     }
+}
 
-    /// The companion as a consumer runs it (bpftrace; keys shown as bpftrace prints them).
-    pub fn spec(&self, script: String) -> ProgramSpec {
-        ProgramSpec {
-            script,
-            key_names: KeyNames::AsIs,
-            rewrite: None,
-            preset: None,
-            filter: ProcessFilter::default(),
+/// Nanoseconds in one of a preset's units.
+fn ns_per_unit(unit: &str) -> u64 {
+    match unit {
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        _ => 1,
+    }
+}
+
+/// A key that is a command name or an rwbs string: what a BPF program compares whole.
+fn check_name(key: &str) -> Result<(), ExplainError> {
+    let ok = !key.is_empty()
+        && key.len() <= COMM_MAX
+        && key
+            .chars()
+            .all(|c| c != '"' && c != '\\' && !c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ExplainError::BadRequest(format!(
+            "explain: key {key:?} is not a command name (1..={COMM_MAX} bytes, no quotes or backslashes)"
+        )))
+    }
+}
+
+/// A bpftrace companion's program: the template with the main program's process filter at the
+/// same probe, and the band (and keys) as the condition of the capture.
+fn bpftrace_script(
+    template: &'static str,
+    key: KeyField,
+    preset: &Preset,
+    filter: &ProcessFilter,
+    band: Band,
+    keys: &[String],
+) -> Result<String, ExplainError> {
+    let templated = Preset {
+        script: template,
+        ..preset.clone()
+    };
+    let filtered = templated
+        .script_with(filter)
+        .map_err(ExplainError::BadRequest)?;
+    let mut condition = format!("$v >= {}", band.lo);
+    if let Some(hi) = band.hi {
+        condition.push_str(&format!(" && $v < {hi}"));
+    }
+    if !keys.is_empty() {
+        let parts = keys
+            .iter()
+            .map(|k| key_test(key, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        condition.push_str(&format!(" && ({})", parts.join(" || ")));
+    }
+    Ok(filtered.replace("HEAT_IN_BAND", &condition))
+}
+
+fn key_test(field: KeyField, key: &str) -> Result<String, ExplainError> {
+    match field {
+        KeyField::Syscall => {
+            let nr = crate::syscalls::number(key)
+                .or_else(|| key.strip_prefix("syscall_")?.parse().ok())
+                .ok_or_else(|| {
+                    ExplainError::BadRequest(format!(
+                        "explain: {key:?} is not a syscall this host knows"
+                    ))
+                })?;
+            Ok(format!("args->id == {nr}"))
+        }
+        KeyField::Comm => {
+            check_name(key)?;
+            Ok(format!("comm == \"{key}\""))
         }
     }
 }
@@ -263,10 +351,40 @@ pub fn folded(ustack: &str, kstack: &str) -> String {
     frames.join(";")
 }
 
+/// A target's folded stack with its waker's above it, as offwaketime folds them: the target
+/// root first, `--`, then the waker's kernel frames leaf first and its command on top (so the
+/// two stacks meet at the wakeup). Without a waker, the target alone.
+pub fn with_waker(target: String, waker_comm: &str, waker_kstack: &str) -> String {
+    if waker_comm.is_empty() && waker_kstack.trim().is_empty() {
+        return target;
+    }
+    let mut frames = vec![target, "--".to_owned()];
+    frames.extend(
+        waker_kstack
+            .lines()
+            .filter_map(frame_name)
+            .map(|f| format!("{f}_[k]")),
+    );
+    frames.push(if waker_comm.is_empty() {
+        "[unknown]".to_owned()
+    } else {
+        waker_comm.replace(';', ":")
+    });
+    frames.join(";")
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What a companion captured in one tick.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Tally {
     pub explained: u64,
+    /// In-band events a native companion counted but could not keep (its capture map full):
+    /// they are in `events_in_band` and not in `explained`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub missed: u64,
     pub stacks: BTreeMap<String, u64>,
     pub processes: Vec<ProcessCount>,
     pub cgroups: Vec<CgroupCount>,
@@ -292,12 +410,17 @@ pub fn tally(snapshot: &Snapshot) -> Tally {
     let mut processes: HashMap<(String, i64), u64> = HashMap::new();
     let mut cgroups: HashMap<i64, u64> = HashMap::new();
     let mut explained = 0;
+    let mut missed = 0;
     for agg in &snapshot.aggregations {
         for series in &agg.series {
             let count = match series.value {
                 Value::Scalar(n) if n > 0 => n as u64,
                 _ => continue,
             };
+            if agg.name == consumer::MISSED_AGGREGATION {
+                missed += count;
+                continue;
+            }
             explained += count;
             let int = |i: usize| match series.key.get(i) {
                 Some(KeyPart::Int(n)) => *n,
@@ -306,11 +429,12 @@ pub fn tally(snapshot: &Snapshot) -> Tally {
             let text = |i: usize| series.key.get(i).map(key_text).unwrap_or_default();
             let stack = match series.key.len() {
                 5 => folded(&text(4), &text(3)),
+                7 => with_waker(folded(&text(4), &text(3)), &text(5), &text(6)),
                 // Keys folded into `other` (limits.max_keys_per_aggregation).
                 _ => "[other]".into(),
             };
             *stacks.entry(stack).or_default() += count;
-            if series.key.len() == 5 {
+            if series.key.len() >= 5 {
                 *processes.entry((text(2), int(0))).or_default() += count;
                 *cgroups.entry(int(1)).or_default() += count;
             }
@@ -338,6 +462,7 @@ pub fn tally(snapshot: &Snapshot) -> Tally {
     cgroups.truncate(TOP_ENTRIES);
     Tally {
         explained,
+        missed,
         stacks,
         processes,
         cgroups,
@@ -476,6 +601,15 @@ impl Companion {
     }
 }
 
+/// The backend that runs a companion's spec.
+fn backend_of(spec: &ProgramSpec) -> Backend {
+    if spec.capture.is_some() {
+        Backend::Ebpf
+    } else {
+        Backend::Bpftrace
+    }
+}
+
 impl Companion {
     /// Spawns the companion's consumer (bpftrace, on its own thread); `Begin` is the caller's.
     pub fn spawn(
@@ -484,7 +618,7 @@ impl Companion {
         config: &crate::config::Config,
     ) -> Companion {
         let consumer = consumer::spawn(
-            Backend::Bpftrace,
+            backend_of(&spec),
             false,
             format!("x-{:x}", plan.id),
             spec.clone(),
@@ -555,7 +689,7 @@ impl Companion {
     fn restart(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
         let spec = self.spec.clone()?;
         let consumer = consumer::spawn(
-            Backend::Bpftrace,
+            backend_of(&spec),
             false,
             format!("x-{:x}-{}", self.plan.id, self.tracers),
             spec,
@@ -937,15 +1071,15 @@ impl Handler<super::StartExplain> for super::Program {
         }
         let preset = self.plan.preset;
         let explainer = preset.and_then(|p| find(p.name).map(|e| (p, e)));
-        let script = match explainer {
+        let spec = match explainer {
             None => Err(ExplainError::Unsupported(unsupported_message(
                 preset.map(|p| p.name),
             ))),
             Some((preset, explainer)) => explainer
-                .script(preset, &self.plan.program.filter, plan.band, &plan.keys)
-                .map(|script| (explainer, script)),
+                .spec(preset, &self.plan.program.filter, plan.band, &plan.keys)
+                .map(|spec| (explainer, spec)),
         };
-        let (explainer, script) = match script {
+        let (explainer, spec) = match spec {
             Ok(ok) => ok,
             Err(e) => {
                 let code = match e {
@@ -972,7 +1106,7 @@ impl Handler<super::StartExplain> for super::Program {
         .emit();
         let band = plan.band;
         let keys = Arc::new(plan.keys.clone());
-        let companion = Companion::spawn(plan, explainer.spec(script), &self.config);
+        let companion = Companion::spawn(plan, spec, &self.config);
         let consumer = companion.consumer.clone().expect("just spawned");
         self.companions.insert(session.clone(), companion);
         consumer
@@ -1065,6 +1199,78 @@ mod tests {
         assert_eq!(folded("", ""), "[no stack]");
         // A C++ symbol with `+` inside keeps it; only a numeric offset goes.
         assert_eq!(frame_name("operator+ +4"), Some("operator+ ".into()));
+    }
+
+    #[test]
+    fn a_waker_folds_above_the_target_and_misses_are_apart() {
+        let key = |comm: &str, waker: &str| {
+            vec![
+                KeyPart::Int(42),
+                KeyPart::Int(1),
+                KeyPart::Str(comm.into()),
+                KeyPart::Str("__schedule\ndo_nanosleep".into()),
+                KeyPart::Str("clock_nanosleep".into()),
+                KeyPart::Str(waker.into()),
+                KeyPart::Str(
+                    if waker.is_empty() {
+                        ""
+                    } else {
+                        "hrtimer_wakeup\n__hrtimer_run_queues"
+                    }
+                    .into(),
+                ),
+            ]
+        };
+        let series = |key, n| Series {
+            key,
+            value: Value::Scalar(n),
+            sum: None,
+        };
+        let s = Snapshot {
+            aggregations: vec![
+                Aggregation {
+                    name: consumer::CAPTURE_AGGREGATION.into(),
+                    kind: AggKind::Count,
+                    series: vec![
+                        series(key("perl", "swapper/0"), 5),
+                        series(key("perl", ""), 2),
+                    ],
+                    folded: 0,
+                },
+                Aggregation {
+                    name: consumer::MISSED_AGGREGATION.into(),
+                    kind: AggKind::Count,
+                    series: vec![series(Vec::new(), 3)],
+                    folded: 0,
+                },
+            ],
+            ..Snapshot::default()
+        };
+        let t = tally(&s);
+        assert_eq!((t.explained, t.missed), (7, 3));
+        assert_eq!(
+            t.stacks[
+                "clock_nanosleep;do_nanosleep_[k];__schedule_[k];--;hrtimer_wakeup_[k];__hrtimer_run_queues_[k];swapper/0"
+            ],
+            5
+        );
+        assert_eq!(
+            t.stacks["clock_nanosleep;do_nanosleep_[k];__schedule_[k]"],
+            2
+        );
+        assert_eq!(t.processes[0].count, 7, "misses are no process's");
+        let text = tick_message(1, 2, Band { lo: 0, hi: None }, 10, &t, Gap::default(), None);
+        assert!(text.contains("\"missed\":3"), "{text}");
+        let none = tick_message(
+            1,
+            2,
+            Band { lo: 0, hi: None },
+            10,
+            &Tally::default(),
+            Gap::default(),
+            None,
+        );
+        assert!(!none.contains("missed"), "{none}");
     }
 
     #[test]
@@ -1171,19 +1377,16 @@ mod tests {
             hi: Some(4096),
         };
         let script = e
-            .script(preset, &filter, band, &["clock_nanosleep".into()])
-            .unwrap();
+            .spec(preset, &filter, band, &["clock_nanosleep".into()])
+            .unwrap()
+            .script;
         let nr = crate::syscalls::number("clock_nanosleep").unwrap();
         assert!(script.contains(&format!(
             "if ($v >= 2048 && $v < 4096 && (args->id == {nr}))"
         )));
         assert!(script.contains("/pid == 42/"), "{script}");
         assert!(!script.contains("HEAT_IN_BAND"));
-        assert!(e.script(preset, &filter, band, &["nope".into()]).is_err());
-        assert!(
-            find("offcpu-time").is_none(),
-            "see README: not explained yet"
-        );
+        assert!(e.spec(preset, &filter, band, &["nope".into()]).is_err());
         let profile = presets::find("cpu-profile").unwrap();
         let burner = find("cpu-profile").unwrap();
         let band = Band {
@@ -1192,20 +1395,64 @@ mod tests {
         };
         let none = ProcessFilter::default();
         let s = burner
-            .script(profile, &none, band, &["burn".into()])
-            .unwrap();
+            .spec(profile, &none, band, &["burn".into()])
+            .unwrap()
+            .script;
         assert!(
             s.contains("if ($v >= 0 && $v < 200 && (comm == \"burn\"))"),
             "{s}"
         );
-        assert!(burner
-            .script(profile, &none, band, &["a\"b".into()])
-            .is_err());
+        assert!(burner.spec(profile, &none, band, &["a\"b".into()]).is_err());
         for explainer in EXPLAINERS {
             assert!(presets::find(explainer.preset).is_some());
-            let maps = crate::consumer::bpftrace::program::aggregation_maps(explainer.template);
-            assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
+            if let How::Bpftrace { template, .. } = explainer.how {
+                let maps = crate::consumer::bpftrace::program::aggregation_maps(template);
+                assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
+            }
         }
+    }
+
+    #[test]
+    fn native_captures_take_the_band_in_ns_and_the_main_programs_filter() {
+        let preset = presets::find("runqueue-latency").unwrap();
+        let e = find(preset.name).unwrap();
+        let filter = ProcessFilter {
+            pid: Some(42),
+            ..ProcessFilter::default()
+        };
+        let band = Band {
+            lo: 2048,
+            hi: Some(4096),
+        };
+        let spec = e.spec(preset, &filter, band, &["perl".into()]).unwrap();
+        assert_eq!(spec.filter, filter);
+        assert_eq!(
+            spec.capture,
+            Some(consumer::Capture {
+                kind: CaptureKind::RunQueue,
+                lo_ns: 2_048_000,
+                hi_ns: Some(4_096_000),
+                keys: vec!["perl".into()],
+            })
+        );
+        let offcpu = presets::find("offcpu-time").unwrap();
+        let open = Band {
+            lo: 1 << 20,
+            hi: None,
+        };
+        let spec = find("offcpu-time")
+            .unwrap()
+            .spec(offcpu, &ProcessFilter::default(), open, &[])
+            .unwrap();
+        let capture = spec.capture.unwrap();
+        assert_eq!((capture.lo_ns, capture.hi_ns), (1 << 20, None), "ns as is");
+        let blockio = presets::find("block-io-latency").unwrap();
+        let e = find("block-io-latency").unwrap();
+        assert!(e.spec(blockio, &filter, band, &["WS".into()]).is_ok());
+        assert!(e.spec(blockio, &filter, band, &["".into()]).is_err());
+        assert!(e
+            .spec(blockio, &filter, band, &["0123456789abcdef".into()])
+            .is_err());
     }
 
     #[test]

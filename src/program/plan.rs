@@ -253,6 +253,7 @@ fn on_libdtrace(d: &str, preset: Option<&'static Preset>) -> Resolved {
             rewrite: None,
             preset,
             filter: ProcessFilter::default(),
+            capture: None,
         },
         preset,
         engine: Some((consumer::dtrace::ENGINE, notes)),
@@ -395,6 +396,7 @@ fn resolve(
             rewrite: None,
             preset: Some(preset),
             filter,
+            capture: None,
         };
         return Ok(Resolved {
             program,
@@ -415,6 +417,7 @@ fn resolve(
         rewrite: None,
         preset: None,
         filter: ProcessFilter::default(),
+        capture: None,
     };
     match request.lang.as_deref() {
         Some("bpftrace") => Ok(Resolved {

@@ -403,6 +403,7 @@ mod tests {
             rewrite: None,
             preset: None,
             filter: crate::presets::ProcessFilter::default(),
+            capture: None,
         }
     }
 

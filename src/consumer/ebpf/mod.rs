@@ -11,6 +11,7 @@
 //! Nothing is reset, so no event can fall between a read and a reset, and none is counted twice.
 
 mod native;
+mod stacks;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -20,6 +21,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 
 pub use self::native::{find, Native, NATIVE};
 use self::native::{Attach, KeyKind, Shape};
+pub use self::stacks::StackConsumer;
 use super::cost::{self, RunStats};
 use super::{Backend, Consumer, ConsumerError, ProgramSpec};
 use crate::aggregation::{Aggregation, AggregationInfo, KeyPart, Series, Snapshot};
@@ -74,26 +76,47 @@ struct HeatConfig {
     comm: [u8; 16],
     exclude_tgid: u32,
     exclude_children: u32,
+    /// The explain companions' band and mode (`bpf/explain.h`); zero for presets.
+    band_lo_ns: u64,
+    band_hi_ns: u64,
+    mode: u32,
+    keyed: u32,
 }
+
+/// Bytes of `struct heat_config`.
+const HEAT_CONFIG_LEN: usize = 56;
 
 impl HeatConfig {
     fn new(native: &Native, filter: &ProcessFilter) -> HeatConfig {
+        HeatConfig::filtered(native.shape.code(), filter)
+    }
+
+    /// A config with only the process filter (and `shape`) set.
+    fn filtered(shape: u32, filter: &ProcessFilter) -> HeatConfig {
         HeatConfig {
-            shape: native.shape.code(),
+            shape,
             pid: filter.pid.unwrap_or(0),
             comm: filter.comm_bytes(),
             exclude_tgid: filter.exclude.map_or(0, |e| e.pid),
             exclude_children: filter.exclude.map_or(0, |e| u32::from(e.children)),
+            band_lo_ns: 0,
+            band_hi_ns: 0,
+            mode: 0,
+            keyed: 0,
         }
     }
 
-    fn bytes(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    fn bytes(&self) -> [u8; HEAT_CONFIG_LEN] {
+        let mut out = [0u8; HEAT_CONFIG_LEN];
         out[0..4].copy_from_slice(&self.shape.to_ne_bytes());
         out[4..8].copy_from_slice(&self.pid.to_ne_bytes());
         out[8..24].copy_from_slice(&self.comm);
         out[24..28].copy_from_slice(&self.exclude_tgid.to_ne_bytes());
         out[28..32].copy_from_slice(&self.exclude_children.to_ne_bytes());
+        out[32..40].copy_from_slice(&self.band_lo_ns.to_ne_bytes());
+        out[40..48].copy_from_slice(&self.band_hi_ns.to_ne_bytes());
+        out[48..52].copy_from_slice(&self.mode.to_ne_bytes());
+        out[52..56].copy_from_slice(&self.keyed.to_ne_bytes());
         out
     }
 }
@@ -167,6 +190,60 @@ fn with_libbpf_log<T>(f: impl FnOnce() -> T) -> (T, String) {
 
 /// One loaded, attached native program. Dropping it detaches the links, then closes every
 /// program and map fd: nothing of ours stays in the kernel.
+/// An [`EbpfError::Libbpf`] maker for `step` of `object`, with libbpf's log of that step.
+fn libbpf_error(
+    object: &'static str,
+    step: &'static str,
+    log: &str,
+) -> impl FnOnce(libbpf_rs::Error) -> EbpfError {
+    let log = if log.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", log.trim_end())
+    };
+    move |source| EbpfError::Libbpf {
+        step,
+        object,
+        source,
+        log,
+    }
+}
+
+/// Opens a heat object from its embedded bytes, writes `config` as its `.rodata` and loads it
+/// (the verifier runs here); attaching is the caller's.
+fn open_and_load(
+    name: &'static str,
+    bytes: &'static [u8],
+    config: &HeatConfig,
+) -> Result<Object, EbpfError> {
+    let (opened, log) = with_libbpf_log(|| {
+        let mut builder = ObjectBuilder::default();
+        builder.name(name).and_then(|b| b.open_memory(bytes))
+    });
+    let mut opened = opened.map_err(libbpf_error(name, "open", &log))?;
+    let mut rodata = opened
+        .maps_mut()
+        .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+        .ok_or(EbpfError::Layout {
+            object: name,
+            what: "no .rodata",
+        })?;
+    let initial = rodata.initial_value_mut().ok_or(EbpfError::Layout {
+        object: name,
+        what: "no .rodata contents",
+    })?;
+    // heat.h keeps struct heat_config the only read-only datum, so it sits at offset 0.
+    if initial.len() != HEAT_CONFIG_LEN {
+        return Err(EbpfError::Layout {
+            object: name,
+            what: ".rodata is not exactly struct heat_config",
+        });
+    }
+    initial.copy_from_slice(&config.bytes());
+    let (object, log) = with_libbpf_log(|| opened.load());
+    object.map_err(libbpf_error(name, "load", &log))
+}
+
 struct Loaded {
     native: &'static Native,
     // Field order is drop order: links first (detach), then the object (programs, maps).
@@ -178,55 +255,17 @@ struct Loaded {
 
 impl Loaded {
     fn load(native: &'static Native, filter: &ProcessFilter) -> Result<Loaded, EbpfError> {
-        let libbpf = |step, log: &str| {
-            let log = if log.trim().is_empty() {
-                String::new()
-            } else {
-                format!("\n{}", log.trim_end())
-            };
-            move |source| EbpfError::Libbpf {
-                step,
-                object: native.object_name,
-                source,
-                log,
-            }
-        };
-        let (opened, log) = with_libbpf_log(|| {
-            let mut builder = ObjectBuilder::default();
-            builder
-                .name(native.object_name)
-                .and_then(|b| b.open_memory(native.object))
-        });
-        let mut opened = opened.map_err(libbpf("open", &log))?;
-        let config = HeatConfig::new(native, filter);
-        let mut rodata = opened
-            .maps_mut()
-            .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
-            .ok_or(EbpfError::Layout {
-                object: native.object_name,
-                what: "no .rodata",
-            })?;
-        let initial = rodata.initial_value_mut().ok_or(EbpfError::Layout {
-            object: native.object_name,
-            what: "no .rodata contents",
-        })?;
-        // heat.h keeps struct heat_config the only read-only datum, so it sits at offset 0.
-        if initial.len() != std::mem::size_of::<HeatConfig>() {
-            return Err(EbpfError::Layout {
-                object: native.object_name,
-                what: ".rodata is not exactly struct heat_config",
-            });
-        }
-        initial.copy_from_slice(&config.bytes());
-
-        let (object, log) = with_libbpf_log(|| opened.load());
-        let object = object.map_err(libbpf("load", &log))?;
+        let object = open_and_load(
+            native.object_name,
+            native.object,
+            &HeatConfig::new(native, filter),
+        )?;
         let mut links = Vec::new();
         for program in object.progs_mut() {
             match native.attach {
                 Attach::Declared => {
                     let (link, log) = with_libbpf_log(|| program.attach());
-                    links.push(link.map_err(libbpf("attach", &log))?);
+                    links.push(link.map_err(libbpf_error(native.object_name, "attach", &log))?);
                 }
                 Attach::CpuClock { hz } => {
                     for cpu in online_cpus().map_err(|e| EbpfError::PerfEvent {
@@ -241,7 +280,11 @@ impl Loaded {
                         })?;
                         let (link, log) =
                             with_libbpf_log(|| program.attach_perf_event(event.as_raw_fd()));
-                        links.push(link.map_err(libbpf("attach", &log))?);
+                        links.push(link.map_err(libbpf_error(
+                            native.object_name,
+                            "attach",
+                            &log,
+                        ))?);
                         // The link owns the event now: libbpf disables and closes it when the
                         // link is destroyed.
                         let _ = event.into_raw_fd();
@@ -398,14 +441,15 @@ impl Consumer for EbpfConsumer {
     }
 
     fn run_stats(&mut self) -> Option<RunStats> {
-        let loaded = self.loaded.as_ref()?;
-        loaded
-            .object
-            .progs()
-            .try_fold(RunStats::default(), |sum, p| {
-                Some(sum.plus(cost::prog_stats(p.as_fd()).ok()?))
-            })
+        object_run_stats(&self.loaded.as_ref()?.object)
     }
+}
+
+/// The kernel's run-time statistics of every program of `object`, added up.
+fn object_run_stats(object: &Object) -> Option<RunStats> {
+    object.progs().try_fold(RunStats::default(), |sum, p| {
+        Some(sum.plus(cost::prog_stats(p.as_fd()).ok()?))
+    })
 }
 
 /// `/sys/devices/system/cpu/online`: the CPUs a per-CPU perf event can be opened on.
@@ -643,7 +687,21 @@ mod tests {
         assert_eq!(&bytes[0..8], &[1, 0, 0, 0, 7, 0, 0, 0]);
         assert_eq!(&bytes[8..11], b"cat");
         assert_eq!(&bytes[24..32], &[0xd2, 0x04, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            &bytes[32..56],
+            &[0; 24],
+            "presets leave the explain band zero"
+        );
         let nothing = HeatConfig::new(find("block-io-latency").unwrap(), &Default::default());
-        assert_eq!(&nothing.bytes()[4..], &[0; 28]);
+        assert_eq!(&nothing.bytes()[4..], &[0; 52]);
+        let mut band = HeatConfig::filtered(0, &Default::default());
+        band.band_lo_ns = 2_000_000;
+        band.band_hi_ns = 4_000_000;
+        band.mode = 1;
+        band.keyed = 1;
+        let bytes = band.bytes();
+        assert_eq!(&bytes[32..40], &2_000_000u64.to_ne_bytes());
+        assert_eq!(&bytes[40..48], &4_000_000u64.to_ne_bytes());
+        assert_eq!(&bytes[48..56], &[1, 0, 0, 0, 1, 0, 0, 0]);
     }
 }

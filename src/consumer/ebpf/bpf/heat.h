@@ -57,6 +57,14 @@ struct heat_config {
 	__u32 exclude_tgid;
 	/* Non-zero: also leaves out every process whose parent is exclude_tgid (its tracers). */
 	__u32 exclude_children;
+	/* The explain companions' band (explain.h), in ns: lo inclusive, hi exclusive (0: none).
+	 * Presets leave them zero and never read them. */
+	__u64 band_lo_ns;
+	__u64 band_hi_ns;
+	/* An explain companion's mode (HEAT_X_MODE_*), and non-zero when only the keys in its
+	 * key map are captured. */
+	__u32 mode;
+	__u32 keyed;
 };
 
 const volatile struct heat_config heat_config = {};
