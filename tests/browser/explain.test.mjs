@@ -4,6 +4,7 @@
 // flame graph whose search finds the libc sleep function, "explained N of M in band" with
 // (nearly) all of the band explained, and folded and SVG downloads (the folded export adds up
 // to what was explained); clearing the selection stops the companion (the server says so).
+// Then the same on offcpu-time, whose companion is native: the waker's stack after `--`.
 // Real server, real preset, real bpftrace companion, Debian's chromium (playwright-core).
 
 import { test, before, after, afterEach } from 'node:test';
@@ -118,4 +119,39 @@ test('Explain on a live selection: the sleeper, its stack, explained N of M, dow
   await p.evaluate(() => window.heat.clearSelection());
   await p.waitForFunction(() => window.heat.explain.summary().stoppedBy === 'client', null, WAIT);
   assert.equal(await p.evaluate(() => window.heat.explain.summary().state), 'stopped');
+});
+
+test('Explain natively on offcpu-time: the sleeper switched out in its sleep, and the timer that woke it', async () => {
+  const comm = 'heat-offwork';
+  const sl = sleeper(SLEEP_US, { comm });
+  workloads.push(sl);
+  const t = await openPage(browser.context, `${server.url}/?columns=60`);
+  tabs.push(t);
+  const p = t.page;
+  await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'offcpu-time', tick_ms: tick, comm }), { tick: TICK_MS, comm });
+  await p.waitForFunction((n) => window.heat.run === 'running' && window.heat.frames > n, LIVE_TICKS, WAIT);
+  await p.evaluate(() => window.heat.pause());
+  await settled(p);
+  // offcpu-time's key is the comm; a 3 ms sleep is off CPU for a little over 3 ms.
+  const { row, cols } = await columnsOf(p, comm, BAND_NS);
+  assert.ok(cols.length >= 2, `the sleeper's columns: ${cols}`);
+  await drag(p, [cols[0], row], [cols[cols.length - 1], row]);
+
+  await p.click('#select-panel .sel-explain');
+  await p.waitForFunction((n) => window.heat.explain.summary().ticks >= n, EXPLAIN_TICKS, WAIT);
+  const s = await p.evaluate(() => { const s = window.heat.explain.summary(); return { ...s, stacks: Object.fromEntries(s.stacks) }; });
+  assert.equal(s.state, 'running');
+  assert.ok(s.inBand > 0, 'the band has events');
+  assert.ok(s.explained * 10 >= s.inBand * 9, `nearly all of the band is explained: ${s.explained} of ${s.inBand}`);
+  assert.deepEqual(s.processes.map((x) => [x.comm, x.pid]), [[comm, sl.pid]], 'only the sleeper');
+  const woken = Object.keys(s.stacks).filter((k) => k.includes(';--;') && k.split(';--;')[1].includes('hrtimer_wakeup_[k]'));
+  assert.ok(woken.length > 0, `a stack with its waker, the sleep's timer: ${Object.keys(s.stacks).slice(0, 3)}`);
+  assert.match(await p.locator('#explain-panel').innerText(), /switch-out/, 'the panel says what is captured');
+
+  await p.fill('#explain-panel .flame-search', 'hrtimer_wakeup');
+  await p.waitForFunction(() => document.querySelectorAll('#explain-panel g.frame.match').length > 0, null, WAIT);
+  await p.locator('#explain-panel').screenshot({ path: artifact('explain-offcpu-panel.png') });
+
+  await p.evaluate(() => window.heat.clearSelection());
+  await p.waitForFunction(() => window.heat.explain.summary().stoppedBy === 'client', null, WAIT);
 });
