@@ -646,8 +646,22 @@ fn explain_native(client: &mut Client, program: u64, band: Json, keys: &[&str]) 
     started
 }
 
-/// Stops the explain and checks its programs `progs` are all freed.
-fn stop_native(client: &mut Client, progs: &BTreeSet<u64>) {
+/// The server's threads, fds and BPF fds before a native companion starts.
+type Held = (usize, usize, usize);
+
+fn held(server: &Server) -> Held {
+    (server.threads(), server.fds(), server.bpf_fds())
+}
+
+/// Stops the explain and checks its programs `progs` are all freed, and that the server holds
+/// no more threads, fds or BPF objects than `before` it started (the consumer thread, its
+/// programs, maps and links, and the symbolizer's open files all went with it).
+fn stop_native(client: &mut Client, server: &Server, progs: &BTreeSet<u64>, before: Held) {
+    let running = held(server);
+    assert!(
+        running.0 > before.0 && running.2 > before.2,
+        "a running companion holds a thread and BPF objects: {running:?} against {before:?}"
+    );
     client.send(json!({"type": "explain_stop"}));
     assert_eq!(expect(client, "explain_stopped")["reason"], "client");
     assert!(
@@ -655,6 +669,15 @@ fn stop_native(client: &mut Client, progs: &BTreeSet<u64>) {
             .iter()
             .all(|&id| support::bpftool_show("prog", id).is_none())),
         "the native companion's BPF programs {progs:?} were freed"
+    );
+    let settled = Server::eventually(10 * SECOND, || {
+        let (threads, fds, bpf) = held(server);
+        threads == before.0 && fds <= before.1 && bpf == before.2
+    });
+    assert!(
+        settled,
+        "threads, fds and BPF fds back to {before:?}: {:?}",
+        held(server)
     );
 }
 
@@ -669,6 +692,7 @@ fn offcpu_time_is_explained_by_the_switch_out_and_the_wakers_stacks() {
     expect(&mut client, "hello");
     let program = start(&mut client, "offcpu-time");
     let before = native_companion_progs(&server);
+    let baseline = held(&server);
     // The log2 ns bucket of a 3 ms sleep, machine-wide (no keys): the 20 ms sleeper is outside.
     let started = explain_native(
         &mut client,
@@ -721,7 +745,7 @@ fn offcpu_time_is_explained_by_the_switch_out_and_the_wakers_stacks() {
             .is_some_and(|w| w.contains("hrtimer_wakeup_[k]"))),
         "the waker's stack is the sleep's timer: {sleeper_stacks:?}"
     );
-    stop_native(&mut client, &progs);
+    stop_native(&mut client, &server, &progs, baseline);
 }
 
 #[test]
@@ -738,6 +762,7 @@ fn runqueue_latency_is_explained_by_the_preempted_tasks_stacks() {
     expect(&mut client, "hello");
     let program = start(&mut client, "runqueue-latency");
     let before = native_companion_progs(&server);
+    let baseline = held(&server);
     explain_native(&mut client, program, json!({"lo": 0}), &["heatx-rq"]);
     let progs: BTreeSet<u64> = native_companion_progs(&server)
         .difference(&before)
@@ -762,7 +787,7 @@ fn runqueue_latency_is_explained_by_the_preempted_tasks_stacks() {
         "{:?}",
         seen.stacks.keys().take(5).collect::<Vec<_>>()
     );
-    stop_native(&mut client, &progs);
+    stop_native(&mut client, &server, &progs, baseline);
 }
 
 #[test]
@@ -789,6 +814,7 @@ fn block_io_latency_is_explained_by_the_issuers_stack() {
     expect(&mut client, "hello");
     let program = start(&mut client, "block-io-latency");
     let before = native_companion_progs(&server);
+    let baseline = held(&server);
     explain_native(&mut client, program, json!({"lo": 0}), &[]);
     let progs: BTreeSet<u64> = native_companion_progs(&server)
         .difference(&before)
@@ -810,5 +836,5 @@ fn block_io_latency_is_explained_by_the_issuers_stack() {
         "the issue's kernel stack: {:?}",
         seen.stacks.keys().take(5).collect::<Vec<_>>()
     );
-    stop_native(&mut client, &progs);
+    stop_native(&mut client, &server, &progs, baseline);
 }
