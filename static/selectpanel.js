@@ -240,9 +240,9 @@ export class SelectionPanel {
     let diff = null;
     if (m && this.box && this.baseBox) {
       parts.push(this.compareView(m, unit));
-      if (!this.stacks) { diff = this.diffSides(m); parts.push(this.diffNote(diff, m, unit)); }
+      if (!this.stacks) { diff = this.diffSides(m); parts.push(this.diffNote(diff, unit)); }
     } else if (m && this.box) parts.push(this.rankingView(m));
-    this.lastDiff = diff ? { baseline: diff.base.summary, target: diff.target.summary, missing: diff.missing, drawn: !!diff.draw && !this.stacks } : null;
+    this.lastDiff = diff ? { baseline: diff.base.summary, target: diff.target.summary, missing: diff.missing, drawn: !!diff.draw } : null;
     // Stacks given by hand (compareStacks) are drawn instead.
     if (this.stacks) diff = { ...this.stacks, key: this.stacks, given: true };
     const draw = diff && (diff.given || diff.draw);
@@ -287,7 +287,7 @@ export class SelectionPanel {
   }
 
   /** What the differential flame graph shows and from which stacks, or why there is none. */
-  diffNote(diff, m, unit) {
+  diffNote(diff, unit) {
     const box = el('div', { class: 'sel-diff-note' });
     const runText = (runs) => {
       const bands = [...new Set(runs.map((r) => `${rowLabel([r.band.lo, r.band.hi], r.band.unit ?? unit)}${r.keys.length ? ` of ${r.keys.join(', ')}` : ''}`))];
