@@ -97,6 +97,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../static/selectpanel.js"),
     ),
     (
+        "stacks.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/stacks.js"),
+    ),
+    (
         "timeline.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/timeline.js"),

@@ -188,6 +188,9 @@ const selection = new SelectionPanel({
     },
     running: () => S.mode === 'live' && S.run === 'running',
     schedule: () => schedulePanels(),
+    // Stacks are live only: a recorded range or a file has none (its ticks are not Explain's).
+    explained: (box) => (S.mode === 'live' ? explain.within(box) : null),
+    explainSpans: () => (S.mode === 'live' ? explain.spans() : []),
   },
 });
 view.keyHue = (id) => keys.hue(id);
@@ -195,8 +198,30 @@ const explainRoot = el('section', { id: 'explain-panel', class: 'select-panel ex
 $('select-panel').after(explainRoot);
 const explain = new ExplainPanel({
   root: explainRoot,
-  host: { send: (msg) => conn.send(msg), program: () => S.program, running: () => S.mode === 'live' && S.run === 'running' },
+  host: {
+    send: (msg) => conn.send(msg),
+    program: () => S.program,
+    running: () => S.mode === 'live' && S.run === 'running',
+    tsOf: frameTs,
+    baseline: () => selection.baseBox,
+    setBaseline: (box) => selection.useBaseline(box),
+    setTarget: (box) => selection.set(box),
+    changed: () => selection.render(),
+  },
 });
+
+/**
+ * The time (ms) of `program`'s frame `seq`, as its column has it (an Explain tick is placed by
+ * its frame), or null: another program's, or a frame this page does not hold (yet).
+ */
+function frameTs(program, seq) {
+  if (S.mode !== 'live' || program !== S.program || !Number.isInteger(seq)) return null;
+  const f = S.frameLog.get(seq);
+  if (f) return f.ts_ms;
+  const m = currentModel();
+  const i = m ? m.indexOfSeq(seq) : -1;
+  return i >= 0 ? m.cols[i].meta.ts : null;
+}
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 const proto = new ProtocolReader();
@@ -1562,10 +1587,16 @@ window.heat = {
   /** The compare tables last shown ({keys, rows}, largest change first). */
   get comparison() { return selection.lastCompare ?? null; },
   /**
-   * A differential flame graph under Compare: folded maps (flame.js parseFolded) of the
-   * baseline's and the target's stacks. Returns the FlameGraph.
+   * A differential flame graph under Compare from stacks given by hand: folded maps (flame.js
+   * parseFolded) of the baseline's and the target's stacks, drawn instead of Explain's (null
+   * gives Explain's back). Returns the FlameGraph.
    */
   compareStacks: (baseline, target, title) => selection.compareStacks(baseline, target, title),
+  /**
+   * Compare's differential flame graph from Explain's stacks, as last shown: per side
+   * {ticks, samples, stacks, columns, runs}, `missing` (sides with no stacks) and `drawn`.
+   */
+  get flameDiff() { return selection.lastDiff; },
   /** The box as the page's CSS pixels (page coordinates): {x0, y0, x1, y1}, or null. */
   get selectionRect() {
     const r = view.boxRect(selection.box);

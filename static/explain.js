@@ -3,11 +3,19 @@
 // what it captures, tick after tick: a flame graph of the stacks since it started (flame.js:
 // zoom, search, folded/SVG/PNG export), the top processes and cgroups, and "explained N of M
 // in band" so one sees that (nearly) every event of the band is explained. Clearing the
-// selection, or the panel's Stop, sends `explain_stop`.
+// selection (box and compare baseline both gone), or the panel's Stop, sends `explain_stop`.
 //
-// It provides the seam selectpanel.js calls: window.heat.explain.start({band, keys}).
+// Every tick's stacks are also kept with the time of the frame they explain (stacks.js), per
+// run, so that Compare can diff the stacks of any two time ranges an Explain covered. "Use as
+// baseline" makes the time this Explain covered so far the Compare baseline (in its band), and
+// "Compare with baseline" the time it covered since then the target: two clicks for the usual
+// "before and after" question, with no box to draw.
+//
+// It provides the seam selectpanel.js calls: window.heat.explain.start({band, keys}), and
+// within(box) (the kept stacks of a box's time and band) for Compare.
 
 import { FlameGraph } from './flame.js';
+import { StackLog } from './stacks.js';
 import { rangeText } from './units.js';
 import { el, fmtNum, fmtPct } from './util.js';
 
@@ -35,7 +43,9 @@ function addCounts(totals, list, keyOf) {
 export class ExplainPanel {
   /**
    * host: send(msg) (false when the socket is down), program() (the watched program's id),
-   * running() (a live program runs).
+   * running() (a live program runs), tsOf(program, seq) (the time of that program's frame, or
+   * null), baseline() (the Compare baseline box or null), setBaseline(box), setTarget(box),
+   * changed() (new stacks: Compare may redraw).
    */
   constructor({ root, host }) {
     this.root = root;
@@ -45,8 +55,12 @@ export class ExplainPanel {
     this.message = '';
     this.flameHost = el('div', { class: 'explain-flame' });
     this.flame = new FlameGraph(this.flameHost);
+    this.log = new StackLog();
+    this.run = null;
+    // A box that became the compare baseline is still a selection: the Explain runs on, so
+    // that the target's time gets stacks too.
     window.addEventListener('heat-selection', (ev) => {
-      if (!ev.detail || ev.detail.box) return;
+      if (!ev.detail || ev.detail.box || ev.detail.baseline) return;
       if (this.state === 'starting' || this.state === 'running') this.stop();
     });
   }
@@ -75,6 +89,7 @@ export class ExplainPanel {
     const msg = { type: 'explain', program: this.host.program(), band: wireBand(band) };
     if (this.keys.length) msg.keys = this.keys;
     this.reset();
+    this.run = this.log.begin({ program: this.host.program(), band, keys: this.keys });
     this.flame.setStacks(this.stacks, { title: 'explain' });
     this.state = 'starting';
     this.message = '';
@@ -95,6 +110,7 @@ export class ExplainPanel {
   onMessage(msg) {
     if (msg.type === 'explain_started') {
       this.id = msg.explain ?? null;
+      if (this.run) this.run.explain = this.id;
       this.state = 'running';
       this.captures = typeof msg.captures === 'string' ? msg.captures : '';
       this.preset = msg.preset ?? '';
@@ -111,6 +127,7 @@ export class ExplainPanel {
       addCounts(this.processes, msg.processes, (p) => `${p.comm}\u0000${p.pid}`);
       addCounts(this.cgroups, msg.cgroups, (c) => String(c.cgroup));
       this.flame.setStacks(this.stacks, { title: 'explain' });
+      if (this.run && Number.isInteger(msg.tick)) this.log.add(this.run, { tick: msg.tick, ts: this.host.tsOf(this.run.program, msg.tick), stacks: msg.stacks });
     } else if (msg.type === 'explain_stopped') {
       this.lastStopped = msg.reason ?? null;
       if (msg.explain !== undefined && this.id !== null && msg.explain !== this.id) return; // a replaced one
@@ -118,6 +135,7 @@ export class ExplainPanel {
       if (msg.reason && msg.reason !== 'client') this.message = `Explain stopped: ${msg.reason}.`;
     }
     this.render();
+    if (msg.type === 'explain') this.host.changed();
   }
 
   /** An `error` from the server: an explain refusal when one was asked for. */
@@ -138,6 +156,47 @@ export class ExplainPanel {
     }
   }
 
+  /** The kept stacks of `box`'s time and band (stacks.js within), of the watched program. */
+  within(box) {
+    this.log.resolve((program, seq) => this.host.tsOf(program, seq));
+    return this.log.within(box, { program: this.host.program() });
+  }
+
+  /** The time each Explain run of the watched program covered: [{run, from, to, ticks}]. */
+  spans() {
+    this.log.resolve((program, seq) => this.host.tsOf(program, seq));
+    return this.log.spans({ program: this.host.program() });
+  }
+
+  /** This run's placed ticks after `after` (ms; -Infinity: all) as a box in its band, or null. */
+  runBox(after = -Infinity) {
+    if (!this.run) return null;
+    this.log.resolve((program, seq) => this.host.tsOf(program, seq));
+    let from = Infinity, to = -Infinity;
+    for (const t of this.run.ticks) if (t.ts !== null && t.ts > after) { from = Math.min(from, t.ts); to = Math.max(to, t.ts); }
+    return Number.isFinite(from) ? { from, to, lo: this.run.band.lo, hi: this.run.band.hi } : null;
+  }
+
+  /** "Use as baseline": the time this Explain covered so far, in its band. */
+  useAsBaseline() {
+    const box = this.runBox();
+    if (!box) { this.message = 'No stacks yet: wait for a tick of this Explain.'; return this.render(); }
+    this.message = '';
+    this.host.setBaseline(box);
+    this.render();
+  }
+
+  /** "Compare with baseline": the time this Explain covered since the baseline's end is the target. */
+  compareWithBaseline() {
+    const base = this.host.baseline();
+    if (!base) return this.useAsBaseline();
+    const box = this.runBox(base.to);
+    if (!box) { this.message = 'No stacks after the baseline yet: wait for a tick of this Explain.'; return this.render(); }
+    this.message = '';
+    this.host.setTarget(box);
+    this.render();
+  }
+
   summary() {
     return { state: this.state, explained: this.explained, inBand: this.inBand, ticks: this.ticks, stacks: new Map(this.stacks),
       processes: [...this.processes.values()], cgroups: [...this.cgroups.values()], message: this.message,
@@ -156,6 +215,11 @@ export class ExplainPanel {
       const stop = el('button', { type: 'button', class: 'ghost small explain-stop', title: 'Stop capturing stacks', text: 'Stop' });
       stop.addEventListener('click', () => this.stop());
       head.append(stop);
+    }
+    if (this.run && this.run.ticks.length && this.host.program() === this.run.program) {
+      const btn = (text, title, cls, fn) => { const b = el('button', { type: 'button', class: `ghost small ${cls}`, title, text }); b.addEventListener('click', fn); return b; };
+      head.append(btn('Use as baseline', 'Compare: the time this Explain covered so far (in its band) becomes the baseline; Explain keeps running', 'explain-baseline', () => this.useAsBaseline()));
+      if (this.host.baseline()) head.append(btn('Compare with baseline', 'Compare: the time this Explain covered since the baseline becomes the target (differential flame graph of the two)', 'explain-compare', () => this.compareWithBaseline()));
     }
     const parts = [head];
     if (this.message) parts.push(el('div', { class: 'sel-note explain-message', role: 'status', text: this.message }));

@@ -1,16 +1,18 @@
 // The selection panel under the heatmap: the box the user drew (see heatmap.js and select.js),
 // "what is different there" (keys ranked by over-representation inside the box against the rest
 // of the picture; a click isolates one), Compare (a baseline box, then a target box: per-key and
-// per-bucket change, and a differential flame graph when stacks for both are given), and the
+// per-bucket change, and a differential flame graph of the stacks Explain captured over each
+// box's time and band, or says which side has none), and the
 // Explain seam: live, it asks the explain companion (window.heat.explain.start, provided by the
 // Explain module when the server has it); on a recorded range it says that stacks are live only
 // and offers to run the same band now on the watch's live program.
 //
-// Everything here is derived from the model the page already holds: no new tracing.
+// Everything here is derived from the model and the stacks the page already holds: no new
+// tracing.
 
 import { overRepresentation, compareBoxes, cellsOf, boxParam, parseBoxParam } from './select.js';
 import { FlameGraph } from './flame.js';
-import { rangeText } from './units.js';
+import { rangeText, rowLabel } from './units.js';
 import { el, fmtNum, fmtPct, fmtClock } from './util.js';
 
 const LIST_LIMIT = 20;          // keys shown in the ranking and in each compare table
@@ -27,14 +29,18 @@ export class SelectionPanel {
    *   model() the shown HistModel, view (HeatmapView), unit(model), colMs() (one column's ms),
    *   mode() (live | past | file), isolate(keyName|null), watchToRun() (a watch whose live
    *   program has this data's preset, or null), joinWatch(name), running() (program running),
-   *   schedule() (re-render the side panels).
+   *   schedule() (re-render the side panels), explained(box) (Explain's kept stacks over the
+   *   box's time and band: {stacks, ticks, samples, runs}, or null when the shown data cannot
+   *   have any: not live), explainSpans() ([{run, from, to, ticks}] the time Explain covered).
    */
   constructor({ root, host }) {
     this.root = root;
     this.host = host;
     this.box = null;
     this.baseBox = null;
-    this.stacks = null;     // {baseline, target} folded maps for the differential flame graph
+    this.stacks = null;     // {baseline, target} folded maps given by hand (compareStacks)
+    this.diffKey = null;    // what the differential flame graph last drew (redrawn when it changes)
+    this.lastDiff = null;   // the Compare stacks last shown: {baseline, target, missing, drawn}
     this.flame = null;
     this.note = null;       // {text, action?: {label, run}} under the head (Explain on the past)
     this.dirty = true;
@@ -80,14 +86,30 @@ export class SelectionPanel {
 
   clearBaseline() { this.setBaseline(null); }
 
+  /** `box` becomes the compare baseline and the selection is cleared: the next box is the target. */
+  useBaseline(box) {
+    this.baseBox = box;
+    this.host.view.setBaseBox(box);
+    this.box = null;
+    this.host.view.setBox(null);
+    this.note = null;
+    this.dirty = true;
+    this.render();
+    this.announce();
+  }
+
   /** Stacks for a differential flame graph: baseline and target folded maps (see flame.js). */
   compareStacks(baseline, target, title = 'target against baseline') {
-    this.stacks = { baseline, target, title };
-    this.stacksChanged = true;
-    if (!this.flame) { this.flameBox = el('div', { class: 'sel-flame' }); this.flame = new FlameGraph(this.flameBox); }
+    this.stacks = baseline && target ? { baseline, target, title } : null;
+    this.diffKey = null;
+    this.makeFlame();
     this.dirty = true;
     this.render();
     return this.flame;
+  }
+
+  makeFlame() {
+    if (!this.flame) { this.flameBox = el('div', { class: 'sel-flame' }); this.flame = new FlameGraph(this.flameBox); }
   }
 
   /** The band the box covers, as the Explain companion takes it. */
@@ -215,16 +237,90 @@ export class SelectionPanel {
       if (this.note.action) n.append(' ', btn(this.note.action.label, '', this.note.action.run, 'small sel-run-now'));
       parts.push(n);
     }
-    if (m && this.box && this.baseBox) parts.push(this.compareView(m, unit));
-    else if (m && this.box) parts.push(this.rankingView(m));
-    if (this.stacks) parts.push(this.flameBox);
+    let diff = null;
+    if (m && this.box && this.baseBox) {
+      parts.push(this.compareView(m, unit));
+      if (!this.stacks) { diff = this.diffSides(m); parts.push(this.diffNote(diff, unit)); }
+    } else if (m && this.box) parts.push(this.rankingView(m));
+    this.lastDiff = diff ? { baseline: diff.base.summary, target: diff.target.summary, missing: diff.missing, drawn: !!diff.draw } : null;
+    // Stacks given by hand (compareStacks) are drawn instead.
+    if (this.stacks) diff = { ...this.stacks, key: this.stacks, given: true };
+    const draw = diff && (diff.given || diff.draw);
+    if (draw) parts.push(this.flameBox);
     root.replaceChildren(...parts);
     // One flame graph, kept across renders (its zoom and search survive a tick), fed only
     // when the stacks change; it is laid out once in the page, so it is filled after.
-    if (this.stacks && this.stacksChanged) {
-      this.stacksChanged = false;
-      this.flame.setStacks(this.stacks.target, { baseline: this.stacks.baseline, title: this.stacks.title });
+    if (draw && diff.key !== this.diffKey) {
+      this.diffKey = diff.key;
+      const d = diff.given ? diff : diff.draw;
+      this.flame.setStacks(d.target, { baseline: d.baseline, title: d.title });
     }
+  }
+
+  /**
+   * Compare's stacks: Explain's kept stacks over the baseline box and over the target box
+   * (explained(box): the ticks whose frame time lies in the box, of runs whose band overlaps
+   * it). `draw` ({baseline, target, title}) when both sides have explained ticks; `missing`
+   * names the sides with none.
+   */
+  diffSides(m) {
+    const side = (box) => {
+      const got = this.host.explained(box);
+      const cells = cellsOf(m, box);
+      const cols = cells ? cells.c1 - cells.c0 + 1 : 0;
+      if (!got) return { got: null, summary: { ticks: 0, samples: 0, stacks: 0, columns: cols } };
+      return { got, summary: { ticks: got.ticks, samples: got.samples, stacks: got.stacks.size, columns: cols, runs: got.runs.map((r) => r.explain ?? r.id) } };
+    };
+    const base = side(this.baseBox), target = side(this.box);
+    const live = base.got !== null;
+    const missing = [];
+    if (!base.got || !base.got.ticks) missing.push('baseline');
+    if (!target.got || !target.got.ticks) missing.push('target');
+    const out = { base, target, missing, live, draw: null, key: null };
+    if (!missing.length) {
+      out.draw = { baseline: base.got.stacks, target: target.got.stacks, title: 'target against baseline' };
+      const s = (x) => `${x.summary.ticks}:${x.summary.samples}:${x.summary.stacks}`;
+      out.key = `${boxParam(this.baseBox)}|${boxParam(this.box)}|${s(base)}|${s(target)}`;
+      this.makeFlame();
+    }
+    return out;
+  }
+
+  /** What the differential flame graph shows and from which stacks, or why there is none. */
+  diffNote(diff, unit) {
+    const box = el('div', { class: 'sel-diff-note' });
+    const runText = (runs) => {
+      const bands = [...new Set(runs.map((r) => `${rowLabel([r.band.lo, r.band.hi], r.band.unit ?? unit)}${r.keys.length ? ` of ${r.keys.join(', ')}` : ''}`))];
+      return bands.join('; ');
+    };
+    const sideText = (name, x) => `${name}: ${fmtNum(x.summary.samples)} stack${x.summary.samples === 1 ? '' : 's'} from ${x.summary.ticks} of ${x.summary.columns} tick${x.summary.columns === 1 ? '' : 's'}` +
+      `, explained in ${runText(x.got.runs)}`;
+    if (!diff.live) {
+      box.append(el('p', { class: 'muted sel-diff-missing', text: 'No differential flame graph: stacks are captured live only (Explain), and this data holds counts, no stacks.' }));
+      return box;
+    }
+    if (diff.missing.length) {
+      const spans = this.host.explainSpans();
+      const covered = spans.length
+        ? ` Explain covered ${spans.map((s) => `${fmtClock(s.from)}–${fmtClock(s.to)} in ${rowLabel([s.run.band.lo, s.run.band.hi], s.run.band.unit ?? unit)}`).join(', ')}.`
+        : ' No Explain has run on this program yet.';
+      const who = diff.missing.length === 2 ? 'the baseline or the target' : `the ${diff.missing[0]}`;
+      const have = diff.missing.length === 1 ? ` ${sideText(diff.missing[0] === 'baseline' ? 'The target has' : 'The baseline has', diff.missing[0] === 'baseline' ? diff.target : diff.base).replace(': ', ' ')}.` : '';
+      box.append(el('p', { class: 'sel-note sel-diff-missing', role: 'status',
+        text: `No stacks for ${who}: run Explain over ${diff.missing.length === 2 ? 'them' : 'it'}. Stacks are captured live, from when Explain starts, so select a time an Explain covered.${covered}${have}` }));
+      return box;
+    }
+    const b = diff.base, t = diff.target;
+    let baseOnly = 0;
+    for (const [k, v] of b.got.stacks) if (!t.got.stacks.has(k)) baseOnly += v;
+    const parts = [`Differential flame graph of Explain's stacks. ${sideText('Baseline', b)}; ${sideText('target', t)}.`,
+      ' Normalised: colours are the change of each frame\'s share of its side\'s stacks (target share − baseline share), not of counts, so ranges of different lengths or rates compare: red grew, blue shrank. Widths are the target\'s stacks.'];
+    if (baseOnly) parts.push(` Stacks seen only in the baseline (${fmtPct(b.summary.samples ? baseOnly / b.summary.samples : 0)} of it) have no width here.`);
+    const runsB = runText(b.got.runs), runsT = runText(t.got.runs);
+    if (runsB !== runsT) parts.push(` The sides were explained over different bands or keys (${runsB} against ${runsT}): their shares are of different events.`);
+    if (!b.summary.samples || !t.summary.samples) parts.push(` The ${!b.summary.samples ? 'baseline' : 'target'} had no events in the band while Explain ran.`);
+    box.append(el('p', { class: 'muted sel-diff-used', text: parts.join('') }));
+    return box;
   }
 
   rankingView(m) {

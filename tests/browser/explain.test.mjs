@@ -5,11 +5,17 @@
 // (nearly) all of the band explained, and folded and SVG downloads (the folded export adds up
 // to what was explained); clearing the selection stops the companion (the server says so).
 // Then the same on offcpu-time, whose companion is native: the waker's stack after `--`.
+// Compare from Explain's stacks: one Explain runs while a perl 3 ms select loop runs alone, then
+// while a perl 3 ms sleeper joins it; a baseline over the first range and a target over the
+// second (from the Explain panel's buttons, then by drawing the boxes) give a differential flame
+// graph where the sleep's frames grew (red) and the select's shrank (blue), with the counts of
+// each side; a box before the Explain says it has no stacks.
 // Real server, real preset, real bpftrace companion, Debian's chromium (playwright-core).
 
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { startServer, launchBrowser, openPage, artifact, sleeper } from './harness.mjs';
 
 const TICK_MS = 500;
@@ -19,6 +25,8 @@ const BAND_NS = 3_000_000;
 const LIVE_TICKS = 6;           // ticks of the sleeper before the box is drawn
 const EXPLAIN_TICKS = 4;        // explain ticks looked at
 const WAIT = { timeout: 60000 };
+const CMP_COMM = 'heat-explcmp';  // the compare test's workloads; its program measures only them
+const PHASE_TICKS = 6;            // explain ticks of each compare range
 
 let server, browser;
 let tabs = [];
@@ -58,7 +66,7 @@ async function drag(p, from, to) {
   await settled(p);
 }
 
-/** Drawn model columns where `key` has events in the row holding `value`, and that row. */
+/** Drawn model columns where `key` (null: any key) has events in the row holding `value`, and that row. */
 function columnsOf(p, key, value) {
   return p.evaluate(({ key, value }) => {
     const h = window.heat, m = h.model();
@@ -66,7 +74,8 @@ function columnsOf(p, key, value) {
     const base = m.pushed - m.cols.length;
     const first = Math.max(0, h.drawnColumns - m.capacity - base), last = h.drawnColumns - base - 1;
     const cols = [];
-    for (let c = first; c <= last; c++) if ((m.breakdown(c, row).find((k) => k.name === key)?.count ?? 0) > 0) cols.push(c);
+    const count = (c) => m.breakdown(c, row).filter((k) => key === null || k.name === key).reduce((n, k) => n + k.count, 0);
+    for (let c = first; c <= last; c++) if (count(c) > 0) cols.push(c);
     return { row, cols };
   }, { key, value });
 }
@@ -154,4 +163,129 @@ test('Explain natively on offcpu-time: the sleeper switched out in its sleep, an
 
   await p.evaluate(() => window.heat.clearSelection());
   await p.waitForFunction(() => window.heat.explain.summary().stoppedBy === 'client', null, WAIT);
+});
+
+/** Drawn model columns whose frame time is one of `times` (ms), in order. */
+function columnsAt(p, times) {
+  return p.evaluate((times) => {
+    const h = window.heat, m = h.model();
+    const base = m.pushed - m.cols.length;
+    const first = Math.max(0, h.drawnColumns - m.capacity - base), last = h.drawnColumns - base - 1;
+    const out = [];
+    for (let c = first; c <= last; c++) if (times.includes(m.cols[c].meta.ts)) out.push(c);
+    return out;
+  }, times);
+}
+
+/** The placed tick times of the running Explain (window.heat.explain's kept stacks). */
+function explainTimes(p) {
+  return p.evaluate(() => window.heat.explain.run.ticks.filter((t) => t.ts !== null).map((t) => t.ts));
+}
+
+/** Each frame's fill in the compare panel's differential flame graph: [[name, fill]]. */
+function diffFills(p) {
+  return p.evaluate(() => [...document.querySelectorAll('#select-panel .sel-flame g.frame')].map((g) => [g.dataset.name, g.querySelector('rect').getAttribute('fill')]));
+}
+
+const RED = /^rgb\(255,(\d+),\1\)$/;
+const BLUE = /^rgb\((\d+),\1,255\)$/;
+
+/**
+ * The sleep's frames exist in the target only: none is blue, and one is red (a frame of a few
+ * samples is near white: the colour scales with the share's change). Some frame of the select
+ * loop, a smaller share of the target, is blue.
+ */
+function assertDiffColours(fills, what) {
+  const WHITE = 'rgb(255,255,255)';
+  const sleeps = fills.filter(([n]) => n.includes('nanosleep'));
+  assert.ok(sleeps.length > 0, `${what}: the sleep's frames are drawn: ${fills.map(([n]) => n).slice(0, 30)}`);
+  for (const [n, fill] of sleeps) assert.match(fill, RED, `${what}: ${n} did not shrink: ${fill}`);
+  assert.ok(sleeps.some(([, fill]) => fill !== WHITE), `${what}: a sleep frame grew (red): ${JSON.stringify(sleeps)}`);
+  const selects = fills.filter(([n]) => /select/i.test(n));
+  assert.ok(selects.some(([, fill]) => BLUE.test(fill) && fill !== WHITE), `${what}: a select frame shrank (blue): ${JSON.stringify(fills)}`);
+}
+
+test('Compare from Explain live: the sleep that started between the ranges grows red in the differential flame graph', async () => {
+  const selectLoop = spawn('perl', ['-e', `$0 = "${CMP_COMM}"; select(undef, undef, undef, ${SLEEP_US / 1e6}) while 1`], { stdio: 'ignore' });
+  workloads.push({ stop() { selectLoop.kill('SIGKILL'); } });
+  const t = await openPage(browser.context, `${server.url}/?columns=120`);
+  tabs.push(t);
+  const p = t.page;
+  await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'syscall-latency-log2', tick_ms: tick, comm }), { tick: TICK_MS, comm: CMP_COMM });
+  await p.waitForFunction((n) => window.heat.run === 'running' && window.heat.frames > n, LIVE_TICKS, WAIT);
+  await p.evaluate(() => window.heat.pause());
+  await settled(p);
+  const { row, cols } = await columnsOf(p, null, BAND_NS);
+  assert.ok(cols.length >= 2, `the select loop's columns: ${cols}`);
+  await drag(p, [cols[0], row], [cols[cols.length - 1], row]);
+  await p.click('#select-panel .sel-explain');
+  await p.evaluate(() => window.heat.resume());
+
+  // Range 1: the select loop alone. The Explain panel's "Use as baseline" takes what it covered.
+  await p.waitForFunction((n) => window.heat.explain.summary().ticks >= n, PHASE_TICKS, WAIT);
+  await p.click('#explain-panel .explain-baseline');
+  const baseline = await p.evaluate(() => window.heat.baseline);
+  assert.ok(baseline, 'a baseline');
+  assert.equal(await p.evaluate(() => window.heat.selection), null, 'the next box is the target');
+  assert.equal(await p.evaluate(() => window.heat.explain.summary().state), 'running', 'a baseline is still a selection: Explain runs on');
+  const baseTimes = (await explainTimes(p)).filter((ts) => ts <= baseline.to);
+  const baseStacks = await p.evaluate(() => Object.keys(Object.fromEntries(window.heat.explain.summary().stacks)));
+  assert.ok(!baseStacks.some((k) => k.includes('nanosleep')), `no sleep before the sleeper: ${baseStacks}`);
+
+  // Range 2: a 3 ms sleeper joins the select loop.
+  const sl = sleeper(SLEEP_US, { comm: CMP_COMM });
+  workloads.push(sl);
+  const ticks0 = await p.evaluate(() => window.heat.explain.summary().ticks);
+  await p.waitForFunction((n) => window.heat.explain.summary().ticks >= n, ticks0 + PHASE_TICKS, WAIT);
+  await p.click('#explain-panel .explain-compare');
+  const target = await p.evaluate(() => window.heat.selection);
+  assert.ok(target && target.from > baseline.to, `the target follows the baseline: ${JSON.stringify([baseline, target])}`);
+  await settled(p);
+  const c = await p.evaluate(() => window.heat.comparison);
+  assert.equal(c.keys[0].name, 'clock_nanosleep', `the key that changed comes first: ${JSON.stringify(c.keys.slice(0, 3))}`);
+  const d = await p.evaluate(() => window.heat.flameDiff);
+  assert.equal(d.drawn, true, JSON.stringify(d));
+  assert.deepEqual(d.missing, []);
+  assert.ok(d.baseline.ticks >= PHASE_TICKS - 1 && d.baseline.samples > 0, `baseline stacks: ${JSON.stringify(d.baseline)}`);
+  assert.ok(d.target.ticks >= PHASE_TICKS - 1 && d.target.samples > 0, `target stacks: ${JSON.stringify(d.target)}`);
+  const note = await p.locator('#select-panel .sel-diff-used').innerText();
+  assert.match(note, new RegExp(`Baseline: ${d.baseline.samples.toLocaleString('en-US')} stacks? from ${d.baseline.ticks} of`), note);
+  assert.match(note, /Normalised: .*share/);
+  assertDiffColours(await diffFills(p), 'from the buttons');
+  await p.mouse.move(1, 1);
+  // The panel scrolls inside its max-height: lifted for the picture, so it shows all of it.
+  await p.evaluate(() => { document.getElementById('select-panel').style.maxHeight = 'none'; });
+  await settled(p);
+  await p.locator('#select-panel').screenshot({ path: artifact('compare-flame.png') });
+  await p.evaluate(() => { document.getElementById('select-panel').style.maxHeight = ''; });
+
+  // The same by drawing the boxes: a baseline over the first range's columns, a target over the
+  // second's. The baseline is cleared first; the target box left is a selection, so Explain runs on.
+  await p.click('#select-panel .sel-clear-base');
+  assert.equal(await p.evaluate(() => window.heat.explain.summary().state), 'running');
+  await p.evaluate(() => window.heat.pause());
+  await settled(p);
+  const baseCols = await columnsAt(p, baseTimes);
+  assert.ok(baseCols.length >= 3, `the baseline's columns: ${baseCols}`);
+  await drag(p, [baseCols[1], row], [baseCols[baseCols.length - 1], row]);
+  await p.click('#select-panel .sel-baseline');
+  const afterTimes = (await explainTimes(p)).filter((ts) => ts >= target.from);
+  const targetCols = await columnsAt(p, afterTimes);
+  assert.ok(targetCols.length >= 3, `the target's columns: ${targetCols}`);
+  await drag(p, [targetCols[0], row], [targetCols[targetCols.length - 1], row]);
+  const drawn = await p.evaluate(() => window.heat.flameDiff);
+  assert.equal(drawn.drawn, true, JSON.stringify(drawn));
+  assert.equal(drawn.baseline.ticks, baseCols.length - 1, 'one explained tick per baseline column drawn');
+  assertDiffColours(await diffFills(p), 'from drawn boxes');
+
+  // A target before the Explain started has no stacks, and the panel says so.
+  await drag(p, [cols[0], row], [cols[cols.length - 1], row]);
+  const none = await p.evaluate(() => window.heat.flameDiff);
+  assert.deepEqual(none.missing, ['target']);
+  assert.equal(await p.locator('#select-panel .sel-flame').count(), 0, 'no flame graph drawn');
+  assert.match(await p.locator('#select-panel .sel-diff-missing').innerText(), /^No stacks for the target: run Explain over it/);
+  await p.mouse.move(1, 1);
+  await p.evaluate(() => { document.getElementById('select-panel').style.maxHeight = 'none'; });
+  await settled(p);
+  await p.locator('#select-panel').screenshot({ path: artifact('compare-flame-missing.png') });
 });
