@@ -13,7 +13,9 @@
 //!
 //! With `-- --presets` it measures something else: every preset, natively and with bpftrace,
 //! under a workload that fires it, and prints the `cost` its frames reported (ns per event,
-//! events per second): the README's preset table.
+//! events per second): the README's preset table. With `-- --explain`, each explainable
+//! preset natively with an explain companion over its whole range, and what the companion's
+//! `explain` messages reported beside the program's frames.
 //!
 //! Run as root: `cargo bench --bench overhead` (`-- --presets`; `HEAT_OVERHEAD_ROUNDS=N` for
 //! fewer rounds). Figures, not assertions: nothing here fails because a machine is slow.
@@ -394,6 +396,10 @@ fn main() {
         presets::run();
         return;
     }
+    if std::env::args().any(|a| a == "--explain") {
+        presets::explain();
+        return;
+    }
 
     let mut floor = load_floor("heat_floor", FLOOR_OBJECT);
     assert_eq!(floor.maps().count(), 0, "the floor has no maps");
@@ -663,6 +669,83 @@ mod presets {
         drop(ws);
         server.wait_until_idle();
         Counted::of(&frames)
+    }
+
+    /// Each explainable preset with the workload that fires it and the band explained: the
+    /// whole range where a stack per event is affordable (the companion's dearest case), and
+    /// for the syscall presets a band the workload's getppid calls are below (a stack on every
+    /// syscall of the machine is no band anyone selects): what an event outside it costs.
+    const EXPLAINED: [(&str, Workload, u64); 6] = [
+        ("syscall-latency", syscalls, 64),
+        ("syscall-latency-log2", syscalls, 1 << 16),
+        ("cpu-profile", burn, 0),
+        ("offcpu-time", naps, 0),
+        ("runqueue-latency", naps, 0),
+        ("block-io-latency", block_io, 0),
+    ];
+
+    /// Runs `preset` natively with an explain of the band from `lo` up under `workload`;
+    /// returns the program's and the companion's costs over [`FRAMES`] ticks after the first.
+    fn measure_explain(
+        server: &Server,
+        preset: &str,
+        workload: Workload,
+        lo: u64,
+    ) -> (Counted, Counted) {
+        let mut ws = server.connect();
+        let start =
+            json!({"type": "start", "preset": preset, "backend": "ebpf", "tick_ms": TICK_MS});
+        ws.send(Message::text(start.to_string())).unwrap();
+        let program = next_of(&mut ws, "started")["program"].clone();
+        let explain = json!({"type": "explain", "program": program, "band": {"lo": lo},
+                             "max_cpu_percent": 100});
+        ws.send(Message::text(explain.to_string())).unwrap();
+        next_of(&mut ws, "explain_started");
+        let stop = AtomicBool::new(false);
+        let (frames, explains) = std::thread::scope(|s| {
+            s.spawn(|| workload(&stop));
+            next_of(&mut ws, "explain");
+            let (mut frames, mut explains) = (Vec::new(), Vec::new());
+            while explains.len() < FRAMES {
+                let frame = next_of(&mut ws, "frame");
+                let mut tick = next_of(&mut ws, "explain");
+                // An explain message has no interval of its own: its program's frame's.
+                tick["interval_ms"] = frame["interval_ms"].clone();
+                frames.push(frame);
+                explains.push(tick);
+            }
+            stop.store(true, Ordering::Relaxed);
+            (frames, explains)
+        });
+        drop(ws);
+        server.wait_until_idle();
+        (Counted::of(&frames), Counted::of(&explains))
+    }
+
+    /// `-- --explain`: what an explain companion costs beside its program.
+    pub fn explain() {
+        let server = Server::start();
+        println!(
+            "explain companions' cost (`cost` of the `explain` messages), {FRAMES} ticks of {TICK_MS} ms, program native:"
+        );
+        println!(
+            "  {:<22} {:>10} {:>16} {:>12}   {:>18} {:>12}",
+            "preset", "band from", "program ns/ev", "events/s", "companion ns/run", "runs/s"
+        );
+        for (preset, workload, lo) in EXPLAINED {
+            let (program, companion) = measure_explain(&server, preset, workload, lo);
+            let ns = |c: &Counted| {
+                c.ns_per_event()
+                    .map_or("-".to_string(), |n| format!("{n:.0}"))
+            };
+            println!(
+                "  {preset:<22} {lo:>10} {:>16} {:>12.0}   {:>18} {:>12.0}",
+                ns(&program),
+                program.events_per_s(),
+                ns(&companion),
+                companion.events_per_s()
+            );
+        }
     }
 
     pub fn run() {
