@@ -4,11 +4,14 @@
 // flame graph whose search finds the libc sleep function, "explained N of M in band" with
 // (nearly) all of the band explained, and folded and SVG downloads (the folded export adds up
 // to what was explained); clearing the selection stops the companion (the server says so).
+// And a companion whose capture map fills (a small one, by fault injection, against thousands
+// of short-lived processes) is shown as a plain warning in the panel, never silently.
 // Real server, real preset, real bpftrace companion, Debian's chromium (playwright-core).
 
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { startServer, launchBrowser, openPage, artifact, sleeper } from './harness.mjs';
 
 const TICK_MS = 500;
@@ -118,4 +121,43 @@ test('Explain on a live selection: the sleeper, its stack, explained N of M, dow
   await p.evaluate(() => window.heat.clearSelection());
   await p.waitForFunction(() => window.heat.explain.summary().stoppedBy === 'client', null, WAIT);
   assert.equal(await p.evaluate(() => window.heat.explain.summary().state), 'stopped');
+});
+
+const MANY_COMM = 'heat-explmany';  // the short-lived processes' comm; the program measures only it
+const MANY = 5000;                  // more than the small map (1024 keys) holds in a tick
+const MANY_TICK_MS = 4000;          // thousands of new processes a tick
+
+/** Perl, named MANY_COMM, forking `n` children that each sleep 3 ms once and exit. */
+function shortLived(n) {
+  const code = `$0 = ${JSON.stringify(MANY_COMM)}; for (1..${n}) { my $p = fork // die; `
+    + `if (!$p) { usleep(${SLEEP_US}); POSIX::_exit(0) } waitpid($p, 0) }`;
+  const child = spawn('perl', ['-MPOSIX', '-MTime::HiRes=usleep', '-e', code], { stdio: 'ignore' });
+  const done = new Promise((r) => child.once('exit', r));
+  return { done, stop() { child.kill('SIGKILL'); } };
+}
+
+test('a full capture map is a plain warning in the panel', async () => {
+  const small = await startServer({ tickMs: MANY_TICK_MS, env: { HEAT_ACTIX_FAULT: 'explain_small_map' } });
+  let work = null;
+  try {
+    const t = await openPage(browser.context, `${small.url}/?columns=60`);
+    tabs.push(t);
+    const p = t.page;
+    await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'syscall-latency-log2', tick_ms: tick, comm }), { tick: MANY_TICK_MS, comm: MANY_COMM });
+    await p.waitForFunction(() => window.heat.run === 'running' && window.heat.program !== null, null, WAIT);
+    // The seam the selection's Explain calls: the 2–4 ms log2 bucket, inclusive bounds.
+    await p.evaluate(() => window.heat.explain.start({ band: { lo: 2 ** 21, hi: 2 ** 22 - 1, unit: 'ns' }, keys: ['clock_nanosleep'] }));
+    await p.waitForFunction(() => window.heat.explain.summary().ticks >= 1, null, WAIT);
+    assert.equal(await p.locator('#explain-panel .explain-full').count(), 0, 'no warning before the map fills');
+    work = shortLived(MANY);
+    await p.waitForFunction(() => window.heat.explain.summary().fullTicks >= 1, null, WAIT);
+    const warning = p.locator('#explain-panel .explain-full');
+    assert.match(await warning.innerText(), /^Warning: the capture map was full in (one tick|[\d,]+ ticks);/);
+    assert.equal(await p.evaluate(() => window.heat.explain.summary().state), 'running', 'the explain goes on');
+    await p.locator('#explain-panel').screenshot({ path: artifact('explain-full.png') });
+    await work.done;
+  } finally {
+    if (work) work.stop();
+    await small.stop();
+  }
 });
