@@ -570,20 +570,23 @@ fn cpu_profile_offsets_are_explained_by_the_burners_stack() {
 /// are filtered to (another test's processes on the same machine are not counted).
 const MANY_COMM: &str = "heatx-many";
 /// Short-lived processes the map-capacity test runs: more than bpftrace's default map size
-/// (4096 keys), each a new capture key (the pid is part of it).
-const MANY_PROCESSES: usize = 5000;
+/// (4096 keys), each a new capture key (the pid is part of it), with room for the sleeps a
+/// loaded machine stretches past the band.
+const MANY_PROCESSES: usize = 6000;
+/// Each one's sleep: inside the band [2^21, 2^22) ns with 1.7 ms to spare for a late wake-up.
+const MANY_SLEEP_NS: i64 = 2_500_000;
 /// Processes started between two pauses of the map-capacity workload.
 const MANY_BATCH: usize = 50;
 /// The pause between batches: about a thousand processes a second, so they span ticks.
 const MANY_PAUSE: Duration = Duration::from_millis(50);
 
-/// Forks `n` children that each name themselves `MANY_COMM`, sleep 3 ms once (one
-/// `clock_nanosleep` in the band) and exit; returns once all are reaped.
+/// Forks `n` children that each name themselves `MANY_COMM`, sleep once in the band (one
+/// `clock_nanosleep`, `MANY_SLEEP_NS`) and exit; returns once all are reaped.
 fn short_lived_sleepers(n: usize) {
     let name = std::ffi::CString::new(MANY_COMM).unwrap();
     let sleep = libc::timespec {
         tv_sec: 0,
-        tv_nsec: 3_000_000,
+        tv_nsec: MANY_SLEEP_NS,
     };
     let mut batch = Vec::with_capacity(MANY_BATCH);
     for started in 0..n {
