@@ -5,7 +5,7 @@
 //! an `explain` message: folded stacks, top processes and cgroups, and how many of the band's
 //! events it explained.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -539,13 +539,35 @@ impl Companion {
     pub fn delta(&mut self, snapshot: &Snapshot) -> Snapshot {
         let mut seen = HashMap::with_capacity(self.seen.len());
         let mut out = Snapshot::default();
+        // A user stack is symbolised when printed (see `folded`): once its process exits,
+        // bpftrace prints the same stack as bare addresses, a new key. Its process, cgroup,
+        // comm and kernel stack are taken in the probe and never change, so the counts of keys
+        // that vanished are credited against the new keys with the same four, not counted again.
+        let present: HashSet<&[KeyPart]> = snapshot
+            .aggregations
+            .iter()
+            .flat_map(|a| &a.series)
+            .map(|s| s.key.as_slice())
+            .collect();
+        let mut credit: HashMap<&[KeyPart], i64> = HashMap::new();
+        for (key, before) in &self.seen {
+            if key.len() == 5 && !present.contains(key.as_slice()) {
+                *credit.entry(&key[..4]).or_default() += before;
+            }
+        }
         for agg in &snapshot.aggregations {
             let mut series = Vec::new();
             for s in &agg.series {
                 let Value::Scalar(now) = s.value else {
                     continue;
                 };
-                let before = self.seen.get(&s.key).copied().unwrap_or(0);
+                let mut before = self.seen.get(&s.key).copied().unwrap_or(0);
+                if s.key.len() == 5 && !self.seen.contains_key(&s.key) {
+                    if let Some(left) = credit.get_mut(&s.key[..4]) {
+                        before = (*left).min(now);
+                        *left -= before;
+                    }
+                }
                 // Keys folded into `other` change membership: never a negative count.
                 if now > before {
                     series.push(crate::aggregation::Series {
@@ -1364,6 +1386,56 @@ mod tests {
             capture_size(&s),
             (2, 2 * (PRINT_BYTES_PER_KEY + 40 + 4 + 1) + 2 + 4)
         );
+    }
+
+    #[test]
+    fn a_stack_printed_anew_after_its_process_exits_is_not_counted_again() {
+        let cap = |pid, u: &str, n| Series {
+            sum: None,
+            key: vec![
+                KeyPart::Int(pid),
+                KeyPart::Int(7),
+                KeyPart::Str("perl".into()),
+                KeyPart::Str("\n    k+1\n".into()),
+                KeyPart::Str(u.into()),
+            ],
+            value: Value::Scalar(n),
+        };
+        let mut c = Companion::placeholder(ExplainPlan {
+            id: 1,
+            band: Band { lo: 0, hi: None },
+            keys: Vec::new(),
+            max_cpu_percent: 1,
+        });
+        let walk = |c: &mut Companion, series| tally(&c.delta(&snapshot(series, AggKind::Count)));
+        let first = walk(
+            &mut c,
+            vec![
+                cap(10, "\n    nanosleep+3\n", 10),
+                cap(11, "\n    read+3\n", 4),
+            ],
+        );
+        assert_eq!(first.explained, 14);
+        // Process 10 exited: its stack comes back as an address, 2 more events since.
+        let second = walk(
+            &mut c,
+            vec![
+                cap(10, "\n    0x7f00aa\n", 12),
+                cap(11, "\n    read+3\n", 5),
+            ],
+        );
+        assert_eq!(second.explained, 3, "{second:?}");
+        assert_eq!(second.stacks["[unknown];k_[k]"], 2);
+        // A stack new to the walk is counted whole.
+        let third = walk(
+            &mut c,
+            vec![
+                cap(10, "\n    0x7f00aa\n", 12),
+                cap(11, "\n    read+3\n", 5),
+                cap(11, "\n    write+3\n", 6),
+            ],
+        );
+        assert_eq!(third.explained, 6);
     }
 
     #[test]
