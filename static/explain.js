@@ -73,6 +73,7 @@ export class ExplainPanel {
     this.inBand = 0;
     this.gapInBand = 0;
     this.missed = 0;
+    this.fullTicks = 0;
     this.ticks = 0;
     this.id = null;
   }
@@ -123,6 +124,8 @@ export class ExplainPanel {
       this.gapInBand += Number(msg.gap?.events_in_band) || 0;
       // In band but not kept by a native companion (its capture map was full): told, not hidden.
       this.missed += Number(msg.missed) || 0;
+      // The companion's capture map filled: that tick's count may fall short, and it says so.
+      if (msg.capture_full === true) this.fullTicks++;
       for (const [stack, n] of Object.entries(msg.stacks || {})) this.stacks.set(stack, (this.stacks.get(stack) || 0) + (Number(n) || 0));
       addCounts(this.processes, msg.processes, (p) => `${p.comm}\u0000${p.pid}`);
       addCounts(this.cgroups, msg.cgroups, (c) => String(c.cgroup));
@@ -198,7 +201,7 @@ export class ExplainPanel {
   }
 
   summary() {
-    return { state: this.state, explained: this.explained, inBand: this.inBand, ticks: this.ticks, stacks: new Map(this.stacks),
+    return { state: this.state, explained: this.explained, inBand: this.inBand, ticks: this.ticks, fullTicks: this.fullTicks, missed: this.missed, stacks: new Map(this.stacks),
       processes: [...this.processes.values()], cgroups: [...this.cgroups.values()], message: this.message,
       stoppedBy: this.lastStopped ?? null };
   }
@@ -228,6 +231,10 @@ export class ExplainPanel {
     parts.push(el('div', { class: 'explain-count', text: `explained ${fmtNum(this.explained)} of ${fmtNum(this.inBand)} in band${share}, ${this.ticks} tick${this.ticks === 1 ? '' : 's'}` }));
     if (this.missed) parts.push(el('div', { class: 'explain-gap', text: `${fmtNum(this.missed)} in band not explained: the capture map was full` }));
     if (this.gapInBand) parts.push(el('div', { class: 'explain-gap', text: `${fmtNum(this.gapInBand)} in band not explained: the tracer was replaced (no stacks for those ticks)` }));
+    if (this.fullTicks) {
+      const n = this.fullTicks === 1 ? 'one tick' : `${fmtNum(this.fullTicks)} ticks`;
+      parts.push(el('div', { class: 'explain-full', role: 'status', text: `Warning: the capture map was full in ${n}; events in band past its size were not captured there, so fewer are explained (a fresh tracer took over)` }));
+    }
     parts.push(this.flameHost);
     const table = (caption, cols, rows) => el('table', { class: 'sel-table' }, el('caption', { class: 'muted', text: caption }),
       el('thead', {}, el('tr', {}, ...cols.map((c, i) => el('th', { class: i === cols.length - 1 ? 'num' : '', text: c })))),

@@ -93,6 +93,9 @@ pub enum CaptureKind {
     BlockIo,
 }
 
+/// Captures a native companion's map holds (`HEAT_X_CAPTURES` in `ebpf/bpf/explain.h`).
+pub const NATIVE_CAPTURES: u32 = 32768;
+
 /// The aggregation a companion reports its captures in: one scalar count per (pid, cgroup,
 /// comm, kernel stack, user stack[, waker comm, waker kernel stack]), cumulative.
 pub const CAPTURE_AGGREGATION: &str = "cumulative_explain";
@@ -589,6 +592,18 @@ impl Handler<Halt> for ConsumerActor {
     }
 }
 
+/// How a consumer runs its program beyond the program itself. Main programs run with the
+/// default; the explain companion asks for more (see `program::explain`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// The size of every bpftrace map (`BPFTRACE_MAP_KEYS_MAX`); `None`: bpftrace's own (4096).
+    pub map_keys_max: Option<u32>,
+    /// Every key goes out in every frame, none folded into `other` past
+    /// `limits.max_keys_per_aggregation`: a reader that diffs a cumulative map key by key
+    /// needs each key's own count (folding changes `other`'s membership between walks).
+    pub all_keys: bool,
+}
+
 /// Starts a consumer thread for `backend` running `program`, for session `session`. With
 /// `fallback`, a native program that cannot start runs on bpftrace instead.
 pub fn spawn(
@@ -598,9 +613,32 @@ pub fn spawn(
     program: ProgramSpec,
     config: &crate::config::Config,
 ) -> Addr<ConsumerActor> {
+    spawn_tuned(
+        backend,
+        fallback,
+        session,
+        program,
+        config,
+        Tuning::default(),
+    )
+}
+
+/// As [`spawn`], with `tuning`.
+pub fn spawn_tuned(
+    backend: Backend,
+    fallback: bool,
+    session: String,
+    program: ProgramSpec,
+    config: &crate::config::Config,
+    tuning: Tuning,
+) -> Addr<ConsumerActor> {
     let bpftrace = config.bpftrace.clone();
     let budget = config.limits.output_budget_bytes_per_s;
-    let max_keys = config.limits.max_keys_per_aggregation;
+    let max_keys = if tuning.all_keys {
+        usize::MAX
+    } else {
+        config.limits.max_keys_per_aggregation
+    };
     let measure = match config.limits.measure_cost {
         crate::config::MeasureCost::Always => true,
         crate::config::MeasureCost::Scripts => program.preset.is_none(),
@@ -610,9 +648,10 @@ pub fn spawn(
     SyncArbiter::start(1, move || {
         let make = |backend| -> Box<dyn Consumer> {
             match backend {
-                Backend::Bpftrace => {
-                    Box::new(bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget))
-                }
+                Backend::Bpftrace => Box::new(
+                    bpftrace::BpftraceConsumer::new(bpftrace.clone(), budget)
+                        .with_map_keys_max(tuning.map_keys_max),
+                ),
                 Backend::Dtrace => Box::new(dtrace::DtraceConsumer::new()),
                 Backend::Ebpf if capture => Box::new(ebpf::StackConsumer::new()),
                 Backend::Ebpf => Box::new(ebpf::EbpfConsumer::new()),

@@ -5,7 +5,7 @@
 //! an `explain` message: folded stacks, top processes and cgroups, and how many of the band's
 //! events it explained.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -36,6 +36,25 @@ pub const MAX_RESPAWNS: u32 = 5;
 const RESPAWN_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 /// The timeout an injected walk fault (`HEAT_ACTIX_FAULT=explain_walk_timeout`) reports.
 const FAULT_WALK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Keys of each map of a companion's bpftrace (`BPFTRACE_MAP_KEYS_MAX`; bpftrace's default is
+/// 4096). The capture map's key holds the pid, so a busy machine whose short-lived processes
+/// land in the band fills 4096 keys in seconds, and a full bpftrace map drops new keys without
+/// a word. Measured with bpftrace 0.17 on 2 CPUs: at 65536 keys the capture map (per-CPU hash)
+/// takes 8.9 MB and the entry map 5.2 MB, against 0.6 and 0.3 MB at 4096; the stack map
+/// (131072 stacks, 136 MB) is the same either way. Main programs keep bpftrace's default.
+pub const COMPANION_MAP_KEYS: u32 = 65536;
+/// The companion's map size under `HEAT_ACTIX_FAULT=explain_small_map`, for tests that fill it.
+const FAULT_MAP_KEYS: u32 = 1024;
+/// The share of the map (percent) past which a companion's tracer is replaced by a fresh one
+/// with an empty map (see [`Crowding`]): every walk prints the whole cumulative map, so the
+/// print and bpftrace's symbolising of it grow with its keys; the other half is room for the
+/// keys that come before the fresh tracer takes over.
+const ROTATE_AT_MAP_PERCENT: usize = 50;
+/// The share of `limits.output_budget_bytes_per_s` (percent) that a companion's prints may
+/// reach before its tracer is replaced by a fresh one: past the budget it would be killed.
+const ROTATE_AT_BUDGET_PERCENT: u64 = 50;
+/// What bpftrace prints for a capture key besides its text (the count, JSON punctuation).
+const PRINT_BYTES_PER_KEY: u64 = 24;
 
 static NEXT_EXPLAIN: AtomicU64 = AtomicU64::new(1);
 
@@ -388,6 +407,10 @@ pub struct Tally {
     pub stacks: BTreeMap<String, u64>,
     pub processes: Vec<ProcessCount>,
     pub cgroups: Vec<CgroupCount>,
+    /// The capture map reached its size by this walk: events of keys it had no room for were
+    /// dropped by bpftrace, so `explained` may fall short (see [`Crowding::Full`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub capture_full: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -466,6 +489,72 @@ pub fn tally(snapshot: &Snapshot) -> Tally {
         stacks,
         processes,
         cgroups,
+        capture_full: false,
+    }
+}
+
+/// How full a companion's capture map is after a walk (see [`crowding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crowding {
+    /// Room to go on.
+    Room,
+    /// Half the map, or prints near the output budget: a fresh tracer takes over.
+    Crowded,
+    /// The map is full: bpftrace may have dropped events since it filled. Told in the tick's
+    /// `capture_full`, and a fresh tracer takes over.
+    Full,
+}
+
+/// Keys in a walk's capture map and about how many bytes bpftrace printed for them.
+pub fn capture_size(snapshot: &Snapshot) -> (usize, u64) {
+    let mut keys = 0;
+    let mut bytes = 0;
+    for series in snapshot.aggregations.iter().flat_map(|a| &a.series) {
+        keys += 1;
+        bytes += PRINT_BYTES_PER_KEY
+            + series
+                .key
+                .iter()
+                .map(|k| match k {
+                    KeyPart::Str(s) => s.len() as u64,
+                    KeyPart::Int(_) => 20,
+                })
+                .sum::<u64>();
+    }
+    (keys, bytes)
+}
+
+/// How crowded a capture map of `keys` keys (of `map_keys` at most) is, printed in `bytes`
+/// every `tick_ms` against an output budget of `budget` bytes a second.
+pub fn crowding(keys: usize, map_keys: u32, bytes: u64, tick_ms: u64, budget: u64) -> Crowding {
+    let map_keys = map_keys as usize;
+    let prints_per_s = (1000 / tick_ms.max(1)).max(1);
+    if keys >= map_keys {
+        Crowding::Full
+    } else if keys * 100 >= map_keys * ROTATE_AT_MAP_PERCENT
+        || bytes.saturating_mul(prints_per_s) * 100 >= budget * ROTATE_AT_BUDGET_PERCENT
+    {
+        Crowding::Crowded
+    } else {
+        Crowding::Room
+    }
+}
+
+/// The size of a companion's maps: [`COMPANION_MAP_KEYS`], or the fault's small one.
+fn companion_map_keys() -> u32 {
+    if consumer::fault_injected("explain_small_map") {
+        FAULT_MAP_KEYS
+    } else {
+        COMPANION_MAP_KEYS
+    }
+}
+
+/// How a companion's consumer runs: large maps, and every key sent (`Companion::delta` diffs
+/// the cumulative map key by key).
+fn companion_tuning() -> consumer::Tuning {
+    consumer::Tuning {
+        map_keys_max: Some(companion_map_keys()),
+        all_keys: true,
     }
 }
 
@@ -556,6 +645,9 @@ pub struct Companion {
     pub answered: u32,
     /// Tracers started for this explain so far.
     pub tracers: u32,
+    /// Of those, the ones that replaced a tracer whose capture map was crowded (see
+    /// [`Crowding`]), which [`MAX_RESPAWNS`] does not count: only unanswering tracers do.
+    pub rotations: u32,
     /// What the tracer runs, to start a fresh one (see [`RESPAWN_AFTER_TIMEOUTS`]).
     pub spec: Option<ProgramSpec>,
     pub budget: cost::Budget,
@@ -572,13 +664,35 @@ impl Companion {
     pub fn delta(&mut self, snapshot: &Snapshot) -> Snapshot {
         let mut seen = HashMap::with_capacity(self.seen.len());
         let mut out = Snapshot::default();
+        // A user stack is symbolised when printed (see `folded`): once its process exits,
+        // bpftrace prints the same stack as bare addresses, a new key. Its process, cgroup,
+        // comm and kernel stack are taken in the probe and never change, so the counts of keys
+        // that vanished are credited against the new keys with the same four, not counted again.
+        let present: HashSet<&[KeyPart]> = snapshot
+            .aggregations
+            .iter()
+            .flat_map(|a| &a.series)
+            .map(|s| s.key.as_slice())
+            .collect();
+        let mut credit: HashMap<&[KeyPart], i64> = HashMap::new();
+        for (key, before) in &self.seen {
+            if key.len() == 5 && !present.contains(key.as_slice()) {
+                *credit.entry(&key[..4]).or_default() += before;
+            }
+        }
         for agg in &snapshot.aggregations {
             let mut series = Vec::new();
             for s in &agg.series {
                 let Value::Scalar(now) = s.value else {
                     continue;
                 };
-                let before = self.seen.get(&s.key).copied().unwrap_or(0);
+                let mut before = self.seen.get(&s.key).copied().unwrap_or(0);
+                if s.key.len() == 5 && !self.seen.contains_key(&s.key) {
+                    if let Some(left) = credit.get_mut(&s.key[..4]) {
+                        before = (*left).min(now);
+                        *left -= before;
+                    }
+                }
                 // Keys folded into `other` change membership: never a negative count.
                 if now > before {
                     series.push(crate::aggregation::Series {
@@ -617,12 +731,13 @@ impl Companion {
         spec: ProgramSpec,
         config: &crate::config::Config,
     ) -> Companion {
-        let consumer = consumer::spawn(
+        let consumer = consumer::spawn_tuned(
             backend_of(&spec),
             false,
             format!("x-{:x}", plan.id),
             spec.clone(),
             config,
+            companion_tuning(),
         );
         Companion {
             budget: cost::Budget::new(plan.max_cpu_percent),
@@ -637,6 +752,7 @@ impl Companion {
             timeouts: 0,
             answered: 0,
             tracers: 1,
+            rotations: 0,
             spec: Some(spec),
             seen: HashMap::new(),
             synced: false,
@@ -679,6 +795,7 @@ impl Companion {
             timeouts: 0,
             answered: 0,
             tracers: 0,
+            rotations: 0,
             spec: None,
             seen: HashMap::new(),
             synced: false,
@@ -688,12 +805,13 @@ impl Companion {
     /// Starts the fresh tracer of a retired companion; `Begin` is the caller's.
     fn restart(&mut self, config: &crate::config::Config) -> Option<Addr<ConsumerActor>> {
         let spec = self.spec.clone()?;
-        let consumer = consumer::spawn(
+        let consumer = consumer::spawn_tuned(
             backend_of(&spec),
             false,
             format!("x-{:x}-{}", self.plan.id, self.tracers),
             spec,
             config,
+            companion_tuning(),
         );
         self.consumer = Some(consumer.clone());
         Some(consumer)
@@ -798,10 +916,16 @@ impl super::Program {
         });
     }
 
-    /// Replaces the tracer of companion `id` of `session`, which stopped answering its walks,
-    /// by a fresh one: the same program, slot and budget; the ticks without stacks are told as
-    /// the next message's `gap`.
-    fn respawn_companion(&mut self, session: &str, id: u64, ctx: &mut Context<Self>) {
+    /// Replaces the tracer of companion `id` of `session`, which stopped answering its walks
+    /// (or whose capture map is crowded: `why` says which), by a fresh one: the same program,
+    /// slot and budget; the ticks without stacks are told as the next message's `gap`.
+    fn respawn_companion(
+        &mut self,
+        session: &str,
+        id: u64,
+        why: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(c) = self.companions.get_mut(session).filter(|c| c.plan.id == id) else {
             return;
         };
@@ -813,7 +937,7 @@ impl super::Program {
             session,
             explain: id,
             preset: self.plan.preset.map(|p| p.name),
-            what: "tracer replaced: it did not answer its walk",
+            what: why,
         }
         .emit();
         let session = session.to_owned();
@@ -956,11 +1080,32 @@ impl super::Program {
                             }
                         }
                         Ok(Ok(frame)) => {
-                            let tally = frame
+                            let (keys, bytes) =
+                                frame.snapshot.as_deref().map_or((0, 0), capture_size);
+                            // A native companion prints nothing, and its map has its own size
+                            // (what overflows it is counted as `missed`).
+                            let native = c.spec.as_ref().is_some_and(|s| s.capture.is_some());
+                            let (map_keys, bytes) = if native {
+                                (consumer::NATIVE_CAPTURES, 0)
+                            } else {
+                                (companion_map_keys(), bytes)
+                            };
+                            let crowding = crowding(
+                                keys,
+                                map_keys,
+                                bytes,
+                                act.plan.tick_ms,
+                                act.config.limits.output_budget_bytes_per_s,
+                            );
+                            let mut tally = frame
                                 .snapshot
                                 .as_deref()
                                 .map(|s| tally(&c.delta(s)))
                                 .unwrap_or_default();
+                            tally.capture_full = crowding == Crowding::Full;
+                            if crowding != Crowding::Room {
+                                c.rotations += 1; // replaced below, unless over its budget
+                            }
                             let within = frame.cost.map_or(Ok(()), |s| c.budget.observe(s));
                             let cost = frame.cost.and_then(|s| s.cost());
                             let gap = std::mem::take(&mut c.gap);
@@ -973,6 +1118,13 @@ impl super::Program {
                                     reason: "budget",
                                 };
                                 act.end_companion(&session, id, failure);
+                            } else if crowding != Crowding::Room {
+                                // A fresh tracer with an empty map; its first ticks are the gap.
+                                let why = match crowding {
+                                    Crowding::Full => "tracer replaced: its capture map is full",
+                                    _ => "tracer replaced: its capture map is crowded",
+                                };
+                                act.respawn_companion(&session, id, why, ctx);
                             }
                         }
                         // A slow walk: its answer is tagged with its walk number, and the map is
@@ -988,14 +1140,19 @@ impl super::Program {
                             }
                             .emit();
                             if c.timeouts >= RESPAWN_AFTER_TIMEOUTS {
-                                if c.tracers >= MAX_RESPAWNS {
+                                if c.tracers - c.rotations >= MAX_RESPAWNS {
                                     act.end_companion(
                                         &session,
                                         id,
                                         CompanionFailure::from_consumer(&e),
                                     );
                                 } else {
-                                    act.respawn_companion(&session, id, ctx);
+                                    act.respawn_companion(
+                                        &session,
+                                        id,
+                                        "tracer replaced: it did not answer its walk",
+                                        ctx,
+                                    );
                                 }
                             }
                         }
@@ -1453,6 +1610,100 @@ mod tests {
         assert!(e
             .spec(blockio, &filter, band, &["0123456789abcdef".into()])
             .is_err());
+    }
+
+    #[test]
+    fn a_capture_map_is_crowded_at_half_its_keys_or_budget_and_full_at_its_size() {
+        let map = 1000;
+        let budget = 4 * 1024 * 1024;
+        assert_eq!(crowding(0, map, 0, 1000, budget), Crowding::Room);
+        assert_eq!(crowding(499, map, 100_000, 1000, budget), Crowding::Room);
+        assert_eq!(crowding(500, map, 100_000, 1000, budget), Crowding::Crowded);
+        assert_eq!(crowding(1000, map, 100_000, 1000, budget), Crowding::Full);
+        // Prints of 2 MiB a second: every second, or 200 KiB ten times a second.
+        assert_eq!(crowding(10, map, 2 << 20, 1000, budget), Crowding::Crowded);
+        assert_eq!(crowding(10, map, 2 << 20, 5000, budget), Crowding::Crowded);
+        assert_eq!(crowding(10, map, 200 << 10, 1000, budget), Crowding::Room);
+        assert_eq!(crowding(10, map, 210 << 10, 100, budget), Crowding::Crowded);
+        let cap = |pid, u: &str| Series {
+            sum: None,
+            key: vec![
+                KeyPart::Int(pid),
+                KeyPart::Int(7),
+                KeyPart::Str("perl".into()),
+                KeyPart::Str("k".into()),
+                KeyPart::Str(u.into()),
+            ],
+            value: Value::Scalar(1),
+        };
+        let s = snapshot(vec![cap(1, "ab"), cap(2, "abcd")], AggKind::Count);
+        assert_eq!(
+            capture_size(&s),
+            (2, 2 * (PRINT_BYTES_PER_KEY + 40 + 4 + 1) + 2 + 4)
+        );
+    }
+
+    #[test]
+    fn a_stack_printed_anew_after_its_process_exits_is_not_counted_again() {
+        let cap = |pid, u: &str, n| Series {
+            sum: None,
+            key: vec![
+                KeyPart::Int(pid),
+                KeyPart::Int(7),
+                KeyPart::Str("perl".into()),
+                KeyPart::Str("\n    k+1\n".into()),
+                KeyPart::Str(u.into()),
+            ],
+            value: Value::Scalar(n),
+        };
+        let mut c = Companion::placeholder(ExplainPlan {
+            id: 1,
+            band: Band { lo: 0, hi: None },
+            keys: Vec::new(),
+            max_cpu_percent: 1,
+        });
+        let walk = |c: &mut Companion, series| tally(&c.delta(&snapshot(series, AggKind::Count)));
+        let first = walk(
+            &mut c,
+            vec![
+                cap(10, "\n    nanosleep+3\n", 10),
+                cap(11, "\n    read+3\n", 4),
+            ],
+        );
+        assert_eq!(first.explained, 14);
+        // Process 10 exited: its stack comes back as an address, 2 more events since.
+        let second = walk(
+            &mut c,
+            vec![
+                cap(10, "\n    0x7f00aa\n", 12),
+                cap(11, "\n    read+3\n", 5),
+            ],
+        );
+        assert_eq!(second.explained, 3, "{second:?}");
+        assert_eq!(second.stacks["[unknown];k_[k]"], 2);
+        // A stack new to the walk is counted whole.
+        let third = walk(
+            &mut c,
+            vec![
+                cap(10, "\n    0x7f00aa\n", 12),
+                cap(11, "\n    read+3\n", 5),
+                cap(11, "\n    write+3\n", 6),
+            ],
+        );
+        assert_eq!(third.explained, 6);
+    }
+
+    #[test]
+    fn a_full_capture_is_told() {
+        let band = Band { lo: 64, hi: None };
+        let mut t = Tally::default();
+        let quiet: serde_json::Value =
+            serde_json::from_str(&tick_message(1, 5, band, 10, &t, Gap::default(), None)).unwrap();
+        assert!(quiet.get("capture_full").is_none(), "{quiet}");
+        t.capture_full = true;
+        let full: serde_json::Value =
+            serde_json::from_str(&tick_message(1, 5, band, 10, &t, Gap::default(), None)).unwrap();
+        assert_eq!(full["capture_full"], true);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 // second (from the Explain panel's buttons, then by drawing the boxes) give a differential flame
 // graph where the sleep's frames grew (red) and the select's shrank (blue), with the counts of
 // each side; a box before the Explain says it has no stacks.
+// And a companion whose capture map fills (a small one, by fault injection, against thousands
+// of short-lived processes) is shown as a plain warning in the panel, never silently.
 // Real server, real preset, real bpftrace companion, Debian's chromium (playwright-core).
 
 import { test, before, after, afterEach } from 'node:test';
@@ -288,4 +290,43 @@ test('Compare from Explain live: the sleep that started between the ranges grows
   await p.evaluate(() => { document.getElementById('select-panel').style.maxHeight = 'none'; });
   await settled(p);
   await p.locator('#select-panel').screenshot({ path: artifact('compare-flame-missing.png') });
+});
+
+const MANY_COMM = 'heat-explmany';  // the short-lived processes' comm; the program measures only it
+const MANY = 5000;                  // more than the small map (1024 keys) holds in a tick
+const MANY_TICK_MS = 4000;          // thousands of new processes a tick
+
+/** Perl, named MANY_COMM, forking `n` children that each sleep 3 ms once and exit. */
+function shortLived(n) {
+  const code = `$0 = ${JSON.stringify(MANY_COMM)}; for (1..${n}) { my $p = fork // die; `
+    + `if (!$p) { usleep(${SLEEP_US}); POSIX::_exit(0) } waitpid($p, 0) }`;
+  const child = spawn('perl', ['-MPOSIX', '-MTime::HiRes=usleep', '-e', code], { stdio: 'ignore' });
+  const done = new Promise((r) => child.once('exit', r));
+  return { done, stop() { child.kill('SIGKILL'); } };
+}
+
+test('a full capture map is a plain warning in the panel', async () => {
+  const small = await startServer({ tickMs: MANY_TICK_MS, env: { HEAT_ACTIX_FAULT: 'explain_small_map' } });
+  let work = null;
+  try {
+    const t = await openPage(browser.context, `${small.url}/?columns=60`);
+    tabs.push(t);
+    const p = t.page;
+    await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'syscall-latency-log2', tick_ms: tick, comm }), { tick: MANY_TICK_MS, comm: MANY_COMM });
+    await p.waitForFunction(() => window.heat.run === 'running' && window.heat.program !== null, null, WAIT);
+    // The seam the selection's Explain calls: the 2–4 ms log2 bucket, inclusive bounds.
+    await p.evaluate(() => window.heat.explain.start({ band: { lo: 2 ** 21, hi: 2 ** 22 - 1, unit: 'ns' }, keys: ['clock_nanosleep'] }));
+    await p.waitForFunction(() => window.heat.explain.summary().ticks >= 1, null, WAIT);
+    assert.equal(await p.locator('#explain-panel .explain-full').count(), 0, 'no warning before the map fills');
+    work = shortLived(MANY);
+    await p.waitForFunction(() => window.heat.explain.summary().fullTicks >= 1, null, WAIT);
+    const warning = p.locator('#explain-panel .explain-full');
+    assert.match(await warning.innerText(), /^Warning: the capture map was full in (one tick|[\d,]+ ticks);/);
+    assert.equal(await p.evaluate(() => window.heat.explain.summary().state), 'running', 'the explain goes on');
+    await p.locator('#explain-panel').screenshot({ path: artifact('explain-full.png') });
+    await work.done;
+  } finally {
+    if (work) work.stop();
+    await small.stop();
+  }
 });

@@ -33,9 +33,10 @@ export function hashTokenLine(token) {
 
 /**
  * Starts target/debug/heat-actix; resolves once /healthz answers. `config` is appended to the
- * test config (e.g. `[[auth.tokens]]` tables).
+ * test config (e.g. `[[auth.tokens]]` tables); `env` is added to its environment (e.g.
+ * `HEAT_ACTIX_FAULT`).
  */
-export async function startServer({ tickMs = 500, port = null, config: extra = '' } = {}) {
+export async function startServer({ tickMs = 500, port = null, config: extra = '', env = {} } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build first`);
   port = port ?? await freePort();
   // Custom scripts are off by default; these tests run some (loopback, no tokens), and start
@@ -46,7 +47,7 @@ export async function startServer({ tickMs = 500, port = null, config: extra = '
   const storeToml = store ? `\n[store]\npath = ${JSON.stringify(store)}\n` : '';
   writeFileSync(config, `[policy]\ncustom_scripts = true\n[limits]\nstart_cooldown_ms = 0\nmax_program_cpu_percent = 100\n${extra}${storeToml}`);
   const child = spawn(BINARY, ['--config', config, '--bind', `127.0.0.1:${port}`, '--tick-ms', String(tickMs), '--log', 'warn'], {
-    cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
+    cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, ...env },
   });
   const exited = new Promise((r) => child.once('exit', (code, sig) => r({ code, sig })));
   const url = `http://127.0.0.1:${port}`;

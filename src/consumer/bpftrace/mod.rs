@@ -105,6 +105,8 @@ pub struct BpftraceConsumer {
     budget: u64,
     /// The output rate that tripped the budget (0 while within it), set by the stdout reader.
     over_budget: Arc<AtomicU64>,
+    /// `BPFTRACE_MAP_KEYS_MAX` for the child; `None`: bpftrace's default.
+    map_keys_max: Option<u32>,
 }
 
 impl BpftraceConsumer {
@@ -125,7 +127,14 @@ impl BpftraceConsumer {
             sum_carry: SumCarry::new(),
             budget,
             over_budget: Arc::default(),
+            map_keys_max: None,
         }
+    }
+
+    /// Runs bpftrace with maps of `keys` keys each (`None`: bpftrace's default, 4096).
+    pub fn with_map_keys_max(mut self, keys: Option<u32>) -> BpftraceConsumer {
+        self.map_keys_max = keys;
+        self
     }
 
     /// The tracer's pid while it runs.
@@ -267,6 +276,9 @@ impl BpftraceConsumer {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(keys) = self.map_keys_max {
+            command.env("BPFTRACE_MAP_KEYS_MAX", keys.to_string());
+        }
         process::tie_to_owner(&mut command);
         let mut child = command.spawn().map_err(|source| ConsumerError::Spawn {
             program: self.config.path.display().to_string(),

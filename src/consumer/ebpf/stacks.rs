@@ -433,6 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn the_capture_maps_are_as_large_as_the_server_thinks() {
+        for kind in [CaptureKind::OffCpu, CaptureKind::BlockIo] {
+            let (name, bytes, _) = object_of(kind);
+            let mut builder = libbpf_rs::ObjectBuilder::default();
+            let opened = builder.name(name).unwrap().open_memory(bytes).unwrap();
+            let captures = opened
+                .maps()
+                .find(|m| m.name() == "heat_x_captures")
+                .unwrap();
+            assert_eq!(captures.max_entries(), crate::consumer::NATIVE_CAPTURES);
+            let key = opened.maps().find(|m| m.name() == "heat_x_keys").unwrap();
+            assert_eq!(
+                key.max_entries() as usize,
+                crate::program::explain::MAX_KEYS
+            );
+        }
+    }
+
+    #[test]
     fn key_names_are_nul_padded_and_cut_at_15_bytes() {
         assert_eq!(&name_bytes("WS")[..3], b"WS\0");
         let long = name_bytes("a-very-long-command-name");
