@@ -82,21 +82,24 @@ function columnsOf(p, key, value) {
   }, { key, value });
 }
 
-test('Explain on a live selection: the sleeper, its stack, explained N of M, downloads; clearing stops it', async () => {
-  const sl = sleeper(SLEEP_US, { comm: COMM });
+/**
+ * A 3 ms sleeper named `comm`, a live `preset` filtered to it in a new tab, a box over `key`'s
+ * columns in the row holding 3 ms, and Explain: after EXPLAIN_TICKS ticks, the tab, the
+ * sleeper and the panel's summary (stacks as an object), nearly all of the band explained.
+ */
+async function explainSleeper(preset, comm, key) {
+  const sl = sleeper(SLEEP_US, { comm });
   workloads.push(sl);
   const t = await openPage(browser.context, `${server.url}/?columns=60`);
   tabs.push(t);
   const p = t.page;
-  await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'syscall-latency-log2', tick_ms: tick, comm }), { tick: TICK_MS, comm: COMM });
+  await p.evaluate(({ preset, tick, comm }) => window.heat.send({ type: 'start', preset, tick_ms: tick, comm }), { preset, tick: TICK_MS, comm });
   await p.waitForFunction((n) => window.heat.run === 'running' && window.heat.frames > n, LIVE_TICKS, WAIT);
   await p.evaluate(() => window.heat.pause());
   await settled(p);
-  const { row, cols } = await columnsOf(p, 'clock_nanosleep', BAND_NS);
+  const { row, cols } = await columnsOf(p, key, BAND_NS);
   assert.ok(cols.length >= 2, `the sleeper's columns: ${cols}`);
   await drag(p, [cols[0], row], [cols[cols.length - 1], row]);
-  const band = await p.evaluate(() => window.heat.band);
-  assert.ok(band && band.lo <= BAND_NS && BAND_NS <= band.hi, `the box holds 3 ms: ${JSON.stringify(band)}`);
 
   await p.click('#select-panel .sel-explain');
   await p.waitForFunction((n) => window.heat.explain.summary().ticks >= n, EXPLAIN_TICKS, WAIT);
@@ -104,6 +107,13 @@ test('Explain on a live selection: the sleeper, its stack, explained N of M, dow
   assert.equal(s.state, 'running');
   assert.ok(s.inBand > 0, 'the band has events');
   assert.ok(s.explained * 10 >= s.inBand * 9, `nearly all of the band is explained: ${s.explained} of ${s.inBand}`);
+  return { p, sl, s };
+}
+
+test('Explain on a live selection: the sleeper, its stack, explained N of M, downloads; clearing stops it', async () => {
+  const { p, sl, s } = await explainSleeper('syscall-latency-log2', COMM, 'clock_nanosleep');
+  const band = await p.evaluate(() => window.heat.band);
+  assert.ok(band && band.lo <= BAND_NS && BAND_NS <= band.hi, `the box holds 3 ms: ${JSON.stringify(band)}`);
   assert.deepEqual(s.processes.map((x) => [x.comm, x.pid]), [[COMM, sl.pid]], 'only the sleeper (the program measures only its comm)');
   const sleeps = Object.keys(s.stacks).filter((k) => k.split(';').some((f) => !f.endsWith('_[k]') && f.includes('nanosleep')));
   assert.ok(sleeps.length > 0, `a stack with the libc sleep function: ${Object.keys(s.stacks).slice(0, 3)}`);
@@ -134,26 +144,8 @@ test('Explain on a live selection: the sleeper, its stack, explained N of M, dow
 
 test('Explain natively on offcpu-time: the sleeper switched out in its sleep, and the timer that woke it', async () => {
   const comm = 'heat-offwork';
-  const sl = sleeper(SLEEP_US, { comm });
-  workloads.push(sl);
-  const t = await openPage(browser.context, `${server.url}/?columns=60`);
-  tabs.push(t);
-  const p = t.page;
-  await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'offcpu-time', tick_ms: tick, comm }), { tick: TICK_MS, comm });
-  await p.waitForFunction((n) => window.heat.run === 'running' && window.heat.frames > n, LIVE_TICKS, WAIT);
-  await p.evaluate(() => window.heat.pause());
-  await settled(p);
   // offcpu-time's key is the comm; a 3 ms sleep is off CPU for a little over 3 ms.
-  const { row, cols } = await columnsOf(p, comm, BAND_NS);
-  assert.ok(cols.length >= 2, `the sleeper's columns: ${cols}`);
-  await drag(p, [cols[0], row], [cols[cols.length - 1], row]);
-
-  await p.click('#select-panel .sel-explain');
-  await p.waitForFunction((n) => window.heat.explain.summary().ticks >= n, EXPLAIN_TICKS, WAIT);
-  const s = await p.evaluate(() => { const s = window.heat.explain.summary(); return { ...s, stacks: Object.fromEntries(s.stacks) }; });
-  assert.equal(s.state, 'running');
-  assert.ok(s.inBand > 0, 'the band has events');
-  assert.ok(s.explained * 10 >= s.inBand * 9, `nearly all of the band is explained: ${s.explained} of ${s.inBand}`);
+  const { p, sl, s } = await explainSleeper('offcpu-time', comm, comm);
   assert.deepEqual(s.processes.map((x) => [x.comm, x.pid]), [[comm, sl.pid]], 'only the sleeper');
   const woken = Object.keys(s.stacks).filter((k) => k.includes(';--;') && k.split(';--;')[1].includes('hrtimer_wakeup_[k]'));
   assert.ok(woken.length > 0, `a stack with its waker, the sleep's timer: ${Object.keys(s.stacks).slice(0, 3)}`);

@@ -2,31 +2,10 @@
  * block_rq_complete; the issue time is kept per request (device, sector), as the bpftrace
  * version does; the histogram is a per-CPU hash keyed by the completion's rwbs string
  * (R, WS, ...), in log2 microseconds. The process filter applies at issue. */
-#include "heat.h"
+#include "block.h"
 
-/* Requests in flight at once that can be timed. */
-#define HEAT_BIO_INFLIGHT 10240
 /* rwbs strings seen during a session. */
 #define HEAT_BIO_KEYS 64
-/* Bytes of rwbs kept in a key (RWBS_LEN is 8 or 10 depending on the kernel). */
-#define HEAT_RWBS_LEN 16
-
-/* Tracepoint records, only the fields read here; CO-RE finds their offsets. */
-struct trace_event_raw_block_rq {
-	__u32 dev;
-	__u64 sector;
-} __attribute__((preserve_access_index));
-
-struct trace_event_raw_block_rq_completion {
-	__u32 dev;
-	__u64 sector;
-	char rwbs[10]; /* RWBS_LEN on this kernel; an older one (8) fails to load and falls back */
-} __attribute__((preserve_access_index));
-
-struct heat_bio_req {
-	__u64 dev;
-	__u64 sector;
-};
 
 struct heat_rwbs {
 	char rwbs[HEAT_RWBS_LEN];
@@ -44,7 +23,7 @@ HEAT_HASH_HIST(heat_bio_hist, struct heat_rwbs, HEAT_BIO_KEYS);
 SEC("tracepoint/block/block_rq_issue")
 int heat_bio_issued(struct trace_event_raw_block_rq *ctx)
 {
-	struct heat_bio_req req = { .dev = ctx->dev, .sector = ctx->sector };
+	struct heat_bio_req req = HEAT_BIO_REQ(ctx);
 	__u64 now = bpf_ktime_get_ns();
 
 	if (!heat_current_wanted())
@@ -56,7 +35,7 @@ int heat_bio_issued(struct trace_event_raw_block_rq *ctx)
 SEC("tracepoint/block/block_rq_complete")
 int heat_bio_done(struct trace_event_raw_block_rq_completion *ctx)
 {
-	struct heat_bio_req req = { .dev = ctx->dev, .sector = ctx->sector };
+	struct heat_bio_req req = HEAT_BIO_REQ(ctx);
 	struct heat_rwbs key = {};
 	__u64 *ts, delta;
 
@@ -65,9 +44,7 @@ int heat_bio_done(struct trace_event_raw_block_rq_completion *ctx)
 		return 0;
 	delta = bpf_ktime_get_ns() - *ts;
 	bpf_map_delete_elem(&heat_bio_issue, &req);
-	/* Copied by helper: clang would turn byte loads into loads from a moved ctx pointer,
-	 * which the verifier refuses. rwbs is NUL-terminated within its array. */
-	bpf_probe_read_kernel(key.rwbs, sizeof(ctx->rwbs), ctx->rwbs);
+	heat_bio_rwbs(ctx, key.rwbs);
 	heat_count_keyed(&heat_bio_hist, &key, delta);
 	return 0;
 }

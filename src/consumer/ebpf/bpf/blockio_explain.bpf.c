@@ -5,25 +5,7 @@
  * counts one capture of them. The issuer is often a kernel worker or the block layer's plug
  * flush rather than the process that wrote: its stack says which. */
 #include "explain.h"
-
-/* Requests in flight at once that can be timed (as blockio.bpf.c). */
-#define HEAT_X_INFLIGHT 10240
-
-struct trace_event_raw_block_rq {
-	__u32 dev;
-	__u64 sector;
-} __attribute__((preserve_access_index));
-
-struct trace_event_raw_block_rq_completion {
-	__u32 dev;
-	__u64 sector;
-	char rwbs[10]; /* RWBS_LEN on this kernel, as blockio.bpf.c */
-} __attribute__((preserve_access_index));
-
-struct heat_x_req {
-	__u64 dev;
-	__u64 sector;
-};
+#include "block.h"
 
 struct heat_x_issue {
 	__u64 ts;
@@ -36,15 +18,15 @@ struct heat_x_issue {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HEAT_X_INFLIGHT);
-	__type(key, struct heat_x_req);
+	__uint(max_entries, HEAT_BIO_INFLIGHT);
+	__type(key, struct heat_bio_req);
 	__type(value, struct heat_x_issue);
 } heat_x_issued SEC(".maps");
 
 SEC("tracepoint/block/block_rq_issue")
 int heat_x_issue(struct trace_event_raw_block_rq *ctx)
 {
-	struct heat_x_req req = { .dev = ctx->dev, .sector = ctx->sector };
+	struct heat_bio_req req = HEAT_BIO_REQ(ctx);
 	struct heat_x_issue io = {};
 
 	if (!heat_current_wanted())
@@ -62,7 +44,7 @@ int heat_x_issue(struct trace_event_raw_block_rq *ctx)
 SEC("tracepoint/block/block_rq_complete")
 int heat_x_complete(struct trace_event_raw_block_rq_completion *ctx)
 {
-	struct heat_x_req req = { .dev = ctx->dev, .sector = ctx->sector };
+	struct heat_bio_req req = HEAT_BIO_REQ(ctx);
 	struct heat_x_name rwbs = {};
 	struct heat_x_key key = {};
 	struct heat_x_issue *io;
@@ -81,8 +63,7 @@ int heat_x_complete(struct trace_event_raw_block_rq_completion *ctx)
 	bpf_map_delete_elem(&heat_x_issued, &req);
 	if (!heat_x_in_band(delta))
 		return 0;
-	/* Copied by helper, as blockio.bpf.c does (the verifier refuses moved ctx loads). */
-	bpf_probe_read_kernel(rwbs.name, sizeof(ctx->rwbs), ctx->rwbs);
+	heat_bio_rwbs(ctx, rwbs.name);
 	if (!heat_x_key_wanted(&rwbs))
 		return 0;
 	heat_x_count(&key);
