@@ -14,8 +14,8 @@
 //! With `-- --presets` it measures something else: every preset, natively and with bpftrace,
 //! under a workload that fires it, and prints the `cost` its frames reported (ns per event,
 //! events per second): the README's preset table. With `-- --explain`, each explainable
-//! preset natively with an explain companion over its whole range, and what the companion's
-//! `explain` messages reported beside the program's frames.
+//! preset natively with an explain companion (the syscall presets with each of their two), and
+//! what the companion's `explain` messages reported beside the program's frames.
 //!
 //! Run as root: `cargo bench --bench overhead` (`-- --presets`; `HEAT_OVERHEAD_ROUNDS=N` for
 //! fewer rounds). Figures, not assertions: nothing here fails because a machine is slow.
@@ -675,22 +675,26 @@ mod presets {
     /// whole range where a stack per event is affordable (the companion's dearest case), and
     /// for the syscall presets a band the workload's getppid calls are below (a stack on every
     /// syscall of the machine is no band anyone selects): what an event outside it costs.
-    const EXPLAINED: [(&str, Workload, u64); 6] = [
-        ("syscall-latency", syscalls, 64),
-        ("syscall-latency-log2", syscalls, 1 << 16),
-        ("cpu-profile", burn, 0),
-        ("offcpu-time", naps, 0),
-        ("runqueue-latency", naps, 0),
-        ("block-io-latency", block_io, 0),
+    const EXPLAINED: [(&str, Workload, u64, &str); 8] = [
+        ("syscall-latency", syscalls, 64, "ebpf"),
+        ("syscall-latency", syscalls, 64, "bpftrace"),
+        ("syscall-latency-log2", syscalls, 1 << 16, "ebpf"),
+        ("syscall-latency-log2", syscalls, 1 << 16, "bpftrace"),
+        ("cpu-profile", burn, 0, "bpftrace"),
+        ("offcpu-time", naps, 0, "ebpf"),
+        ("runqueue-latency", naps, 0, "ebpf"),
+        ("block-io-latency", block_io, 0, "ebpf"),
     ];
 
-    /// Runs `preset` natively with an explain of the band from `lo` up under `workload`;
-    /// returns the program's and the companion's costs over [`FRAMES`] ticks after the first.
+    /// Runs `preset` natively with an explain of the band from `lo` up on `backend` under
+    /// `workload`; returns the program's and the companion's costs over [`FRAMES`] ticks after
+    /// the first.
     fn measure_explain(
         server: &Server,
         preset: &str,
         workload: Workload,
         lo: u64,
+        backend: &str,
     ) -> (Counted, Counted) {
         let mut ws = server.connect();
         let start =
@@ -698,7 +702,7 @@ mod presets {
         ws.send(Message::text(start.to_string())).unwrap();
         let program = next_of(&mut ws, "started")["program"].clone();
         let explain = json!({"type": "explain", "program": program, "band": {"lo": lo},
-                             "max_cpu_percent": 100});
+                             "max_cpu_percent": 100, "backend": backend});
         ws.send(Message::text(explain.to_string())).unwrap();
         next_of(&mut ws, "explain_started");
         let stop = AtomicBool::new(false);
@@ -729,17 +733,23 @@ mod presets {
             "explain companions' cost (`cost` of the `explain` messages), {FRAMES} ticks of {TICK_MS} ms, program native:"
         );
         println!(
-            "  {:<22} {:>10} {:>16} {:>12}   {:>18} {:>12}",
-            "preset", "band from", "program ns/ev", "events/s", "companion ns/run", "runs/s"
+            "  {:<22} {:>10} {:>16} {:>12}   {:>9} {:>18} {:>12}",
+            "preset",
+            "band from",
+            "program ns/ev",
+            "events/s",
+            "companion",
+            "companion ns/run",
+            "runs/s"
         );
-        for (preset, workload, lo) in EXPLAINED {
-            let (program, companion) = measure_explain(&server, preset, workload, lo);
+        for (preset, workload, lo, backend) in EXPLAINED {
+            let (program, companion) = measure_explain(&server, preset, workload, lo, backend);
             let ns = |c: &Counted| {
                 c.ns_per_event()
                     .map_or("-".to_string(), |n| format!("{n:.0}"))
             };
             println!(
-                "  {preset:<22} {lo:>10} {:>16} {:>12.0}   {:>18} {:>12.0}",
+                "  {preset:<22} {lo:>10} {:>16} {:>12.0}   {backend:>9} {:>18} {:>12.0}",
                 ns(&program),
                 program.events_per_s(),
                 ns(&companion),

@@ -78,8 +78,11 @@ export class ExplainPanel {
     this.id = null;
   }
 
-  /** The seam: explain `band` ({lo, hi, unit, …} as selectpanel.js gives it) over `keys`. */
-  start({ band, keys = [] }) {
+  /**
+   * The seam: explain `band` ({lo, hi, unit, …} as selectpanel.js gives it) over `keys`;
+   * `backend` ('ebpf' or 'bpftrace') only to force one, the server choosing otherwise.
+   */
+  start({ band, keys = [], backend }) {
     if (!this.host.running() || this.host.program() === null) {
       this.state = 'refused';
       this.message = 'Explain needs a live program: start (or join) one first.';
@@ -89,6 +92,7 @@ export class ExplainPanel {
     this.keys = Array.isArray(keys) ? keys : [];
     const msg = { type: 'explain', program: this.host.program(), band: wireBand(band) };
     if (this.keys.length) msg.keys = this.keys;
+    if (backend) msg.backend = backend;
     this.reset();
     this.run = this.log.begin({ program: this.host.program(), band, keys: this.keys });
     this.flame.setStacks(this.stacks, { title: 'explain' });
@@ -114,6 +118,7 @@ export class ExplainPanel {
       if (this.run) this.run.explain = this.id;
       this.state = 'running';
       this.captures = typeof msg.captures === 'string' ? msg.captures : '';
+      this.backend = typeof msg.backend === 'string' ? msg.backend : '';
       this.preset = msg.preset ?? '';
     } else if (msg.type === 'explain') {
       if (this.state !== 'running' || (this.id !== null && msg.explain !== this.id)) return;
@@ -226,7 +231,9 @@ export class ExplainPanel {
     }
     const parts = [head];
     if (this.message) parts.push(el('div', { class: 'sel-note explain-message', role: 'status', text: this.message }));
-    if (this.captures) parts.push(el('div', { class: 'muted explain-captures', text: `Captured: ${this.captures}` }));
+    // Who symbolised the stacks matters when reading them (bpftrace's names or blazesym's).
+    const by = { ebpf: 'native BPF, symbolised by blazesym', bpftrace: 'bpftrace, symbolised by bpftrace' }[this.backend];
+    if (this.captures) parts.push(el('div', { class: 'muted explain-captures', text: `Captured${by ? ` (${by})` : ''}: ${this.captures}` }));
     const share = this.inBand ? ` (${fmtPct(this.explained / this.inBand)})` : '';
     parts.push(el('div', { class: 'explain-count', text: `explained ${fmtNum(this.explained)} of ${fmtNum(this.inBand)} in band${share}, ${this.ticks} tick${this.ticks === 1 ? '' : 's'}` }));
     if (this.missed) parts.push(el('div', { class: 'explain-gap', text: `${fmtNum(this.missed)} in band not explained: the capture map was full` }));

@@ -111,12 +111,12 @@ fn start(client: &mut Client, preset: &str) -> u64 {
         .expect("started names its program")
 }
 
-/// An explain of the 3 ms band, with an operator's budget: the companion times every syscall
-/// on a machine other tests load too.
+/// An explain of the 3 ms band on bpftrace, with an operator's budget: the companion times
+/// every syscall on a machine other tests load too.
 fn explain_band(program: u64) -> Json {
     json!({"type": "explain", "program": program,
            "band": {"lo": BAND_LO, "hi": BAND_HI}, "keys": ["clock_nanosleep"],
-           "max_cpu_percent": 100})
+           "max_cpu_percent": 100, "backend": "bpftrace"})
 }
 
 /// The bpftrace companion the server started for an explain: the child that appeared.
@@ -367,7 +367,7 @@ fn syscall_latency_is_explained_in_microseconds_and_others_are_not_explained() {
     let before = server.bpftrace_children();
     client.send(json!({"type": "explain", "program": program,
                        "band": {"lo": 64, "hi": null}, "keys": ["clock_nanosleep"],
-                       "max_cpu_percent": 100}));
+                       "max_cpu_percent": 100, "backend": "bpftrace"}));
     let started = expect(&mut client, "explain_started");
     assert_eq!(started["preset"], "syscall-latency");
     let companion = new_tracer(&server, &before);
@@ -417,7 +417,7 @@ fn a_companion_that_stops_answering_is_replaced_and_its_gap_told() {
     let before = server.bpftrace_children();
     client.send(json!({"type": "explain", "program": program,
                        "band": {"lo": 64, "hi": null}, "keys": ["clock_nanosleep"],
-                       "max_cpu_percent": 100}));
+                       "max_cpu_percent": 100, "backend": "bpftrace"}));
     let explain_id = expect(&mut client, "explain_started")["explain"].clone();
     let first = new_tracer(&server, &before);
     let first_progs = support::bpf_ids(first, "prog_id:");
@@ -642,7 +642,7 @@ fn explain_native(client: &mut Client, program: u64, band: Json, keys: &[&str]) 
                        "max_cpu_percent": 100}),
     );
     let started = expect(client, "explain_started");
-    assert!(started["captures"].as_str().unwrap().contains("native"));
+    assert_eq!(started["backend"], "ebpf", "{started}");
     started
 }
 
@@ -746,6 +746,105 @@ fn offcpu_time_is_explained_by_the_switch_out_and_the_wakers_stacks() {
         "the waker's stack is the sleep's timer: {sleeper_stacks:?}"
     );
     stop_native(&mut client, &server, &progs, baseline);
+}
+
+/// The syscall presets run their native companion unless bpftrace is asked: the same sleeper
+/// among noise, explained with no bpftrace child, its stacks symbolised by blazesym.
+#[test]
+fn syscall_latency_is_explained_natively_by_default() {
+    require_tracing();
+    let _serial = serial();
+    let in_band = Workload::sleeper("heatx-nsc", 3000);
+    let _out_of_band = Workload::sleeper("heatx-nsc20", 20_000);
+    let _noise = Workload::spawn(
+        "heatx-nscnoise",
+        "for(;;){ getppid() for 1..200; select(undef, undef, undef, 0.0005) }",
+    );
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    let program = start(&mut client, "syscall-latency-log2");
+    let before = native_companion_progs(&server);
+    let baseline = held(&server);
+    let started = explain_native(
+        &mut client,
+        program,
+        json!({"lo": BAND_LO, "hi": BAND_HI}),
+        &["clock_nanosleep"],
+    );
+    assert_eq!(started["keys"], json!(["clock_nanosleep"]));
+    let progs: BTreeSet<u64> = native_companion_progs(&server)
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(!progs.is_empty(), "the companion loaded its BPF programs");
+    assert!(
+        server.bpftrace_children().is_empty(),
+        "a native companion runs no bpftrace"
+    );
+    let seen = Explained::collect(&mut client, 5);
+    assert!(
+        seen.in_band > 100,
+        "a 3 ms sleeper puts hundreds of calls in the band: {seen:?}"
+    );
+    seen.assert_complete();
+    assert!(
+        seen.processes
+            .contains(&("heatx-nsc".to_owned(), u64::from(in_band.pid()))),
+        "the sleeper's comm and pid: {:?}",
+        seen.comms()
+    );
+    assert!(
+        !seen.comms().contains("heatx-nsc20") && !seen.comms().contains("heatx-nscnoise"),
+        "nothing outside the band or the key is captured: {:?}",
+        seen.comms()
+    );
+    assert!(
+        seen.any_frame(|f| !f.ends_with("_[k]") && f.contains("nanosleep")),
+        "a user frame is the libc sleep: {:?}",
+        seen.stacks.keys().take(5).collect::<Vec<_>>()
+    );
+    // At the return the kernel stack is the syscall's way out (the sleep has returned), with
+    // the tracing frames trimmed from its leaf.
+    assert!(
+        seen.any_frame(|f| f == "do_syscall_64_[k]")
+            && !seen.any_frame(|f| f.starts_with("bpf_") || f.starts_with("__traceiter")),
+        "the kernel stack is the syscall's return: {:?}",
+        seen.stacks.keys().take(5).collect::<Vec<_>>()
+    );
+    stop_native(&mut client, &server, &progs, baseline);
+
+    // Asked for, the bpftrace companion runs instead; a preset with no native companion is
+    // refused plainly when the native one is asked.
+    let before = server.bpftrace_children();
+    client.send(json!({"type": "explain", "program": program,
+                       "band": {"lo": BAND_LO, "hi": BAND_HI}, "keys": ["clock_nanosleep"],
+                       "max_cpu_percent": 100, "backend": "bpftrace"}));
+    assert_eq!(
+        expect(&mut client, "explain_started")["backend"],
+        "bpftrace"
+    );
+    let companion = new_tracer(&server, &before);
+    let progs = support::bpf_ids(companion, "prog_id:");
+    client.send(json!({"type": "explain_stop"}));
+    expect(&mut client, "explain_stopped");
+    assert_gone(companion, &progs);
+    let offcpu = start(&mut client, "offcpu-time");
+    client.send(
+        json!({"type": "explain", "program": offcpu, "band": {"lo": 0},
+                       "backend": "bpftrace"}),
+    );
+    let (code, message) = error(&mut client);
+    assert_eq!(code, "unsupported");
+    assert!(message.contains("native only"), "{message}");
+    assert_eq!(expect(&mut client, "explain_stopped")["reason"], "refused");
+    client.send(
+        json!({"type": "explain", "program": offcpu, "band": {"lo": 0},
+                       "backend": "dtrace"}),
+    );
+    let (code, message) = error(&mut client);
+    assert_eq!(code, "bad_request");
+    assert!(message.contains("backend"), "{message}");
 }
 
 #[test]
@@ -892,6 +991,16 @@ fn short_lived_sleepers(n: usize) {
 /// key): every event is still explained, and the capture map is not full.
 #[test]
 fn more_processes_than_a_default_map_holds_are_all_explained() {
+    many_processes_are_all_explained("bpftrace");
+}
+
+/// The same on the native companion, whose walk rotates its capture map at half full.
+#[test]
+fn more_processes_than_a_default_map_holds_are_all_explained_natively() {
+    many_processes_are_all_explained("ebpf");
+}
+
+fn many_processes_are_all_explained(backend: &str) {
     require_tracing();
     let _serial = serial();
     let server = Server::start(&[]);
@@ -900,11 +1009,13 @@ fn more_processes_than_a_default_map_holds_are_all_explained() {
     client.send(json!({"type": "start", "preset": "syscall-latency-log2",
                        "tick_ms": TICK_MS, "comm": MANY_COMM}));
     let program = expect(&mut client, "started")["program"].as_u64().unwrap();
-    client.send(explain_band(program));
-    expect(&mut client, "explain_started");
+    let mut explain = explain_band(program);
+    explain["backend"] = json!(backend);
+    client.send(explain);
+    assert_eq!(expect(&mut client, "explain_started")["backend"], backend);
     next_tick(&mut client);
     let workload = std::thread::spawn(|| short_lived_sleepers(MANY_PROCESSES));
-    let (mut explained, mut in_band, mut gap_in_band) = (0, 0, 0);
+    let (mut explained, mut in_band, mut gap_in_band, mut missed) = (0, 0, 0, 0);
     let mut full = false;
     let mut after = 0;
     // Until three ticks after the workload's last process, so that both programs saw it all.
@@ -914,11 +1025,13 @@ fn more_processes_than_a_default_map_holds_are_all_explained() {
         in_band += tick["events_in_band"].as_u64().unwrap();
         gap_in_band += tick["gap"]["events_in_band"].as_u64().unwrap_or(0);
         full |= tick["capture_full"] == true;
+        missed += tick["missed"].as_u64().unwrap_or(0);
         if workload.is_finished() {
             after += 1;
         }
     }
     workload.join().unwrap();
+    assert_eq!(missed, 0, "no capture was missed");
     assert!(
         in_band > 4096,
         "more processes in the band than bpftrace's default map holds: {in_band}"

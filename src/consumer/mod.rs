@@ -78,13 +78,16 @@ pub struct Capture {
     /// The band in nanoseconds: `lo_ns` inclusive, `hi_ns` exclusive (`None`: no bound).
     pub lo_ns: u64,
     pub hi_ns: Option<u64>,
-    /// Only intervals of these keys (commands, or rwbs strings); all when empty.
+    /// Only intervals of these keys (commands, rwbs strings, or for [`CaptureKind::Syscall`]
+    /// syscall numbers in decimal); all when empty.
     pub keys: Vec<String>,
 }
 
 /// The interval a native explain companion times: the same as its preset's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureKind {
+    /// `syscall-latency`, `syscall-latency-log2`: entry to return, keyed by the syscall.
+    Syscall,
     /// `offcpu-time`: switch-out to switch-in, keyed by the command.
     OffCpu,
     /// `runqueue-latency`: wakeup or preemption to switch-in, keyed by the command.

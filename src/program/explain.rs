@@ -75,27 +75,45 @@ enum KeyField {
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN without its NUL).
 const COMM_MAX: usize = 15;
 
-/// How a companion runs.
-#[derive(Debug)]
-enum How {
-    /// A bpftrace program from a template (`explain/*.bt`): the stack is taken and counted at
-    /// one probe, so bpftrace's own maps hold it.
-    Bpftrace {
-        template: &'static str,
-        key: KeyField,
-    },
-    /// A native object (`consumer::ebpf::StackConsumer`): the stack is taken where the
-    /// interval begins and counted where it ends.
-    Native(CaptureKind),
+/// A bpftrace companion: a program from a template (`explain/*.bt`) whose stack is taken and
+/// counted at one probe, so bpftrace's own maps hold it.
+#[derive(Debug, Clone, Copy)]
+struct BpftraceCompanion {
+    template: &'static str,
+    key: KeyField,
 }
 
-/// A preset's explain companion.
+/// Which backend runs a companion, as an `explain` asks (`backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CompanionBackend {
+    /// Native where the preset has a native companion and this kernel runs them, else bpftrace.
+    #[default]
+    Auto,
+    Ebpf,
+    Bpftrace,
+}
+
+impl CompanionBackend {
+    /// The wire name (`auto`, `ebpf`, `bpftrace`), parsed.
+    pub fn parse(name: &str) -> Option<CompanionBackend> {
+        match name {
+            "auto" => Some(CompanionBackend::Auto),
+            "ebpf" => Some(CompanionBackend::Ebpf),
+            "bpftrace" => Some(CompanionBackend::Bpftrace),
+            _ => None,
+        }
+    }
+}
+
+/// A preset's explain companion: a bpftrace one, a native one (`consumer::ebpf::StackConsumer`:
+/// the stack taken where the interval begins or ends, kept as a stack id), or both.
 #[derive(Debug)]
 pub struct Explainer {
     pub preset: &'static str,
     /// What is captured, for `explain_started` and the README.
     pub captures: &'static str,
-    how: How,
+    bpftrace: Option<BpftraceCompanion>,
+    native: Option<CaptureKind>,
 }
 
 /// Every preset that has an explainer.
@@ -103,41 +121,47 @@ pub const EXPLAINERS: &[Explainer] = &[
     Explainer {
         preset: "syscall-latency",
         captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
-        how: How::Bpftrace {
+        bpftrace: Some(BpftraceCompanion {
             template: include_str!("explain/syscall-latency.bt"),
             key: KeyField::Syscall,
-        },
+        }),
+        native: Some(CaptureKind::Syscall),
     },
     Explainer {
         preset: "syscall-latency-log2",
         captures: "per syscall in the band: comm, pid, cgroup, user and kernel stack at the syscall's return",
-        how: How::Bpftrace {
+        bpftrace: Some(BpftraceCompanion {
             template: include_str!("explain/syscall-latency-log2.bt"),
             key: KeyField::Syscall,
-        },
+        }),
+        native: Some(CaptureKind::Syscall),
     },
     Explainer {
         preset: "cpu-profile",
         captures: "per on-CPU sample at an offset in the band: comm, pid, cgroup, user and kernel stack at the sample",
-        how: How::Bpftrace {
+        bpftrace: Some(BpftraceCompanion {
             template: include_str!("explain/cpu-profile.bt"),
             key: KeyField::Comm,
-        },
+        }),
+        native: None,
     },
     Explainer {
         preset: "offcpu-time",
-        captures: "per off-CPU interval in the band (native): comm, pid, cgroup, user and kernel stack at the switch-out, and the waker's comm and kernel stack at the wakeup (after `--`)",
-        how: How::Native(CaptureKind::OffCpu),
+        captures: "per off-CPU interval in the band: comm, pid, cgroup, user and kernel stack at the switch-out, and the waker's comm and kernel stack at the wakeup (after `--`)",
+        bpftrace: None,
+        native: Some(CaptureKind::OffCpu),
     },
     Explainer {
         preset: "runqueue-latency",
-        captures: "per run-queue wait in the band (native): comm, pid, cgroup, user and kernel stack at the task's last switch-out (where it blocked or was preempted), and the waker's comm and kernel stack at the wakeup (after `--`)",
-        how: How::Native(CaptureKind::RunQueue),
+        captures: "per run-queue wait in the band: comm, pid, cgroup, user and kernel stack at the task's last switch-out (where it blocked or was preempted), and the waker's comm and kernel stack at the wakeup (after `--`)",
+        bpftrace: None,
+        native: Some(CaptureKind::RunQueue),
     },
     Explainer {
         preset: "block-io-latency",
-        captures: "per request in the band (native): the issuing task's comm, pid, cgroup, user and kernel stack at block_rq_issue",
-        how: How::Native(CaptureKind::BlockIo),
+        captures: "per request in the band: the issuing task's comm, pid, cgroup, user and kernel stack at block_rq_issue",
+        bpftrace: None,
+        native: Some(CaptureKind::BlockIo),
     },
 ];
 
@@ -179,52 +203,100 @@ pub enum ExplainError {
 }
 
 impl Explainer {
-    /// The companion as a consumer runs it: a bpftrace program (keys shown as bpftrace prints
-    /// them), or a native capture with the main program's process filter.
+    /// The companion as a consumer runs it, on `backend`: a bpftrace program (keys shown as
+    /// bpftrace prints them), or a native capture with the main program's process filter.
     pub fn spec(
         &self,
         preset: &Preset,
         filter: &ProcessFilter,
         band: Band,
         keys: &[String],
+        backend: CompanionBackend,
     ) -> Result<ProgramSpec, ExplainError> {
-        match self.how {
-            How::Bpftrace { template, key } => Ok(ProgramSpec {
+        let native_refusal = match consumer::ebpf::support() {
+            Some(Err(why)) => Some(format!("native eBPF programs cannot run here: {why}")),
+            _ => None,
+        };
+        let native = match (backend, self.native, self.bpftrace) {
+            (CompanionBackend::Bpftrace, _, Some(_)) => false,
+            (CompanionBackend::Bpftrace, _, None) => {
+                return Err(ExplainError::Unsupported(format!(
+                    "explain: {}'s explainer is native only (no bpftrace version)",
+                    self.preset
+                )))
+            }
+            (CompanionBackend::Ebpf, None, _) => {
+                return Err(ExplainError::Unsupported(format!(
+                    "explain: {}'s explainer runs on bpftrace only",
+                    self.preset
+                )))
+            }
+            (_, Some(_), bpftrace) => match (&native_refusal, bpftrace) {
+                (None, _) => true,
+                // Auto falls back to bpftrace where the kernel runs no native program.
+                (Some(_), Some(_)) if backend == CompanionBackend::Auto => false,
+                (Some(why), _) => {
+                    return Err(ExplainError::Unsupported(format!(
+                        "explain: {}'s explainer runs natively, and {why}",
+                        self.preset
+                    )))
+                }
+            },
+            (_, None, _) => false,
+        };
+        if !native {
+            let BpftraceCompanion { template, key } = self
+                .bpftrace
+                .expect("an explainer has a bpftrace or a native companion");
+            return Ok(ProgramSpec {
                 script: bpftrace_script(template, key, preset, filter, band, keys)?,
                 key_names: KeyNames::AsIs,
                 rewrite: None,
                 preset: None,
                 filter: ProcessFilter::default(),
                 capture: None,
-            }),
-            How::Native(kind) => {
-                if let Some(Err(why)) = consumer::ebpf::support() {
-                    return Err(ExplainError::Unsupported(format!(
-                        "explain: {}'s explainer runs natively, and native eBPF programs cannot run here: {why}",
-                        self.preset
-                    )));
-                }
+            });
+        }
+        let kind = self.native.expect("chosen only when there is one");
+        let keys = match kind {
+            // The program compares numbers: each name becomes its syscall's.
+            CaptureKind::Syscall => keys
+                .iter()
+                .map(|k| syscall_number(k).map(|nr| nr.to_string()))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => {
                 for key in keys {
                     check_name(key)?;
                 }
-                let ns = ns_per_unit(preset.unit);
-                let capture = consumer::Capture {
-                    kind,
-                    lo_ns: band.lo.saturating_mul(ns),
-                    hi_ns: band.hi.map(|hi| hi.saturating_mul(ns)),
-                    keys: keys.to_vec(),
-                };
-                Ok(ProgramSpec {
-                    script: format!("native explain of {}", self.preset),
-                    key_names: KeyNames::AsIs,
-                    rewrite: None,
-                    preset: None,
-                    filter: filter.clone(),
-                    capture: Some(capture),
-                })
+                keys.to_vec()
             }
-        }
+        };
+        let ns = ns_per_unit(preset.unit);
+        let capture = consumer::Capture {
+            kind,
+            lo_ns: band.lo.saturating_mul(ns),
+            hi_ns: band.hi.map(|hi| hi.saturating_mul(ns)),
+            keys,
+        };
+        Ok(ProgramSpec {
+            script: format!("native explain of {}", self.preset),
+            key_names: KeyNames::AsIs,
+            rewrite: None,
+            preset: None,
+            filter: filter.clone(),
+            capture: Some(capture),
+        })
     }
+}
+
+/// The number of syscall `key` (a name this host knows, or `syscall_N`).
+fn syscall_number(key: &str) -> Result<u64, ExplainError> {
+    crate::syscalls::number(key)
+        .and_then(|n| u64::try_from(n).ok())
+        .or_else(|| key.strip_prefix("syscall_")?.parse().ok())
+        .ok_or_else(|| {
+            ExplainError::BadRequest(format!("explain: {key:?} is not a syscall this host knows"))
+        })
 }
 
 /// Nanoseconds in one of a preset's units.
@@ -286,16 +358,7 @@ fn bpftrace_script(
 
 fn key_test(field: KeyField, key: &str) -> Result<String, ExplainError> {
     match field {
-        KeyField::Syscall => {
-            let nr = crate::syscalls::number(key)
-                .or_else(|| key.strip_prefix("syscall_")?.parse().ok())
-                .ok_or_else(|| {
-                    ExplainError::BadRequest(format!(
-                        "explain: {key:?} is not a syscall this host knows"
-                    ))
-                })?;
-            Ok(format!("args->id == {nr}"))
-        }
+        KeyField::Syscall => Ok(format!("args->id == {}", syscall_number(key)?)),
         KeyField::Comm => {
             check_name(key)?;
             Ok(format!("comm == \"{key}\""))
@@ -623,6 +686,7 @@ pub struct ExplainPlan {
     pub band: Band,
     pub keys: Vec<String>,
     pub max_cpu_percent: u32,
+    pub backend: CompanionBackend,
 }
 
 /// A running (or starting) companion, owned by the main program for one of its members.
@@ -839,6 +903,8 @@ pub enum ExplainEvent {
         captures: &'static str,
         band: Band,
         keys: Arc<Vec<String>>,
+        /// What runs the companion.
+        backend: Backend,
     },
     /// One tick's `explain` message, as text.
     Tick(Arc<str>),
@@ -1233,7 +1299,13 @@ impl Handler<super::StartExplain> for super::Program {
                 preset.map(|p| p.name),
             ))),
             Some((preset, explainer)) => explainer
-                .spec(preset, &self.plan.program.filter, plan.band, &plan.keys)
+                .spec(
+                    preset,
+                    &self.plan.program.filter,
+                    plan.band,
+                    &plan.keys,
+                    plan.backend,
+                )
                 .map(|spec| (explainer, spec)),
         };
         let (explainer, spec) = match spec {
@@ -1263,6 +1335,7 @@ impl Handler<super::StartExplain> for super::Program {
         .emit();
         let band = plan.band;
         let keys = Arc::new(plan.keys.clone());
+        let backend = backend_of(&spec);
         let companion = Companion::spawn(plan, spec, &self.config);
         let consumer = companion.consumer.clone().expect("just spawned");
         self.companions.insert(session.clone(), companion);
@@ -1285,6 +1358,7 @@ impl Handler<super::StartExplain> for super::Program {
                                 captures: explainer.captures,
                                 band,
                                 keys,
+                                backend,
                             },
                         );
                     }
@@ -1344,6 +1418,9 @@ mod tests {
     use super::*;
     use crate::aggregation::{AggKind, Aggregation, Series};
     use crate::presets;
+
+    const AUTO: CompanionBackend = CompanionBackend::Auto;
+    const BPFTRACE: CompanionBackend = CompanionBackend::Bpftrace;
 
     #[test]
     fn frames_fold_root_first_with_offsets_stripped() {
@@ -1534,7 +1611,7 @@ mod tests {
             hi: Some(4096),
         };
         let script = e
-            .spec(preset, &filter, band, &["clock_nanosleep".into()])
+            .spec(preset, &filter, band, &["clock_nanosleep".into()], BPFTRACE)
             .unwrap()
             .script;
         let nr = crate::syscalls::number("clock_nanosleep").unwrap();
@@ -1543,7 +1620,9 @@ mod tests {
         )));
         assert!(script.contains("/pid == 42/"), "{script}");
         assert!(!script.contains("HEAT_IN_BAND"));
-        assert!(e.spec(preset, &filter, band, &["nope".into()]).is_err());
+        assert!(e
+            .spec(preset, &filter, band, &["nope".into()], BPFTRACE)
+            .is_err());
         let profile = presets::find("cpu-profile").unwrap();
         let burner = find("cpu-profile").unwrap();
         let band = Band {
@@ -1552,17 +1631,19 @@ mod tests {
         };
         let none = ProcessFilter::default();
         let s = burner
-            .spec(profile, &none, band, &["burn".into()])
+            .spec(profile, &none, band, &["burn".into()], AUTO)
             .unwrap()
             .script;
         assert!(
             s.contains("if ($v >= 0 && $v < 200 && (comm == \"burn\"))"),
             "{s}"
         );
-        assert!(burner.spec(profile, &none, band, &["a\"b".into()]).is_err());
+        assert!(burner
+            .spec(profile, &none, band, &["a\"b".into()], AUTO)
+            .is_err());
         for explainer in EXPLAINERS {
             assert!(presets::find(explainer.preset).is_some());
-            if let How::Bpftrace { template, .. } = explainer.how {
+            if let Some(BpftraceCompanion { template, .. }) = explainer.bpftrace {
                 let maps = crate::consumer::bpftrace::program::aggregation_maps(template);
                 assert_eq!(maps.len(), 1, "{} has one capture map", explainer.preset);
             }
@@ -1581,7 +1662,9 @@ mod tests {
             lo: 2048,
             hi: Some(4096),
         };
-        let spec = e.spec(preset, &filter, band, &["perl".into()]).unwrap();
+        let spec = e
+            .spec(preset, &filter, band, &["perl".into()], AUTO)
+            .unwrap();
         assert_eq!(spec.filter, filter);
         assert_eq!(
             spec.capture,
@@ -1599,17 +1682,57 @@ mod tests {
         };
         let spec = find("offcpu-time")
             .unwrap()
-            .spec(offcpu, &ProcessFilter::default(), open, &[])
+            .spec(offcpu, &ProcessFilter::default(), open, &[], AUTO)
             .unwrap();
         let capture = spec.capture.unwrap();
         assert_eq!((capture.lo_ns, capture.hi_ns), (1 << 20, None), "ns as is");
         let blockio = presets::find("block-io-latency").unwrap();
         let e = find("block-io-latency").unwrap();
-        assert!(e.spec(blockio, &filter, band, &["WS".into()]).is_ok());
-        assert!(e.spec(blockio, &filter, band, &["".into()]).is_err());
+        assert!(e.spec(blockio, &filter, band, &["WS".into()], AUTO).is_ok());
+        assert!(e.spec(blockio, &filter, band, &["".into()], AUTO).is_err());
         assert!(e
-            .spec(blockio, &filter, band, &["0123456789abcdef".into()])
+            .spec(blockio, &filter, band, &["0123456789abcdef".into()], AUTO)
             .is_err());
+    }
+
+    #[test]
+    fn the_backend_asked_is_the_one_that_runs_or_a_clear_refusal() {
+        let syscalls = presets::find("syscall-latency").unwrap();
+        let e = find(syscalls.name).unwrap();
+        let none = ProcessFilter::default();
+        let band = Band { lo: 64, hi: None };
+        let keys = ["clock_nanosleep".to_owned()];
+        let native = e
+            .spec(syscalls, &none, band, &keys, CompanionBackend::Ebpf)
+            .unwrap();
+        let nr = crate::syscalls::number("clock_nanosleep").unwrap();
+        let capture = native.capture.unwrap();
+        assert_eq!(capture.kind, CaptureKind::Syscall);
+        assert_eq!(
+            capture.keys,
+            vec![nr.to_string()],
+            "syscall keys go as numbers"
+        );
+        assert_eq!((capture.lo_ns, capture.hi_ns), (64_000, None), "us to ns");
+        let traced = e.spec(syscalls, &none, band, &keys, BPFTRACE).unwrap();
+        assert!(traced.capture.is_none() && !traced.script.contains("HEAT_IN_BAND"));
+        let offcpu = presets::find("offcpu-time").unwrap();
+        let refused = find("offcpu-time")
+            .unwrap()
+            .spec(offcpu, &none, band, &[], BPFTRACE)
+            .unwrap_err();
+        assert!(matches!(refused, ExplainError::Unsupported(ref m) if m.contains("native only")));
+        let profile = presets::find("cpu-profile").unwrap();
+        let refused = find("cpu-profile")
+            .unwrap()
+            .spec(profile, &none, band, &[], CompanionBackend::Ebpf)
+            .unwrap_err();
+        assert!(matches!(refused, ExplainError::Unsupported(ref m) if m.contains("bpftrace only")));
+        assert_eq!(
+            CompanionBackend::parse("ebpf"),
+            Some(CompanionBackend::Ebpf)
+        );
+        assert_eq!(CompanionBackend::parse("dtrace"), None);
     }
 
     #[test]
@@ -1661,6 +1784,7 @@ mod tests {
             band: Band { lo: 0, hi: None },
             keys: Vec::new(),
             max_cpu_percent: 1,
+            backend: AUTO,
         });
         let walk = |c: &mut Companion, series| tally(&c.delta(&snapshot(series, AggKind::Count)));
         let first = walk(

@@ -690,6 +690,7 @@ impl Handler<Explain> for Programs {
                 band: request.band,
                 keys: request.keys,
                 max_cpu_percent,
+                backend: request.backend,
             },
         });
         Ok(id)

@@ -749,13 +749,14 @@ impl Session {
                 captures,
                 band,
                 keys,
+                backend,
             } => self.send(
                 ctx,
                 ServerMessage::ExplainStarted {
                     explain: id,
                     program,
                     preset,
-                    backend: consumer::Backend::Bpftrace.as_str(),
+                    backend: backend.as_str(),
                     band,
                     keys: &keys,
                     captures,

@@ -35,6 +35,8 @@ pub struct ExplainRequest {
     pub keys: Vec<String>,
     /// The companion's CPU budget, as `start`'s `max_cpu_percent`.
     pub max_cpu_percent: Option<u32>,
+    /// Which companion runs (`auto` unless asked).
+    pub backend: crate::program::explain::CompanionBackend,
 }
 
 /// `{"type":"start", …}`.
@@ -167,6 +169,7 @@ fn explain_request(object: serde_json::Map<String, Json>) -> Result<ExplainReque
     use crate::program::explain::{Band, MAX_KEYS};
     let bad = |m: &str| ProtocolError::BadRequest(format!("explain: {m}"));
     let (mut program, mut band, mut keys, mut max_cpu_percent) = (None, None, Vec::new(), None);
+    let mut backend = crate::program::explain::CompanionBackend::Auto;
     for (field, value) in object {
         match field.as_str() {
             "program" => {
@@ -219,6 +222,12 @@ fn explain_request(object: serde_json::Map<String, Json>) -> Result<ExplainReque
                     })?;
                 max_cpu_percent = Some(percent);
             }
+            "backend" => {
+                backend = value
+                    .as_str()
+                    .and_then(crate::program::explain::CompanionBackend::parse)
+                    .ok_or_else(|| bad("`backend` must be \"auto\", \"ebpf\" or \"bpftrace\""))?;
+            }
             other => return Err(bad(&format!("unknown field `{other}`"))),
         }
     }
@@ -227,6 +236,7 @@ fn explain_request(object: serde_json::Map<String, Json>) -> Result<ExplainReque
         band: band.ok_or_else(|| bad("needs `band`"))?,
         keys,
         max_cpu_percent,
+        backend,
     })
 }
 

@@ -1,13 +1,17 @@
-//! The native explain companions: BPF objects (`bpf/sched_explain.bpf.c`,
-//! `bpf/blockio_explain.bpf.c`) that time the same intervals as their presets and, for those
-//! inside a band, count the process, cgroup and stacks taken where the interval began (the
-//! switch-out, the waker, the issue); and their walk, which symbolises the stacks with
-//! blazesym and reports them in the shape the bpftrace companions print theirs.
+//! The native explain companions: BPF objects (`bpf/syscall_explain.bpf.c`,
+//! `bpf/sched_explain.bpf.c`, `bpf/blockio_explain.bpf.c`) that time the same intervals as
+//! their presets and, for those inside a band, count the process, cgroup and stacks (at the
+//! syscall's return; at the switch-out and the waker; at the issue); and their walk, which
+//! symbolises the stacks with blazesym and reports them in the shape the bpftrace companions
+//! print theirs.
 //!
-//! Why native for these: the stack is taken at one probe and counted at another, so it must be
-//! kept as a stack id in between. bpftrace 0.17 keeps its stack maps machine-wide and small,
-//! and overflowed on a whole machine's context switches; here the stack map, the capture map
-//! and their sizes are ours, and a capture that does not fit is counted as missed, not lost.
+//! Why native: for the scheduler and block presets the stack is taken at one probe and
+//! counted at another, so it must be kept as a stack id in between; bpftrace 0.17 keeps its
+//! stack maps machine-wide and small, and overflowed on a whole machine's context switches.
+//! For the syscall presets bpftrace can do it, but prints (and symbolises) its whole map every
+//! walk and caps it at its map size. Here the stack map, the capture map and their sizes are
+//! ours, the walk reads ids and symbolises each stack once, and a capture that does not fit is
+//! counted as missed, not lost.
 //!
 //! Why blazesym: it is the symbolizer the libbpf project keeps for exactly this (kernel
 //! addresses through kallsyms, user addresses through the process's maps and ELF symbols,
@@ -28,6 +32,7 @@ use crate::consumer::{
     MISSED_AGGREGATION,
 };
 
+const SYSCALL_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/syscall_explain.bpf.o"));
 const SCHED_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sched_explain.bpf.o"));
 const BLOCKIO_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blockio_explain.bpf.o"));
 
@@ -45,6 +50,7 @@ const NAME_LEN: usize = 16;
 /// The object and mode that time `kind`'s interval.
 fn object_of(kind: CaptureKind) -> (&'static str, &'static [u8], u32) {
     match kind {
+        CaptureKind::Syscall => ("heat_x_syscall", SYSCALL_OBJECT, 0),
         CaptureKind::OffCpu => ("heat_x_sched", SCHED_OBJECT, MODE_OFFCPU),
         CaptureKind::RunQueue => ("heat_x_sched", SCHED_OBJECT, MODE_RUNQUEUE),
         CaptureKind::BlockIo => ("heat_x_blockio", BLOCKIO_OBJECT, 0),
@@ -57,6 +63,19 @@ fn name_bytes(name: &str) -> [u8; NAME_LEN] {
     let n = name.len().min(NAME_LEN - 1);
     out[..n].copy_from_slice(&name.as_bytes()[..n]);
     out
+}
+
+/// A key as `kind`'s program compares it: a name, or a syscall number native-endian in the
+/// first four bytes (`None`: not a number).
+fn key_bytes(kind: CaptureKind, key: &str) -> Option<[u8; NAME_LEN]> {
+    match kind {
+        CaptureKind::Syscall => {
+            let mut out = [0u8; NAME_LEN];
+            out[..4].copy_from_slice(&key.parse::<u32>().ok()?.to_ne_bytes());
+            Some(out)
+        }
+        _ => Some(name_bytes(key)),
+    }
 }
 
 /// One `struct heat_x_key`.
@@ -130,7 +149,11 @@ impl LoadedCapture {
         let object = open_and_load(name, bytes, &config)?;
         let keys = find_map(&object, name, "heat_x_keys")?;
         for key in &capture.keys {
-            keys.update(&name_bytes(key), &[1u8], MapFlags::ANY)
+            let bytes = key_bytes(capture.kind, key).ok_or(EbpfError::Layout {
+                object: name,
+                what: "a syscall key is not a number",
+            })?;
+            keys.update(&bytes, &[1u8], MapFlags::ANY)
                 .map_err(|source| EbpfError::Libbpf {
                     step: "write the keys of",
                     object: name,
@@ -434,7 +457,11 @@ mod tests {
 
     #[test]
     fn the_capture_maps_are_as_large_as_the_server_thinks() {
-        for kind in [CaptureKind::OffCpu, CaptureKind::BlockIo] {
+        for kind in [
+            CaptureKind::Syscall,
+            CaptureKind::OffCpu,
+            CaptureKind::BlockIo,
+        ] {
             let (name, bytes, _) = object_of(kind);
             let mut builder = libbpf_rs::ObjectBuilder::default();
             let opened = builder.name(name).unwrap().open_memory(bytes).unwrap();
@@ -454,6 +481,14 @@ mod tests {
     #[test]
     fn key_names_are_nul_padded_and_cut_at_15_bytes() {
         assert_eq!(&name_bytes("WS")[..3], b"WS\0");
+        let nr = key_bytes(CaptureKind::Syscall, "230").unwrap();
+        assert_eq!(&nr[..4], &230u32.to_ne_bytes());
+        assert_eq!(&nr[4..], &[0; 12]);
+        assert_eq!(key_bytes(CaptureKind::Syscall, "read"), None);
+        assert_eq!(
+            key_bytes(CaptureKind::OffCpu, "read"),
+            Some(name_bytes("read"))
+        );
         let long = name_bytes("a-very-long-command-name");
         assert_eq!(&long[..15], b"a-very-long-com");
         assert_eq!(long[15], 0);
