@@ -1121,3 +1121,58 @@ fn a_full_capture_map_is_told_and_its_tracer_replaced() {
         "one companion tracer runs, the fresh one: {now:?}"
     );
 }
+
+/// A native companion whose capture map fills (`HEAT_ACTIX_FAULT=explain_small_map`: 1024
+/// captures, against thousands of new processes a tick) keeps counting what it had no room for:
+/// the tick says `capture_full` and `missed`, a fresh companion takes over, and over the run
+/// `explained` and `missed` together account for every event in the band outside the gaps.
+#[test]
+fn a_full_native_capture_map_counts_what_it_missed() {
+    require_tracing();
+    let _serial = serial();
+    let server = Server::start_with(
+        support::TEST_CONFIG,
+        &[],
+        &[("HEAT_ACTIX_FAULT", "explain_small_map")],
+    );
+    let mut client = server.connect();
+    expect(&mut client, "hello");
+    client.send(json!({"type": "start", "preset": "syscall-latency-log2",
+                       "tick_ms": 4 * TICK_MS, "comm": MANY_COMM}));
+    let program = expect(&mut client, "started")["program"].as_u64().unwrap();
+    let mut explain = explain_band(program);
+    explain["backend"] = json!("ebpf");
+    client.send(explain);
+    let explain_id = expect(&mut client, "explain_started")["explain"].clone();
+    next_tick(&mut client);
+    let workload = std::thread::spawn(|| short_lived_sleepers(MANY_PROCESSES));
+    let (mut explained, mut missed, mut in_band, mut gap_in_band) = (0, 0, 0, 0);
+    let mut full_ticks = 0;
+    let mut after = 0;
+    // Until two ticks after the workload's last process, so that both programs saw it all.
+    while after < 2 {
+        let tick = next_tick(&mut client);
+        assert_eq!(tick["explain"], explain_id, "the same explain goes on");
+        explained += tick["explained"].as_u64().unwrap();
+        missed += tick["missed"].as_u64().unwrap_or(0);
+        in_band += tick["events_in_band"].as_u64().unwrap();
+        gap_in_band += tick["gap"]["events_in_band"].as_u64().unwrap_or(0);
+        full_ticks += u32::from(tick["capture_full"] == true);
+        if workload.is_finished() {
+            after += 1;
+        }
+    }
+    workload.join().unwrap();
+    assert!(full_ticks >= 1, "a tick tells that the capture map filled");
+    assert!(
+        missed > 0,
+        "what did not fit is counted: {explained} explained, {missed} missed"
+    );
+    assert!(
+        (explained + missed) * 100 >= in_band * 98 && (explained + missed) * 100 <= in_band * 102,
+        "explained and missed account for the band: {explained} + {missed} of {in_band} \
+         (and {gap_in_band} in gaps)"
+    );
+    client.send(json!({"type": "explain_stop"}));
+    expect(&mut client, "explain_stopped");
+}

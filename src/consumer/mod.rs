@@ -98,6 +98,18 @@ pub enum CaptureKind {
 
 /// Captures a native companion's map holds (`HEAT_X_CAPTURES` in `ebpf/bpf/explain.h`).
 pub const NATIVE_CAPTURES: u32 = 32768;
+/// A companion's capture map under `HEAT_ACTIX_FAULT=explain_small_map`, bpftrace's or native,
+/// small enough for a test to fill.
+pub const FAULT_CAPTURES: u32 = 1024;
+
+/// The captures a native companion's map holds here: [`NATIVE_CAPTURES`], or the fault's.
+pub fn native_captures() -> u32 {
+    if fault_injected("explain_small_map") {
+        FAULT_CAPTURES
+    } else {
+        NATIVE_CAPTURES
+    }
+}
 
 /// The aggregation a companion reports its captures in: one scalar count per (pid, cgroup,
 /// comm, kernel stack, user stack[, waker comm, waker kernel stack]), cumulative.
@@ -391,7 +403,8 @@ impl ConsumerActor {
 /// Test hooks, a comma-separated list in `HEAT_ACTIX_FAULT` (unset in production), so tests can
 /// reach failures a healthy machine never shows: `consumer_panic` makes every consumer thread
 /// panic on its second walk; `ebpf_probe` makes the start-up probe find no native support;
-/// `ebpf_load` makes every native program fail to load (after a good probe).
+/// `ebpf_load` makes every native program fail to load (after a good probe);
+/// `explain_small_map` gives explain companions [`FAULT_CAPTURES`] captures.
 pub(crate) fn fault_injected(name: &str) -> bool {
     std::env::var("HEAT_ACTIX_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
 }

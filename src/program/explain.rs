@@ -43,8 +43,6 @@ const FAULT_WALK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 /// takes 8.9 MB and the entry map 5.2 MB, against 0.6 and 0.3 MB at 4096; the stack map
 /// (131072 stacks, 136 MB) is the same either way. Main programs keep bpftrace's default.
 pub const COMPANION_MAP_KEYS: u32 = 65536;
-/// The companion's map size under `HEAT_ACTIX_FAULT=explain_small_map`, for tests that fill it.
-const FAULT_MAP_KEYS: u32 = 1024;
 /// The share of the map (percent) past which a companion's tracer is replaced by a fresh one
 /// with an empty map (see [`Crowding`]): every walk prints the whole cumulative map, so the
 /// print and bpftrace's symbolising of it grow with its keys; the other half is room for the
@@ -606,7 +604,7 @@ pub fn crowding(keys: usize, map_keys: u32, bytes: u64, tick_ms: u64, budget: u6
 /// The size of a companion's maps: [`COMPANION_MAP_KEYS`], or the fault's small one.
 fn companion_map_keys() -> u32 {
     if consumer::fault_injected("explain_small_map") {
-        FAULT_MAP_KEYS
+        consumer::FAULT_CAPTURES
     } else {
         COMPANION_MAP_KEYS
     }
@@ -1152,7 +1150,7 @@ impl super::Program {
                             // (what overflows it is counted as `missed`).
                             let native = c.spec.as_ref().is_some_and(|s| s.capture.is_some());
                             let (map_keys, bytes) = if native {
-                                (consumer::NATIVE_CAPTURES, 0)
+                                (consumer::native_captures(), 0)
                             } else {
                                 (companion_map_keys(), bytes)
                             };

@@ -301,8 +301,9 @@ function shortLived(n) {
 test('a full capture map is a plain warning in the panel', async () => {
   const small = await startServer({ tickMs: MANY_TICK_MS, env: { HEAT_ACTIX_FAULT: 'explain_small_map' } });
   let work = null;
+  let t = null;
   try {
-    const t = await openPage(browser.context, `${small.url}/?columns=60`);
+    t = await openPage(browser.context, `${small.url}/?columns=60`);
     tabs.push(t);
     const p = t.page;
     await p.evaluate(({ tick, comm }) => window.heat.send({ type: 'start', preset: 'syscall-latency-log2', tick_ms: tick, comm }), { tick: MANY_TICK_MS, comm: MANY_COMM });
@@ -321,6 +322,8 @@ test('a full capture map is a plain warning in the panel', async () => {
     await work.done;
   } finally {
     if (work) work.stop();
+    // The tab goes before its server: a page left open would log its reconnect's refusal.
+    if (t) await t.page.close();
     await small.stop();
   }
 });

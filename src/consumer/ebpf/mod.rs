@@ -209,12 +209,14 @@ fn libbpf_error(
     }
 }
 
-/// Opens a heat object from its embedded bytes, writes `config` as its `.rodata` and loads it
-/// (the verifier runs here); attaching is the caller's.
+/// Opens a heat object from its embedded bytes, writes `config` as its `.rodata`, gives the maps
+/// named in `sizes` those entries, and loads it (the verifier runs here); attaching is the
+/// caller's.
 fn open_and_load(
     name: &'static str,
     bytes: &'static [u8],
     config: &HeatConfig,
+    sizes: &[(&str, u32)],
 ) -> Result<Object, EbpfError> {
     let (opened, log) = with_libbpf_log(|| {
         let mut builder = ObjectBuilder::default();
@@ -240,6 +242,17 @@ fn open_and_load(
         });
     }
     initial.copy_from_slice(&config.bytes());
+    for (map, entries) in sizes {
+        opened
+            .maps_mut()
+            .find(|m| m.name().to_string_lossy() == *map)
+            .ok_or(EbpfError::Layout {
+                object: name,
+                what: "a map to size is not in the object",
+            })?
+            .set_max_entries(*entries)
+            .map_err(libbpf_error(name, "size a map of", ""))?;
+    }
     let (object, log) = with_libbpf_log(|| opened.load());
     object.map_err(libbpf_error(name, "load", &log))
 }
@@ -259,6 +272,7 @@ impl Loaded {
             native.object_name,
             native.object,
             &HeatConfig::new(native, filter),
+            &[],
         )?;
         let mut links = Vec::new();
         for program in object.progs_mut() {

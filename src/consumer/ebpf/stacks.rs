@@ -146,7 +146,14 @@ impl LoadedCapture {
             // An empty band: 0 means "no upper bound" to the BPF side.
             config.band_lo_ns = u64::MAX;
         }
-        let object = open_and_load(name, bytes, &config)?;
+        // Only the capture map: a full one is what `missed` counts, and what a test fills.
+        let captures = crate::consumer::native_captures();
+        let sizes: &[(&str, u32)] = if captures == crate::consumer::NATIVE_CAPTURES {
+            &[]
+        } else {
+            &[("heat_x_captures", captures)]
+        };
+        let object = open_and_load(name, bytes, &config, sizes)?;
         let keys = find_map(&object, name, "heat_x_keys")?;
         for key in &capture.keys {
             let bytes = key_bytes(capture.kind, key).ok_or(EbpfError::Layout {
