@@ -314,18 +314,33 @@ impl StackConsumer {
             source,
             log: String::new(),
         };
+        // The counters first, all of them, then the symbolising (slow: files, kallsyms): so
+        // the walk reads them at one moment, right after its program's walk, and a tick's
+        // counts line up with the program's. Events in between are the next walk's.
         let captures = find_map(&loaded.object, loaded.name, "heat_x_captures")?;
-        // Several captures can read the same once symbolised (offsets dropped, waker pids
-        // not shown): their counts are added, so each key is reported once.
-        let mut counts: HashMap<Vec<KeyPart>, i64> = HashMap::new();
+        let mut raw = Vec::new();
         for bytes in captures.keys() {
             let Some(value) = captures.lookup(&bytes, MapFlags::ANY).map_err(read)? else {
                 continue;
             };
+            let count = u64::from_ne_bytes(value[..8].try_into().expect("a u64 count"));
+            raw.push((bytes, count));
+        }
+        let missed = find_map(&loaded.object, loaded.name, "heat_x_missed")?
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(read)?
+            .map_or(0, |cpus| {
+                cpus.iter()
+                    .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("a u64 count")))
+                    .sum::<u64>()
+            });
+        // Several captures can read the same once symbolised (offsets dropped, waker pids
+        // not shown): their counts are added, so each key is reported once.
+        let mut counts: HashMap<Vec<KeyPart>, i64> = HashMap::new();
+        for (bytes, count) in raw {
             let Some(key) = CaptureKey::decode(&bytes) else {
                 continue;
             };
-            let count = u64::from_ne_bytes(value[..8].try_into().expect("a u64 count"));
             let object = &loaded.object;
             let kstack = self.stacks.text(object, loaded.name, key.kstack, None);
             let ustack = self
@@ -343,14 +358,6 @@ impl StackConsumer {
             ];
             *counts.entry(parts).or_default() += count as i64;
         }
-        let missed = find_map(&loaded.object, loaded.name, "heat_x_missed")?
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(read)?
-            .map_or(0, |cpus| {
-                cpus.iter()
-                    .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("a u64 count")))
-                    .sum::<u64>()
-            });
         let mut series: Vec<Series> = counts
             .into_iter()
             .map(|(key, n)| Series {
