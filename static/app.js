@@ -167,6 +167,8 @@ const selection = new SelectionPanel({
     unit: unitOf,
     colMs: () => (S.mode === 'live' ? S.tick || 1000 : (S.past ?? S.file).grid.width),
     mode: () => S.mode,
+    // The fleet view's keys are its hosts (Prometheus's `instance`), so the panel names them so.
+    keyNoun: () => (S.mode === 'past' && isFleet(S.past.watch) ? 'host' : 'key'),
     isolate(name) {
       const m = currentModel();
       // A key not seen yet (a program just joined) is isolated once it is, as a permalink's is.

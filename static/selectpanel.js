@@ -27,7 +27,7 @@ export class SelectionPanel {
   /**
    * host: the page's view of things this panel needs and does not own:
    *   model() the shown HistModel, view (HeatmapView), unit(model), colMs() (one column's ms),
-   *   mode() (live | past | file), isolate(keyName|null), watchToRun() (a watch whose live
+   *   mode() (live | past | file), keyNoun() ('host' in the fleet view, else 'key'), isolate(keyName|null), watchToRun() (a watch whose live
    *   program has this data's preset, or null), joinWatch(name), running() (program running),
    *   schedule() (re-render the side panels), explained(box) (Explain's kept stacks over the
    *   box's time and band: {stacks, ticks, samples, runs}, or null when the shown data cannot
@@ -327,21 +327,22 @@ export class SelectionPanel {
     const vis = this.visible(m);
     const r = vis ? overRepresentation(m, this.box, vis) : { keys: [], inside: 0, outside: 0 };
     this.lastRanking = r;
+    const noun = this.host.keyNoun();
     const table = el('table', { class: 'sel-table sel-ranking' },
       el('caption', { class: 'muted', text: `What is different there: ${fmtNum(r.inside)} events inside, ${fmtNum(r.outside)} in the rest of the picture` }),
-      el('thead', {}, el('tr', {}, el('th', { text: 'key' }), el('th', { class: 'num', text: 'inside' }), el('th', { class: 'num', text: 'share inside' }),
+      el('thead', {}, el('tr', {}, el('th', { text: noun }), el('th', { class: 'num', text: 'inside' }), el('th', { class: 'num', text: 'share inside' }),
         el('th', { class: 'num', text: 'share outside' }), el('th', { class: 'num', text: 'lift', title: 'share inside / share outside, both smoothed (+½ event per key), so a key never seen outside has a finite lift' }))));
     const body = el('tbody');
     for (const k of r.keys.slice(0, LIST_LIMIT)) {
       const isolated = m.isolate === k.id;
-      const tr = el('tr', { class: `sel-key${isolated ? ' isolated' : ''}`, 'data-key': k.name, title: isolated ? 'Show all keys again' : 'Show only this key' },
+      const tr = el('tr', { class: `sel-key${isolated ? ' isolated' : ''}`, 'data-key': k.name, title: isolated ? `Show all ${noun}s again` : `Show only this ${noun}` },
         el('td', { class: 'mono', text: k.name }), el('td', { class: 'num', text: fmtNum(k.inside) }), el('td', { class: 'num', text: fmtPct(k.shareIn) }),
         el('td', { class: 'num', text: fmtPct(k.shareOut) }), el('td', { class: 'num', text: fmtLift(k.lift) }));
       tr.addEventListener('click', () => this.host.isolate(isolated ? null : k.name));
       body.append(tr);
     }
     if (!r.keys.length) body.append(el('tr', {}, el('td', { class: 'muted', colspan: 5, text: 'No events inside the selection.' })));
-    if (r.keys.length > LIST_LIMIT) body.append(el('tr', {}, el('td', { class: 'muted', colspan: 5, text: `+${r.keys.length - LIST_LIMIT} more keys` })));
+    if (r.keys.length > LIST_LIMIT) body.append(el('tr', {}, el('td', { class: 'muted', colspan: 5, text: `+${r.keys.length - LIST_LIMIT} more ${noun}s` })));
     table.append(body);
     return table;
   }
@@ -354,8 +355,8 @@ export class SelectionPanel {
       el('td', { class: 'mono', text: name }), el('td', { class: 'num', text: fmtRate(x.baseRate) }), el('td', { class: 'num', text: fmtRate(x.targetRate) }),
       el('td', { class: `num ${x.change > 0 ? 'grew' : x.change < 0 ? 'shrank' : ''}`, text: signed(x.change) }));
     const keys = el('table', { class: 'sel-table sel-compare-keys' },
-      el('caption', { class: 'muted', text: `Per key, events per second: baseline ${fmtNum(c.base.events)} in ${fmtNum(c.base.seconds)} s, target ${fmtNum(c.target.events)} in ${fmtNum(c.target.seconds)} s` }),
-      head('key'), el('tbody', {}, ...c.keys.slice(0, LIST_LIMIT).map((k) => {
+      el('caption', { class: 'muted', text: `Per ${this.host.keyNoun()}, events per second: baseline ${fmtNum(c.base.events)} in ${fmtNum(c.base.seconds)} s, target ${fmtNum(c.target.events)} in ${fmtNum(c.target.seconds)} s` }),
+      head(this.host.keyNoun()), el('tbody', {}, ...c.keys.slice(0, LIST_LIMIT).map((k) => {
         const tr = row(k.name, k, 'sel-key');
         tr.addEventListener('click', () => this.host.isolate(m.isolate === k.id ? null : k.name));
         return tr;

@@ -3,7 +3,7 @@
 // both with native histograms, and a third server with `[fleet]` serves the page. The page's
 // Source picker offers the exported watch; opening it shows the two instances as two keys;
 // isolating one shows exactly its cells (the proxy's JSON for that instance); hovering the
-// cell both sleepers fill lists both instances.
+// cell both sleepers fill lists both instances; a box over B's own row ranks the hosts, B first.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -76,6 +76,11 @@ async function fleetFrames(from, to, columns, { listed = true } = {}) {
   return res.json();
 }
 
+/** Two animation frames: the side panels have run. */
+async function settled(p) {
+  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
+}
+
 /** {instance: {lo: count}} summed over the answer's frames. */
 function byInstance(body) {
   const out = {};
@@ -115,7 +120,7 @@ after(async () => {
   if (prom) await prom.stop();
 });
 
-test('fleet source: two hosts are two keys; isolating one shows its cells; hover lists both', async () => {
+test('fleet source: two hosts are two keys; isolating one shows its cells; hover lists both; a box ranks hosts', async () => {
   const { page: p, errors } = await openPage(browser.context, `${proxy.url}/?columns=120`);
   await p.evaluate(() => localStorage.clear());
   await p.focus('#source');
@@ -209,6 +214,28 @@ test('fleet source: two hosts are two keys; isolating one shows its cells; hover
   assert.equal(await q.evaluate(() => window.heat.source), option);
   assert.deepEqual(await q.evaluate(() => window.heat.keys.filter((k) => k.shown).map((k) => k.name)), [instance(a)]);
   await q.close();
+
+  // Box select B's 20 ms row over the columns B filled: the panel ranks hosts, B first.
+  await p.mouse.move(1, 1);
+  const bCols = Object.keys(bCells).filter((c) => c.endsWith(`|${bOnly}`)).map((c) => Number(c.split('|')[0])).sort((x, y) => x - y);
+  await settled(p);
+  const start = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), [bCols[0], bOnly]);
+  const end = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), [bCols.at(-1), bOnly]);
+  await p.mouse.move(start.x, start.y);
+  await p.mouse.down();
+  await p.mouse.move(end.x, end.y, { steps: 8 });
+  await p.mouse.up();
+  await settled(p);
+  const sel = await p.evaluate(() => window.heat.selection);
+  assert.ok(sel && sel.lo <= B_ONLY_LO && B_ONLY_LO <= sel.hi && sel.hi < 2 * B_ONLY_LO, `the box is B's 20 ms row: ${JSON.stringify(sel)}`);
+  const ranking = await p.evaluate(() => window.heat.ranking);
+  assert.equal(ranking.keys[0].name, instance(b), `ranking: ${JSON.stringify(ranking.keys)}`);
+  assert.ok(ranking.keys[0].lift > 1, 'B is over-represented in its own row');
+  assert.equal(await p.textContent('#select-panel .sel-ranking thead th'), 'host', 'the fleet view ranks hosts');
+  await p.click(`#select-panel .sel-ranking tr[data-key="${instance(b)}"]`);
+  assert.deepEqual(await p.evaluate(() => window.heat.keys.filter((k) => k.shown).map((k) => k.name)), [instance(b)]);
+  assert.match(await p.evaluate(() => window.heat.permalink()), /[?&]sel=/);
+  await p.screenshot({ path: artifact('fleet-select.png') });
   await p.close();
   assert.deepEqual([...errors, ...qErrors], []);
 });
