@@ -27,7 +27,8 @@ export class SelectionPanel {
   /**
    * host: the page's view of things this panel needs and does not own:
    *   model() the shown HistModel, view (HeatmapView), unit(model), colMs() (one column's ms),
-   *   mode() (live | past | file), keyNoun() ('host' in the fleet view, else 'key'), isolate(keyName|null), watchToRun() (a watch whose live
+   *   mode() (live | past | file), keyNoun() (what a key is called: 'host' in the fleet view,
+   *   else 'key'), isolate(keyName|null), watchToRun() (a watch whose live
    *   program has this data's preset, or null), joinWatch(name), running() (program running),
    *   schedule() (re-render the side panels), explained(box) (Explain's kept stacks over the
    *   box's time and band: {stacks, ticks, samples, runs}, or null when the shown data cannot
@@ -350,13 +351,14 @@ export class SelectionPanel {
   compareView(m, unit) {
     const c = compareBoxes(m, this.baseBox, this.box, this.host.colMs());
     this.lastCompare = c;
+    const noun = this.host.keyNoun();
     const head = (first) => el('thead', {}, el('tr', {}, el('th', { text: first }), el('th', { class: 'num', text: 'baseline' }), el('th', { class: 'num', text: 'target' }), el('th', { class: 'num', text: 'change' })));
     const row = (name, x, cls) => el('tr', { class: cls, 'data-key': name },
       el('td', { class: 'mono', text: name }), el('td', { class: 'num', text: fmtRate(x.baseRate) }), el('td', { class: 'num', text: fmtRate(x.targetRate) }),
       el('td', { class: `num ${x.change > 0 ? 'grew' : x.change < 0 ? 'shrank' : ''}`, text: signed(x.change) }));
     const keys = el('table', { class: 'sel-table sel-compare-keys' },
-      el('caption', { class: 'muted', text: `Per ${this.host.keyNoun()}, events per second: baseline ${fmtNum(c.base.events)} in ${fmtNum(c.base.seconds)} s, target ${fmtNum(c.target.events)} in ${fmtNum(c.target.seconds)} s` }),
-      head(this.host.keyNoun()), el('tbody', {}, ...c.keys.slice(0, LIST_LIMIT).map((k) => {
+      el('caption', { class: 'muted', text: `Per ${noun}, events per second: baseline ${fmtNum(c.base.events)} in ${fmtNum(c.base.seconds)} s, target ${fmtNum(c.target.events)} in ${fmtNum(c.target.seconds)} s` }),
+      head(noun), el('tbody', {}, ...c.keys.slice(0, LIST_LIMIT).map((k) => {
         const tr = row(k.name, k, 'sel-key');
         tr.addEventListener('click', () => this.host.isolate(m.isolate === k.id ? null : k.name));
         return tr;

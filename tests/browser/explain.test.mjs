@@ -18,7 +18,7 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { startServer, launchBrowser, openPage, artifact, sleeper } from './harness.mjs';
+import { startServer, launchBrowser, openPage, artifact, sleeper, settled, drag } from './harness.mjs';
 
 const TICK_MS = 500;
 const COMM = 'heat-explwork';   // the sleeper's comm; the program measures only it
@@ -52,21 +52,6 @@ afterEach(async () => {
   for (const t of opened) await t.page.close();
   for (const errors of logged) assert.deepEqual(errors, [], 'a tab logged errors');
 });
-
-async function settled(p) {
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
-}
-
-async function drag(p, from, to) {
-  await settled(p);
-  const a = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), from);
-  const b = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), to);
-  await p.mouse.move(a.x, a.y);
-  await p.mouse.down();
-  await p.mouse.move(b.x, b.y, { steps: 8 });
-  await p.mouse.up();
-  await settled(p);
-}
 
 /** Drawn model columns where `key` (null: any key) has events in the row holding `value`, and that row. */
 function columnsOf(p, key, value) {

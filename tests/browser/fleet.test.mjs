@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openPage, artifact, freePort } from './harness.mjs';
+import { startServer, launchBrowser, openPage, artifact, freePort, settled, drag } from './harness.mjs';
 
 const PROMETHEUS = process.env.PROMETHEUS || '/usr/bin/prometheus';
 const WATCH = 'sleepers';
@@ -76,11 +76,6 @@ async function fleetFrames(from, to, columns, { listed = true } = {}) {
   return res.json();
 }
 
-/** Two animation frames: the side panels have run. */
-async function settled(p) {
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
-}
-
 /** {instance: {lo: count}} summed over the answer's frames. */
 function byInstance(body) {
   const out = {};
@@ -137,7 +132,7 @@ test('fleet source: two hosts are two keys; isolating one shows its cells; hover
   const loads = await p.evaluate(() => window.heat.loads);
   await p.evaluate(({ w, from, to }) => window.heat.openRange(w, from, to), { w: option, from, to });
   await p.waitForFunction((n) => window.heat.loads > n, loads, WAIT);
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  await settled(p);
   const body = await fleetFrames(from, to, 120);
   assert.deepEqual(await p.evaluate(() => window.heat.past.grid), body.slices, 'the page uses the proxy\'s columns');
 
@@ -171,7 +166,7 @@ test('fleet source: two hosts are two keys; isolating one shows its cells; hover
 
   // Isolate A (click its name): exactly A's cells remain, none of B's own row.
   await p.click(`#keys li[data-key="${instance(a)}"] .key-name`);
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  await settled(p);
   assert.deepEqual(await p.evaluate(() => window.heat.keys.filter((k) => k.shown).map((k) => k.name)), [instance(a)]);
   const onlyA = await shownCells();
   assert.deepEqual(onlyA, cellsOf(instance(a)), 'isolated, the picture is A\'s cells');
@@ -210,7 +205,7 @@ test('fleet source: two hosts are two keys; isolating one shows its cells; hover
   // The permalink reopens the fleet range with A isolated in a fresh tab.
   const { page: q, errors: qErrors } = await openPage(browser.context, link);
   await q.waitForFunction(() => window.heat.mode === 'past' && window.heat.loads >= 1, null, WAIT);
-  await q.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  await settled(q);
   assert.equal(await q.evaluate(() => window.heat.source), option);
   assert.deepEqual(await q.evaluate(() => window.heat.keys.filter((k) => k.shown).map((k) => k.name)), [instance(a)]);
   await q.close();
@@ -218,14 +213,7 @@ test('fleet source: two hosts are two keys; isolating one shows its cells; hover
   // Box select B's 20 ms row over the columns B filled: the panel ranks hosts, B first.
   await p.mouse.move(1, 1);
   const bCols = Object.keys(bCells).filter((c) => c.endsWith(`|${bOnly}`)).map((c) => Number(c.split('|')[0])).sort((x, y) => x - y);
-  await settled(p);
-  const start = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), [bCols[0], bOnly]);
-  const end = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), [bCols.at(-1), bOnly]);
-  await p.mouse.move(start.x, start.y);
-  await p.mouse.down();
-  await p.mouse.move(end.x, end.y, { steps: 8 });
-  await p.mouse.up();
-  await settled(p);
+  await drag(p, [bCols[0], bOnly], [bCols.at(-1), bOnly]);
   const sel = await p.evaluate(() => window.heat.selection);
   assert.ok(sel && sel.lo <= B_ONLY_LO && B_ONLY_LO <= sel.hi && sel.hi < 2 * B_ONLY_LO, `the box is B's 20 ms row: ${JSON.stringify(sel)}`);
   const ranking = await p.evaluate(() => window.heat.ranking);

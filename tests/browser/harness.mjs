@@ -118,6 +118,23 @@ export async function metric(url, series) {
   return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
+/** Two animation frames: the side panels (keys, hues, selection) have run and any redraw they asked for. */
+export async function settled(p) {
+  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
+}
+
+/** Drags with the mouse from the centre of heatmap cell `from` ([col, row]) to the centre of `to`. */
+export async function drag(p, from, to) {
+  await settled(p); // a panel that just opened has resized the heatmap
+  const a = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), from);
+  const b = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), to);
+  await p.mouse.move(a.x, a.y);
+  await p.mouse.down();
+  await p.mouse.move(b.x, b.y, { steps: 8 });
+  await p.mouse.up();
+  await settled(p);
+}
+
 export function artifact(name) {
   mkdirSync(ARTIFACTS, { recursive: true });
   return join(ARTIFACTS, name);

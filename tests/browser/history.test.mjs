@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openPage, artifact, sleeper } from './harness.mjs';
+import { startServer, launchBrowser, openPage, artifact, sleeper, settled } from './harness.mjs';
 import { keyText } from '../../static/util.js';
 
 const TICK_MS = 200;
@@ -82,11 +82,6 @@ async function openRange(p) {
   await p.evaluate(({ w, r }) => window.heat.openRange(w, r.from, r.to), { w: WATCH, r: range });
   await p.waitForFunction((n) => window.heat.loads > n && window.heat.mode === 'past', loads, WAIT);
   await settled(p);
-}
-
-/** Two animation frames: the side panels (keys, hues) have run and any redraw they asked for. */
-async function settled(p) {
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
 }
 
 const pixels = (p) => p.evaluate(() => {

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openPage, artifact, sleeper } from './harness.mjs';
+import { startServer, launchBrowser, openPage, artifact, sleeper, settled, drag } from './harness.mjs';
 
 const TICK_MS = 500;
 const WATCH = 'sys';
@@ -117,11 +117,6 @@ async function ticks(p, n) {
   await p.waitForFunction((k) => window.heat.frames >= k, f + n, WAIT);
 }
 
-/** Two animation frames: the side panels have run. */
-async function settled(p) {
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
-}
-
 /**
  * Model columns (indices) where `key` has events in the row holding `value`, and that row;
  * only the columns in the picture.
@@ -136,18 +131,6 @@ function columnsOf(p, key, value) {
     for (let c = first; c <= last; c++) if ((m.breakdown(c, row).find((k) => k.name === key)?.count ?? 0) > 0) cols.push(c);
     return { row, cols };
   }, { key, value });
-}
-
-/** Drags with the mouse from the centre of one cell to the centre of another. */
-async function drag(p, from, to) {
-  await settled(p); // a panel that just opened has resized the heatmap
-  const a = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), from);
-  const b = await p.evaluate(([c, r]) => window.heat.cellPoint(c, r), to);
-  await p.mouse.move(a.x, a.y);
-  await p.mouse.down();
-  await p.mouse.move(b.x, b.y, { steps: 8 });
-  await p.mouse.up();
-  await settled(p);
 }
 
 /** The longest run of consecutive column indices in `cols`. */

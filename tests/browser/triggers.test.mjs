@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openPage, artifact, sleeper } from './harness.mjs';
+import { startServer, launchBrowser, openPage, artifact, sleeper, settled } from './harness.mjs';
 
 const TICK_MS = 200;
 const WATCH = 'sleepy';
@@ -112,7 +112,7 @@ test('a trigger fires on a sleeper and its mark is on the timeline over the pinn
   const loads = await p.evaluate(() => window.heat.loads);
   await p.evaluate(({ w, r }) => window.heat.openRange(w, r.from, r.to), { w: WATCH, r: range });
   await p.waitForFunction((n) => window.heat.loads > n && window.heat.mode === 'past', loads, WAIT);
-  await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
+  await settled(p);
 
   // The page holds the stored mark and drew it once, with the trigger's name.
   const shown = (await p.evaluate(() => window.heat.marks)).filter((m) => m.label === TRIGGER);
